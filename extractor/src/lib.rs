@@ -1,0 +1,10 @@
+//! nodescope's extractor: attaches to a bitcoind binary's USDT tracepoints with eBPF and turns
+//! every firing into an event.
+
+pub mod cli;
+pub mod event;
+pub mod tracer;
+pub mod usdt;
+
+pub use event::{ArgValue, TraceEvent};
+pub use tracer::{Tracer, TracerConfig, TracerError};

