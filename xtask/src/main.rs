@@ -1,1 +1,150 @@
-fn main() {}
+//! `cargo xtask …`: set-up, the demo and the test suite. Each command that needs the toolchain
+//! runs the (idempotent, seconds when done) set-up first, so nothing else has to be typed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "nodescope's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install everything needed to build, test and demo (Debian packages, eBPF toolchain,
+    /// bpf-linker, nats-server). Idempotent.
+    Setup,
+    /// Set up, then run the whole test suite, clippy and the format check.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Set up, then run the demo: a local NATS, the simulated bitcoind replaying its
+    /// regtest-like scenario in a loop, and the extractor attached to it. Ctrl-C stops it.
+    Demo {
+        /// Milliseconds between simulated tracepoint firings.
+        #[arg(long, env = "NODESCOPE_DEMO_PACE_MS", default_value_t = 40)]
+        pace_ms: u64,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long, env = "NODESCOPE_DEMO_SECONDS")]
+        seconds: Option<u64>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::Test { cargo_args } => {
+            setup()?;
+            test(&cargo_args)
+        }
+        Task::Demo { pace_ms, seconds } => {
+            setup()?;
+            demo(pace_ms, seconds)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+/// `cargo` as invoked with the tools the set-up installed on PATH.
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args).current_dir(workspace_root());
+    command
+}
+
+fn check(status: ExitStatus, what: &str) -> Result<()> {
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn setup() -> Result<()> {
+    let script = workspace_root().join("xtask/setup.sh");
+    let status = Command::new("bash").arg(&script).status().with_context(|| format!("running {}", script.display()))?;
+    check(status, "set-up (xtask/setup.sh)")
+}
+
+fn test(cargo_args: &[String]) -> Result<()> {
+    let mut args = vec!["test", "--workspace", "--exclude", "extractor-ebpf"];
+    args.extend(cargo_args.iter().map(String::as_str));
+    check(cargo(&args).status()?, "cargo test")?;
+    if cargo_args.is_empty() {
+        check(cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]).status()?, "cargo clippy")?;
+        check(cargo(&["fmt", "--all", "--check"]).status()?, "cargo fmt --check")?;
+    }
+    Ok(())
+}
+
+/// Children that are stopped (SIGTERM, then reaped) when the demo ends, however it ends.
+struct Processes(Vec<(&'static str, Child)>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in self.0.iter_mut().rev() {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
+    check(
+        cargo(&["build", "--package", "extractor", "--package", "simulator", "--bins"]).status()?,
+        "building the extractor and the simulator",
+    )?;
+    let root = workspace_root();
+    let bin = |name: &str| root.join("target/debug").join(name);
+    let mut processes = Processes(Vec::new());
+
+    let nats_config = root.join("compose/nats/nats.conf");
+    println!("demo: starting nats-server on 127.0.0.1:4222 ({})", nats_config.display());
+    processes.0.push((
+        "nats-server",
+        Command::new("nats-server").arg("--config").arg(&nats_config).spawn().context("starting nats-server (run `cargo xtask setup`)")?,
+    ));
+
+    println!("demo: starting the extractor on {}", bin("bitcoind-sim").display());
+    processes.0.push((
+        "extractor",
+        Command::new(bin("extractor"))
+            .args(["ebpf", "--bitcoind-path"])
+            .arg(bin("bitcoind-sim"))
+            .spawn()
+            .context("starting the extractor")?,
+    ));
+
+    println!("demo: starting the simulated bitcoind (regtest-like scenario, looping)");
+    processes.0.push((
+        "bitcoind-sim",
+        Command::new(bin("bitcoind-sim"))
+            .args(["--loop", "--pace", &pace_ms.to_string(), "--wait-for-tracer", "all", "--wait-timeout", "60", "regtest-like"])
+            .spawn()
+            .context("starting the simulator")?,
+    ));
+
+    let deadline = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        for (name, child) in processes.0.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited ({status}); the demo stops");
+            }
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            println!("demo: done");
+            return Ok(());
+        }
+    }
+}

@@ -229,7 +229,8 @@ mod tests {
 
     #[test]
     fn probe_without_arguments_and_short_descriptor() {
-        let parsed = parse_desc(&desc(1, 2, 0, "p\0n\0"), true).unwrap();
+        let bytes = desc(1, 2, 0, "p\0n\0");
+        let parsed = parse_desc(&bytes, true).unwrap();
         assert_eq!((parsed.provider, parsed.name, parsed.args), ("p", "n", ""));
         assert!(parse_desc(&[0u8; 20], true).is_err());
         assert!(parse_desc(&desc(1, 2, 0, "p"), true).is_err());
