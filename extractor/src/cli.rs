@@ -103,6 +103,13 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
             missing.len()
         );
     }
+    if tracer.attached.iter().any(|a| a.semaphore_page_shared) {
+        tracing::warn!(
+            "this binary's semaphores share a file page between two writable segments (an lld \
+             layout): processes started from now on may not fire; restart the extractor after \
+             restarting bitcoind, or link bitcoind with GNU ld"
+        );
+    }
     for (tp, reason) in &tracer.unreadable {
         tracing::warn!(tracepoint = %tp, %reason, "not attached: its argument specs cannot be read");
     }

@@ -68,6 +68,8 @@ pub struct AttachedProbe {
     pub tracepoint: Tracepoint,
     pub offset: u64,
     pub semaphore_offset: Option<u64>,
+    /// See [`UsdtProbe::semaphore_page_shared`].
+    pub semaphore_page_shared: bool,
 }
 
 pub struct Tracer {
@@ -171,6 +173,7 @@ impl Tracer {
                 tracepoint,
                 offset: probe.offset,
                 semaphore_offset: probe.semaphore_offset,
+                semaphore_page_shared: probe.semaphore_page_shared,
             });
         }
         if attached.is_empty() {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use object::elf::PT_LOAD;
+use object::elf::{PF_W, PT_LOAD};
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, SectionHeader};
 use object::{Endianness, Object, ObjectSection};
 
@@ -35,6 +35,10 @@ pub struct UsdtProbe {
     pub offset: u64,
     /// File offset of the 2-byte semaphore (the uprobe reference counter), if the probe has one.
     pub semaphore_offset: Option<u64>,
+    /// The semaphore's file page is mapped by two writable segments (rust-lld's RELRO/.data
+    /// split): in processes started after attaching, the kernel may raise the copy in the RELRO
+    /// mapping, where the program does not read it, and the probe never fires there.
+    pub semaphore_page_shared: bool,
     /// The raw spec string, e.g. `-8@%rbx 8@%r12`.
     pub arg_specs: String,
     /// The parsed specs, or why they could not be parsed.
@@ -47,6 +51,20 @@ struct Segment {
     vaddr: u64,
     memsz: u64,
     offset: u64,
+    filesz: u64,
+    writable: bool,
+}
+
+const PAGE: u64 = 4096;
+
+/// How many writable segments map the file page holding `offset`.
+fn writable_mappings_of_page(segments: &[Segment], offset: u64) -> usize {
+    let page = offset / PAGE;
+    segments
+        .iter()
+        .filter(|s| s.writable && s.filesz > 0)
+        .filter(|s| s.offset / PAGE <= page && page <= (s.offset + s.filesz - 1) / PAGE)
+        .count()
 }
 
 fn file_offset(segments: &[Segment], address: u64) -> Option<u64> {
@@ -136,6 +154,8 @@ pub fn parse_probes(data: &[u8]) -> Result<Vec<UsdtProbe>, NotesError> {
             vaddr: ph.p_vaddr(endian),
             memsz: ph.p_memsz(endian),
             offset: ph.p_offset(endian),
+            filesz: ph.p_filesz(endian),
+            writable: ph.p_flags(endian) & PF_W != 0,
         })
         .collect();
     // Prelinking can move `.stapsdt.base`: the notes' addresses then shift by as much.
@@ -186,6 +206,8 @@ pub fn parse_probes(data: &[u8]) -> Result<Vec<UsdtProbe>, NotesError> {
                 address,
                 offset,
                 semaphore_offset,
+                semaphore_page_shared: semaphore_offset
+                    .is_some_and(|offset| writable_mappings_of_page(&segments, offset) > 1),
                 arg_specs: desc.args.to_string(),
                 args: desc.args.split_whitespace().map(ArgSpec::parse).collect(),
             });
@@ -239,14 +261,26 @@ mod tests {
     #[test]
     fn addresses_become_file_offsets_through_their_segment() {
         // The shape TOOLCHAIN.md reports: text mapped 0x1000 above its file offset.
+        let segment = |vaddr, memsz, offset| Segment { vaddr, memsz, offset, filesz: memsz, writable: false };
         let segments = [
-            Segment { vaddr: 0, memsz: 0x1000, offset: 0 },
-            Segment { vaddr: 0x2000, memsz: 0x20000, offset: 0x1000 },
-            Segment { vaddr: 0x30000, memsz: 0x3000, offset: 0x25000 },
+            segment(0, 0x1000, 0),
+            segment(0x2000, 0x20000, 0x1000),
+            segment(0x30000, 0x3000, 0x25000),
         ];
         assert_eq!(file_offset(&segments, 0x14d51), Some(0x13d51));
         assert_eq!(file_offset(&segments, 0x30008), Some(0x25008));
         assert_eq!(file_offset(&segments, 0x1800), None);
+    }
+
+    #[test]
+    fn semaphore_page_mapped_by_two_writable_segments_is_detected() {
+        // rust-lld's layout: RELRO ends in the file page where .data (with .probes) begins.
+        let rw = |vaddr, offset, size| Segment { vaddr, memsz: size, offset, filesz: size, writable: true };
+        let lld = [rw(0x30e2d0, 0x30c2d0, 0x20d30), rw(0x32f2f0, 0x32c2f0, 0xaa8)];
+        assert_eq!(writable_mappings_of_page(&lld, 0x32cd96), 2);
+        // GNU ld's: one writable segment.
+        let bfd = [rw(0x2f1748, 0x2f1748, 0x1a360)];
+        assert_eq!(writable_mappings_of_page(&bfd, 0x30ba80), 1);
     }
 
     #[test]

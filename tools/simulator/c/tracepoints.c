@@ -95,6 +95,15 @@ _Static_assert((0 NODESCOPE_TRACEPOINTS(COUNT_ONE)) == NODESCOPE_TP_COUNT,
 
 #define SIM_EXPORT __attribute__((visibility("default"), noinline, noclone))
 
+/*
+ * sys/sdt.h emits a `.stapsdt.base` section that only the (non-allocated) notes refer to, so
+ * rustc's --gc-sections would drop it and every note would say `Base: 0x0`. Core's bitcoind has
+ * it (tracers compare it with the note's base to detect prelinking), so keep it by referring to
+ * it from code that is always linked.
+ */
+extern const char nodescope_stapsdt_base __asm__("_.stapsdt.base");
+#define KEEP_STAPSDT_BASE() __asm__ __volatile__("" ::"r"(&nodescope_stapsdt_base))
+
 #ifndef NODESCOPE_NO_SEMAPHORES
 
 #define DEFINE_SEMAPHORE(context, event) TRACEPOINT_SEMAPHORE(context, event);
@@ -107,6 +116,7 @@ static unsigned short *const semaphores[NODESCOPE_TP_COUNT] = {NODESCOPE_TRACEPO
 /* Volatile: the kernel (uprobe ref_ctr) or a /proc/PID/mem writer changes it behind our back. */
 SIM_EXPORT int nodescope_sim_active(unsigned id)
 {
+    KEEP_STAPSDT_BASE();
     if (id >= NODESCOPE_TP_COUNT) return 0;
     return *(volatile unsigned short *)semaphores[id] > 0;
 }
@@ -115,6 +125,7 @@ SIM_EXPORT int nodescope_sim_active(unsigned id)
 
 SIM_EXPORT int nodescope_sim_active(unsigned id)
 {
+    KEEP_STAPSDT_BASE();
     return id < NODESCOPE_TP_COUNT;
 }
 

@@ -98,7 +98,10 @@ pub fn spend(rng: &mut Rng, inputs: &[OutPoint], outputs_sat: &[u64]) -> Transac
             .collect(),
         output: outputs_sat
             .iter()
-            .map(|v| TxOut { value: Amount::from_sat(*v), script_pubkey: p2wpkh(rng) })
+            .map(|v| TxOut {
+                value: Amount::from_sat(*v),
+                script_pubkey: p2wpkh(rng),
+            })
             .collect(),
     }
 }
@@ -116,22 +119,41 @@ pub fn coinbase(rng: &mut Rng, height: u32, value_sat: u64) -> Transaction {
         lock_time: LockTime::ZERO,
         input: vec![TxIn {
             previous_output: OutPoint::null(),
-            script_sig: Builder::new().push_int(height as i64).push_opcode(bitcoin::opcodes::OP_0).into_script(),
+            script_sig: Builder::new()
+                .push_int(height as i64)
+                .push_opcode(bitcoin::opcodes::OP_0)
+                .into_script(),
             sequence: Sequence::MAX,
             witness: Witness::from_slice(&[[0u8; 32]]),
         }],
         output: vec![
-            TxOut { value: Amount::from_sat(value_sat), script_pubkey: p2wpkh(rng) },
-            TxOut { value: Amount::ZERO, script_pubkey: commitment_script([0; 32]) },
+            TxOut {
+                value: Amount::from_sat(value_sat),
+                script_pubkey: p2wpkh(rng),
+            },
+            TxOut {
+                value: Amount::ZERO,
+                script_pubkey: commitment_script([0; 32]),
+            },
         ],
     }
 }
 
 /// A consensus-shaped regtest block: BIP34 height, witness commitment, merkle root, and a nonce
 /// that meets regtest's (trivial) proof of work.
-pub fn block(rng: &mut Rng, prev: BlockHash, height: u32, time: u32, txs: Vec<Transaction>) -> Block {
+pub fn block(
+    rng: &mut Rng,
+    prev: BlockHash,
+    height: u32,
+    time: u32,
+    txs: Vec<Transaction>,
+) -> Block {
     let fees: u64 = 1_000 * txs.len() as u64;
-    let mut txdata = vec![coinbase(rng, height, 5_000_000_000 / (1 << (height / 150)) + fees)];
+    let mut txdata = vec![coinbase(
+        rng,
+        height,
+        5_000_000_000 / (1 << (height / 150)) + fees,
+    )];
     txdata.extend(txs);
     let mut block = Block {
         header: Header {
@@ -161,9 +183,16 @@ fn seal(block: &mut Block) {
 
 /// A block whose serialization is exactly [`MAX_PROTOCOL_MESSAGE_LENGTH`] bytes: the padding is a
 /// witness element of a second transaction (an inscription-style envelope).
-pub fn max_size_block(rng: &mut Rng, prev: BlockHash, height: u32, time: u32, funding: OutPoint) -> Block {
+pub fn max_size_block(
+    rng: &mut Rng,
+    prev: BlockHash,
+    height: u32,
+    time: u32,
+    funding: OutPoint,
+) -> Block {
     let mut pad_tx = spend(rng, &[funding], &[546]);
-    pad_tx.input[0].witness = Witness::from_slice(&[vec![0u8; 64], vec![0x51; 3_990_000], vec![0xc0; 33]]);
+    pad_tx.input[0].witness =
+        Witness::from_slice(&[vec![0u8; 64], vec![0x51; 3_990_000], vec![0xc0; 33]]);
     let mut blk = block(rng, prev, height, time, vec![pad_tx]);
     let size = serialize(&blk).len();
     // Witness element sizes 65536..2^32 all take a 5-byte CompactSize, so the fix-up is exact.
@@ -211,7 +240,13 @@ pub fn decode_payload(msg_type: &str, data: &[u8]) -> anyhow::Result<NetworkMess
     Ok(msg)
 }
 
-pub fn version_message(rng: &mut Rng, to: SocketAddr, from: SocketAddr, time: i64, height: i32) -> NetworkMessage {
+pub fn version_message(
+    rng: &mut Rng,
+    to: SocketAddr,
+    from: SocketAddr,
+    time: i64,
+    height: i32,
+) -> NetworkMessage {
     let services = ServiceFlags::NETWORK
         | ServiceFlags::WITNESS
         | ServiceFlags::NETWORK_LIMITED
@@ -238,7 +273,11 @@ pub fn getheaders(locator: Vec<BlockHash>) -> NetworkMessage {
 
 /// An `inv` of `n` wtxid announcements: 28 entries make the ~1 KiB (1009-byte) payload.
 pub fn inv_wtx(rng: &mut Rng, n: usize) -> NetworkMessage {
-    NetworkMessage::Inv((0..n).map(|_| Inventory::WTx(Wtxid::from_byte_array(rng.array()))).collect())
+    NetworkMessage::Inv(
+        (0..n)
+            .map(|_| Inventory::WTx(Wtxid::from_byte_array(rng.array())))
+            .collect(),
+    )
 }
 
 /// An `addr` with `n` IPv4 entries (Core discourages a peer for more than 1000).
@@ -248,7 +287,10 @@ pub fn addr(rng: &mut Rng, n: usize, time: u32) -> NetworkMessage {
             .map(|_| {
                 let ip = Ipv4Addr::from((rng.next_u64() as u32) | 0x0100_0000);
                 let sock = SocketAddr::V4(SocketAddrV4::new(ip, 8333));
-                (time - rng.range(0, 86_400) as u32, Address::new(&sock, ServiceFlags::NETWORK | ServiceFlags::WITNESS))
+                (
+                    time - rng.range(0, 86_400) as u32,
+                    Address::new(&sock, ServiceFlags::NETWORK | ServiceFlags::WITNESS),
+                )
             })
             .collect(),
     )
@@ -274,7 +316,10 @@ pub fn addrv2(rng: &mut Rng, n: usize, time: u32) -> NetworkMessage {
 
 /// Core's `GetPackageHash`: SHA256 of the wtxids sorted by their reversed (display) bytes.
 pub fn package_hash(txs: &[&Transaction]) -> [u8; 32] {
-    let mut wtxids: Vec<[u8; 32]> = txs.iter().map(|tx| tx.compute_wtxid().to_byte_array()).collect();
+    let mut wtxids: Vec<[u8; 32]> = txs
+        .iter()
+        .map(|tx| tx.compute_wtxid().to_byte_array())
+        .collect();
     wtxids.sort_by(|a, b| a.iter().rev().cmp(b.iter().rev()));
     sha256::Hash::hash(&wtxids.concat()).to_byte_array()
 }
@@ -290,8 +335,17 @@ mod tests {
     #[test]
     fn max_size_block_is_exactly_4mb_and_valid() {
         let mut rng = Rng::new(7);
-        let funding = OutPoint { txid: Txid::from_byte_array(rng.array()), vout: 0 };
-        let blk = max_size_block(&mut rng, BlockHash::all_zeros(), 150, 1_760_000_000, funding);
+        let funding = OutPoint {
+            txid: Txid::from_byte_array(rng.array()),
+            vout: 0,
+        };
+        let blk = max_size_block(
+            &mut rng,
+            BlockHash::all_zeros(),
+            150,
+            1_760_000_000,
+            funding,
+        );
         let (cmd, bytes) = payload(NetworkMessage::Block(blk));
         assert_eq!((cmd, bytes.len()), ("block", MAX_PROTOCOL_MESSAGE_LENGTH));
         let NetworkMessage::Block(decoded) = decode_payload("block", &bytes).unwrap() else {

@@ -291,11 +291,18 @@ pub fn check_args(tp: Tracepoint, args: &[Arg<'_>]) {
     let kinds = tp.args();
     assert_eq!(args.len(), kinds.len(), "{tp}: wrong number of arguments");
     for (i, (arg, kind)) in args.iter().zip(kinds).enumerate() {
-        assert!(arg.fits(*kind), "{tp}: argument {i} {arg:?} is not a {kind:?}");
+        assert!(
+            arg.fits(*kind),
+            "{tp}: argument {i} {arg:?} is not a {kind:?}"
+        );
         if let (ArgKind::Bytes, Arg::Bytes(b), Some(Arg::Int(len))) =
             (kind, arg, i.checked_sub(1).map(|p| args[p]))
         {
-            assert_eq!(b.len() as i128, len, "{tp}: payload length != size argument");
+            assert_eq!(
+                b.len() as i128,
+                len,
+                "{tp}: payload length != size argument"
+            );
         }
     }
 }
@@ -408,24 +415,25 @@ impl Probes {
                     a[3].int(),
                     a[4].int(),
                 ),
-                T::CoinSelectionNormalCreateTxInternal => {
-                    (self.coin_selection_normal_create_tx_internal)(
-                        a[0].cstr(),
-                        a[1].flag(),
-                        a[2].int(),
-                        a[3].int(),
-                    )
-                }
+                T::CoinSelectionNormalCreateTxInternal => (self
+                    .coin_selection_normal_create_tx_internal)(
+                    a[0].cstr(),
+                    a[1].flag(),
+                    a[2].int(),
+                    a[3].int(),
+                ),
                 T::CoinSelectionAttemptingApsCreateTx => {
                     (self.coin_selection_attempting_aps_create_tx)(a[0].cstr())
                 }
-                T::CoinSelectionApsCreateTxInternal => (self.coin_selection_aps_create_tx_internal)(
-                    a[0].cstr(),
-                    a[1].flag(),
-                    a[2].flag(),
-                    a[3].int(),
-                    a[4].int(),
-                ),
+                T::CoinSelectionApsCreateTxInternal => {
+                    (self.coin_selection_aps_create_tx_internal)(
+                        a[0].cstr(),
+                        a[1].flag(),
+                        a[2].flag(),
+                        a[3].int(),
+                        a[4].int(),
+                    )
+                }
                 T::MempoolAdded => (self.mempool_added)(a[0].ptr(), a[1].int(), a[2].int()),
                 T::MempoolRemoved => (self.mempool_removed)(
                     a[0].ptr(),

@@ -32,7 +32,10 @@ pub fn stop_requested() -> bool {
 
 /// CLOCK_REALTIME in ns.
 pub fn realtime_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer; CLOCK_REALTIME always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -78,7 +81,13 @@ pub struct Sim<'p> {
 
 impl<'p> Sim<'p> {
     pub fn new(probes: &'p Probes, truth: Option<TruthWriter>, pace: Duration) -> Sim<'p> {
-        Sim { probes, truth, pace, seq: 0, attempted: 0 }
+        Sim {
+            probes,
+            truth,
+            pace,
+            seq: 0,
+            attempted: 0,
+        }
     }
 
     pub fn probes(&self) -> &'p Probes {
@@ -112,7 +121,11 @@ impl<'p> Sim<'p> {
     /// counted the attempt and checked the semaphore (the load loop's fast path).
     #[inline]
     pub fn fire(&mut self, tp: Tracepoint, args: &[Arg<'_>]) -> bool {
-        let ts_ns = if self.truth.is_some() { realtime_ns() } else { 0 };
+        let ts_ns = if self.truth.is_some() {
+            realtime_ns()
+        } else {
+            0
+        };
         if !self.probes.fire(tp, args) {
             return false;
         }

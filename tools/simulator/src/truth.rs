@@ -119,7 +119,12 @@ impl TruthWriter {
     pub fn new(sink: Box<dyn Write + Send>) -> TruthWriter {
         // SAFETY: getpid/gettid cannot fail. The simulator emits from its main thread only.
         let (pid, tid) = unsafe { (libc::getpid() as u32, libc::gettid() as u32) };
-        TruthWriter { out: BufWriter::with_capacity(1 << 20, sink), pid, tid, error: None }
+        TruthWriter {
+            out: BufWriter::with_capacity(1 << 20, sink),
+            pid,
+            tid,
+            error: None,
+        }
     }
 
     pub fn record(&mut self, seq: u64, ts_ns: u64, tp: Tracepoint, args: &[Arg<'_>]) {
@@ -174,7 +179,9 @@ mod hex_bytes {
             b'a'..=b'f' => Ok(c - b'a' + 10),
             _ => Err(D::Error::custom("bytes must be lowercase hex")),
         };
-        hex.chunks_exact(2).map(|p| Ok(nibble(p[0])? << 4 | nibble(p[1])?)).collect()
+        hex.chunks_exact(2)
+            .map(|p| Ok(nibble(p[0])? << 4 | nibble(p[1])?))
+            .collect()
     }
 }
 
@@ -188,7 +195,10 @@ mod tests {
         let record: TruthRecord = serde_json::from_str(line).unwrap();
         assert_eq!(record.args[0], TruthArg::Int(i64::MIN as i128));
         assert_eq!(record.args[1], TruthArg::Int(u64::MAX as i128));
-        assert_eq!(record.args[3], TruthArg::Bytes(vec![0x7f, 0x11, 0x01, 0xff]));
+        assert_eq!(
+            record.args[3],
+            TruthArg::Bytes(vec![0x7f, 0x11, 0x01, 0xff])
+        );
         assert_eq!(record.tracepoint(), Some(Tracepoint::NetInboundMessage));
         assert_eq!(serde_json::to_string(&record).unwrap(), line);
     }

@@ -1,0 +1,254 @@
+//! Helpers shared by the integration tests: the ELF notes as readelf shows them, the §2 table of
+//! TRACEPOINTS.md, semaphores in a running process, and running the simulator.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+
+/// One `.note.stapsdt` entry.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub provider: String,
+    pub name: String,
+    pub location: u64,
+    pub base: u64,
+    pub semaphore: u64,
+    /// `(size, signed)` per argument.
+    pub args: Vec<(u8, bool)>,
+    pub arg_specs: String,
+}
+
+impl Note {
+    pub fn full_name(&self) -> String {
+        format!("{}:{}", self.provider, self.name)
+    }
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    simulator::binary_path(name).expect("locating the simulator binary")
+}
+
+fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).expect("hex number")
+}
+
+/// `-8@%rax` -> (8, true).
+pub fn spec_size_sign(spec: &str) -> (u8, bool) {
+    let (size, _) = spec
+        .split_once('@')
+        .unwrap_or_else(|| panic!("bad arg spec {spec:?}"));
+    let signed = size.starts_with('-');
+    (
+        size.trim_start_matches('-').parse().expect("arg size"),
+        signed,
+    )
+}
+
+/// Parses `readelf -n --wide <binary>`, keeping only stapsdt notes.
+pub fn readelf_notes(binary: &Path) -> Vec<Note> {
+    let out = Command::new("readelf")
+        .arg("-n")
+        .arg("--wide")
+        .arg(binary)
+        .output()
+        .expect("running readelf");
+    assert!(
+        out.status.success(),
+        "readelf -n failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("readelf output is UTF-8");
+    let mut notes = Vec::new();
+    let mut cur: Option<Note> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("stapsdt") {
+            if let Some(n) = cur.take() {
+                notes.push(n);
+            }
+            let provider = line
+                .split("Provider:")
+                .nth(1)
+                .expect("Provider field")
+                .trim()
+                .to_string();
+            cur = Some(Note {
+                provider,
+                name: String::new(),
+                location: 0,
+                base: 0,
+                semaphore: 0,
+                args: vec![],
+                arg_specs: String::new(),
+            });
+        } else if let Some(n) = cur.as_mut() {
+            if let Some(name) = line.strip_prefix("Name:") {
+                n.name = name.trim().to_string();
+            } else if let Some(rest) = line.strip_prefix("Location:") {
+                for field in rest.split(',') {
+                    let (k, v) = field.split_once(':').unwrap_or(("Location", field));
+                    match k.trim() {
+                        "Location" => n.location = hex(v),
+                        "Base" => n.base = hex(v),
+                        "Semaphore" => n.semaphore = hex(v),
+                        other => panic!("unexpected note field {other}"),
+                    }
+                }
+            } else if let Some(args) = line.strip_prefix("Arguments:") {
+                n.arg_specs = args.trim().to_string();
+                n.args = args.split_whitespace().map(spec_size_sign).collect();
+            } else if !line.is_empty()
+                && !line.starts_with("Owner")
+                && !line.starts_with("Displaying")
+            {
+                // Notes of other owners end the current stapsdt entry.
+                notes.extend(cur.take());
+            }
+        }
+    }
+    notes.extend(cur);
+    notes
+}
+
+/// One row of TRACEPOINTS.md §2.
+#[derive(Debug, Clone)]
+pub struct SpecRow {
+    pub name: String,
+    pub arg_count: usize,
+    pub args: Vec<(u8, bool)>,
+}
+
+pub fn tracepoints_md() -> PathBuf {
+    std::env::var_os("NODESCOPE_TRACEPOINTS_MD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/TRACEPOINTS.md")
+        })
+}
+
+/// The §2 summary table of TRACEPOINTS.md.
+pub fn spec_table() -> Vec<SpecRow> {
+    let path = tracepoints_md();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}); set NODESCOPE_TRACEPOINTS_MD to the interface spec",
+            path.display()
+        )
+    });
+    let section = text
+        .split("\n## 2.")
+        .nth(1)
+        .and_then(|s| s.split("\n## 3.").next())
+        .expect("TRACEPOINTS.md has a §2 followed by §3");
+    let mut rows = Vec::new();
+    for line in section.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | provider:name | args | specs | semaphore | added in |
+        if cells.len() < 6 || !cells[1].contains(':') || cells[1].contains("provider") {
+            continue;
+        }
+        let specs = cells[3].trim_matches('`');
+        rows.push(SpecRow {
+            name: cells[1].to_string(),
+            arg_count: cells[2].parse().expect("arg count"),
+            args: specs.split_whitespace().map(spec_size_sign).collect(),
+        });
+    }
+    assert_eq!(
+        rows.len(),
+        20,
+        "expected 20 rows in §2 of {}",
+        path.display()
+    );
+    rows
+}
+
+/// Address range of a section, from the ELF file.
+pub fn section_range(binary: &Path, name: &str) -> Option<(u64, u64)> {
+    let data = std::fs::read(binary).expect("reading binary");
+    let file = object::File::parse(&*data).expect("parsing ELF");
+    file.section_by_name(name)
+        .map(|s| (s.address(), s.address() + s.size()))
+}
+
+/// `ref_ctr_offset`: semaphore virtual address -> file offset through the PT_LOAD segments.
+pub fn vaddr_to_file_offset(binary: &Path, vaddr: u64) -> u64 {
+    let data = std::fs::read(binary).expect("reading binary");
+    let file = object::File::parse(&*data).expect("parsing ELF");
+    for seg in file.segments() {
+        let (off, size) = seg.file_range();
+        if vaddr >= seg.address() && vaddr < seg.address() + size {
+            return vaddr - seg.address() + off;
+        }
+    }
+    panic!("address {vaddr:#x} is in no PT_LOAD segment with file data");
+}
+
+/// Sets a u16 semaphore in a running process through /proc/PID/mem (what BCC does with -p).
+pub fn set_semaphore(pid: u32, binary: &Path, sem_vaddr: u64, value: u16) {
+    use std::os::unix::fs::FileExt as _;
+    let file_off = vaddr_to_file_offset(binary, sem_vaddr);
+    let canonical = binary.canonicalize().expect("canonical binary path");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let addr = loop {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("reading maps");
+        let found = maps.lines().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Only the writable mapping: page-aligned read-only mappings can cover the same offset.
+            if f.len() < 6 || Path::new(f[5]) != canonical || !f[1].contains('w') {
+                return None;
+            }
+            let (start, end) = f[0].split_once('-')?;
+            let (start, end, off) = (hex(start), hex(end), hex(f[2]));
+            (file_off >= off && file_off < off + (end - start)).then(|| start + file_off - off)
+        });
+        if let Some(addr) = found {
+            break addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "semaphore page of {pid} never mapped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .expect("opening /proc/PID/mem");
+    mem.write_at(&value.to_le_bytes(), addr)
+        .expect("writing the semaphore");
+}
+
+/// Runs a simulator binary to completion.
+pub fn run(binary: &Path, args: &[&str]) -> Output {
+    let out = Command::new(binary)
+        .args(args)
+        .output()
+        .expect("running the simulator");
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}\n{}",
+        binary.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn temp_path(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nodescope-sim-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{tag}.jsonl"))
+}
+
+/// Ground truth of a full legacy run (every probe fires) for the default seed.
+pub fn legacy_truth(tag: &str, extra: &[&str]) -> Vec<simulator::TruthRecord> {
+    let path = temp_path(tag);
+    let mut args = vec!["--truth", path.to_str().unwrap()];
+    args.extend(extra);
+    args.push("regtest-like");
+    run(&bin("bitcoind-sim-legacy"), &args);
+    simulator::read_truth(&path).unwrap()
+}
