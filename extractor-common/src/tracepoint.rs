@@ -115,7 +115,10 @@ mod tests {
         for (i, tp) in Tracepoint::ALL.iter().enumerate() {
             assert_eq!(*tp as usize, i);
             assert_eq!(Tracepoint::from_index(i as u16), Some(*tp));
-            assert_eq!(Tracepoint::from_provider_name(tp.provider(), tp.name()), Some(*tp));
+            assert_eq!(
+                Tracepoint::from_provider_name(tp.provider(), tp.name()),
+                Some(*tp)
+            );
         }
         assert_eq!(Tracepoint::MempoolReplaced.args().len(), 8);
         for tp in Tracepoint::ALL {

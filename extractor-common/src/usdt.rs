@@ -115,7 +115,10 @@ const _: () = {
     assert!(core::mem::size_of::<TraceRecord>() == 960);
     assert!(core::mem::offset_of!(TraceRecord, args) == 32);
     assert!(core::mem::align_of::<TraceRecord>() == 8);
-    assert!(STRING_SLOTS < 7, "string truncation flags must not reach READ_FAILED");
+    assert!(
+        STRING_SLOTS < 7,
+        "string truncation flags must not reach READ_FAILED"
+    );
 };
 
 #[cfg(feature = "user")]

@@ -16,8 +16,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use extractor_common::usdt::{
-    capture, flags, location, TraceRecord, UsdtArgSpec, UsdtSpec, HASH_LEN, HASH_SLOTS,
-    MAX_ARGS, MAX_ATTACH_POINTS, STRING_CAPACITY, STRING_SLOTS,
+    capture, flags, location, TraceRecord, UsdtArgSpec, UsdtSpec, HASH_LEN, HASH_SLOTS, MAX_ARGS,
+    MAX_ATTACH_POINTS, STRING_CAPACITY, STRING_SLOTS,
 };
 
 /// Size of `struct pt_regs` on x86_64: register offsets must stay below it.
@@ -104,7 +104,11 @@ fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
 fn read_string(address: u64, slot: usize, record: &mut TraceRecord) -> Result<(), ()> {
     let dst = &mut record.strings[slot];
     let read = unsafe {
-        bpf_probe_read_user_str(dst.as_mut_ptr().cast(), STRING_CAPACITY as u32, address as *const _)
+        bpf_probe_read_user_str(
+            dst.as_mut_ptr().cast(),
+            STRING_CAPACITY as u32,
+            address as *const _,
+        )
     };
     if read <= 0 {
         return Err(());

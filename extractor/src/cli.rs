@@ -14,7 +14,11 @@ use extractor_common::Tracepoint;
 use crate::tracer::{Tracer, TracerConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "extractor", version, about = "nodescope extractor: bitcoind's tracepoints as events")]
+#[command(
+    name = "extractor",
+    version,
+    about = "nodescope extractor: bitcoind's tracepoints as events"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -68,9 +72,13 @@ pub fn parse_tracepoints(text: &str) -> Result<BTreeSet<Tracepoint>, String> {
 }
 
 fn parse_ring_mib(text: &str) -> Result<u32, String> {
-    let mib: u32 = text.parse().map_err(|_| format!("{text:?} is not a number of MiB"))?;
+    let mib: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of MiB"))?;
     if !mib.is_power_of_two() || mib > 1024 {
-        return Err(format!("ring size {mib} MiB must be a power of two up to 1024"));
+        return Err(format!(
+            "ring size {mib} MiB must be a power of two up to 1024"
+        ));
     }
     Ok(mib)
 }
@@ -88,7 +96,8 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         ring_bytes: args.ring_mib * 1024 * 1024,
         ..TracerConfig::new(&args.bitcoind_path)
     };
-    let mut tracer = Tracer::attach(&config).with_context(|| format!("cannot trace {}", config.binary.display()))?;
+    let mut tracer = Tracer::attach(&config)
+        .with_context(|| format!("cannot trace {}", config.binary.display()))?;
     tracing::info!(
         binary = %config.binary.display(),
         locations = tracer.attached.len(),

@@ -12,7 +12,10 @@ pub enum ArgValue {
     Unsigned(u64),
     Bool(bool),
     /// The bytes of a C string (without NUL); `truncated` when it did not fit the capture slot.
-    Str { bytes: Vec<u8>, truncated: bool },
+    Str {
+        bytes: Vec<u8>,
+        truncated: bool,
+    },
     /// 32 bytes in internal (little-endian) order, as bitcoind passes them.
     Hash([u8; 32]),
     /// A pointer whose target is not captured (payload buffers).
@@ -38,7 +41,10 @@ pub struct WallClock {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid clock id and out pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -47,7 +53,8 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 impl WallClock {
     pub fn now() -> WallClock {
         WallClock {
-            realtime_minus_boottime_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME),
+            realtime_minus_boottime_ns: clock_ns(libc::CLOCK_REALTIME)
+                - clock_ns(libc::CLOCK_BOOTTIME),
         }
     }
 
@@ -60,11 +67,15 @@ impl TraceEvent {
     /// Decodes one ring-buffer record. A record of an unknown tracepoint or a short record
     /// cannot come from our kernel program; it would be a bug, so it panics loudly in debug.
     pub fn decode(bytes: &[u8], clock: &WallClock) -> TraceEvent {
-        assert!(bytes.len() >= std::mem::size_of::<TraceRecord>(), "short ring record");
+        assert!(
+            bytes.len() >= std::mem::size_of::<TraceRecord>(),
+            "short ring record"
+        );
         // SAFETY: TraceRecord is plain data valid for any bit pattern; read_unaligned copes
         // with the ring's 8-byte alignment not being guaranteed to the compiler.
         let record: TraceRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        let tracepoint = Tracepoint::from_index(record.tracepoint).expect("kernel sent a tracepoint we never attached");
+        let tracepoint = Tracepoint::from_index(record.tracepoint)
+            .expect("kernel sent a tracepoint we never attached");
         let slots = capture_slots(tracepoint);
         let args = (0..record.arg_count as usize)
             .map(|i| match slots.get(i) {

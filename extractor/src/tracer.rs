@@ -15,7 +15,8 @@ use crate::event::{ArgValue, TraceEvent, WallClock};
 use crate::usdt::{self, UprobeLink, UprobePmu, UprobeTarget, UsdtProbe};
 
 /// The kernel object built by build.rs from `extractor-ebpf`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/extractor-ebpf"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/extractor-ebpf"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracerError {
@@ -147,7 +148,8 @@ impl Tracer {
         if selected.len() > MAX_ATTACH_POINTS as usize {
             return Err(TracerError::TooManyLocations(selected.len()));
         }
-        let mut specs: Array<_, UsdtSpec> = Array::try_from(ebpf.map_mut("USDT_SPECS").expect("USDT_SPECS"))?;
+        let mut specs: Array<_, UsdtSpec> =
+            Array::try_from(ebpf.map_mut("USDT_SPECS").expect("USDT_SPECS"))?;
         let mut links = Vec::new();
         let mut attached = Vec::new();
         let mut unreadable = Vec::new();
@@ -168,7 +170,11 @@ impl Tracer {
                 pid: config.pid,
                 cookie: cookie as u64,
             };
-            links.push(usdt::attach_uprobe(pmu, std::os::fd::AsFd::as_fd(&program_fd), &target)?);
+            links.push(usdt::attach_uprobe(
+                pmu,
+                std::os::fd::AsFd::as_fd(&program_fd),
+                &target,
+            )?);
             attached.push(AttachedProbe {
                 tracepoint,
                 offset: probe.offset,
@@ -227,11 +233,22 @@ impl Tracer {
 }
 
 fn nothing_to_attach(config: &TracerConfig, probes: &[UsdtProbe]) -> TracerError {
-    let list = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(",") };
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(",")
+        }
+    };
     TracerError::NothingToAttach {
         binary: config.binary.display().to_string(),
         selected: list(config.tracepoints.iter().map(|tp| tp.to_string()).collect()),
-        found: list(probes.iter().map(|p| format!("{}:{}", p.provider, p.name)).collect()),
+        found: list(
+            probes
+                .iter()
+                .map(|p| format!("{}:{}", p.provider, p.name))
+                .collect(),
+        ),
     }
 }
 
@@ -248,7 +265,6 @@ pub(crate) fn arg_value(tracepoint: Tracepoint, index: usize, raw: u64) -> ArgVa
 pub(crate) fn capture_slots(tracepoint: Tracepoint) -> Vec<(u8, u8)> {
     capture_plan(tracepoint).collect()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -268,24 +284,53 @@ mod tests {
 
     #[test]
     fn spec_numbers_strings_and_hashes_in_argument_order() {
-        let args: Vec<_> = ["8@%r13", "-4@%eax", "-8@112(%rbx)", "8@136(%rbx)", "8@%rdx", "-4@168(%rsp)", "-8@160(%rsp)", "1@%cl"]
-            .iter()
-            .map(|s| usdt::ArgSpec::parse(s).unwrap())
-            .collect();
+        let args: Vec<_> = [
+            "8@%r13",
+            "-4@%eax",
+            "-8@112(%rbx)",
+            "8@136(%rbx)",
+            "8@%rdx",
+            "-4@168(%rsp)",
+            "-8@160(%rsp)",
+            "1@%cl",
+        ]
+        .iter()
+        .map(|s| usdt::ArgSpec::parse(s).unwrap())
+        .collect();
         let spec = kernel_spec(Tracepoint::MempoolReplaced, &args);
         assert_eq!(spec.arg_count, 8);
-        assert_eq!((spec.args[0].capture, spec.args[0].slot), (capture::HASH, 0));
-        assert_eq!((spec.args[4].capture, spec.args[4].slot), (capture::HASH, 1));
+        assert_eq!(
+            (spec.args[0].capture, spec.args[0].slot),
+            (capture::HASH, 0)
+        );
+        assert_eq!(
+            (spec.args[4].capture, spec.args[4].slot),
+            (capture::HASH, 1)
+        );
         assert_eq!(spec.args[7].size, 1);
-        let args: Vec<_> = ["-8@-968(%rbp)", "8@-928(%rbp)", "8@-640(%rbp)", "8@-336(%rbp)", "8@%rax", "8@%rdx"]
-            .iter()
-            .map(|s| usdt::ArgSpec::parse(s).unwrap())
-            .collect();
+        let args: Vec<_> = [
+            "-8@-968(%rbp)",
+            "8@-928(%rbp)",
+            "8@-640(%rbp)",
+            "8@-336(%rbp)",
+            "8@%rax",
+            "8@%rdx",
+        ]
+        .iter()
+        .map(|s| usdt::ArgSpec::parse(s).unwrap())
+        .collect();
         let spec = kernel_spec(Tracepoint::NetInboundMessage, &args);
         let slots: Vec<_> = spec.args[..6].iter().map(|a| (a.capture, a.slot)).collect();
         assert_eq!(
             slots,
-            [(0, 0), (capture::CSTRING, 0), (capture::CSTRING, 1), (capture::CSTRING, 2), (0, 0), (0, 0)]
+            [
+                (0, 0),
+                (capture::CSTRING, 0),
+                (capture::CSTRING, 1),
+                (capture::CSTRING, 2),
+                (0, 0),
+                (0, 0)
+            ]
         );
     }
 }

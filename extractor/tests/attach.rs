@@ -32,7 +32,11 @@ fn start_simulator(binary: &Path, truth: &Path, extra: &[&str]) -> Child {
 
 /// Reads events until `children` have exited and `expected` events have arrived (or 10 s pass
 /// after the last child exited).
-async fn collect(tracer: &mut Tracer, children: &mut [Child], expected: impl Fn() -> usize) -> Vec<TraceEvent> {
+async fn collect(
+    tracer: &mut Tracer,
+    children: &mut [Child],
+    expected: impl Fn() -> usize,
+) -> Vec<TraceEvent> {
     let mut events = Vec::new();
     for child in children.iter_mut() {
         loop {
@@ -81,12 +85,19 @@ fn assert_same(truth: &[TruthRecord], events: &[TraceEvent]) {
             }
         }
         let skew_ms = (event.time_ns as i128 - fired.ts_ns as i128).abs() / 1_000_000;
-        assert!(skew_ms < 200, "{at}: timestamp {skew_ms} ms away from the firing");
+        assert!(
+            skew_ms < 200,
+            "{at}: timestamp {skew_ms} ms away from the firing"
+        );
     }
 }
 
 fn attach(binary: &Path) -> Tracer {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "these tests load eBPF programs: run them as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load eBPF programs: run them as root"
+    );
     Tracer::attach(&TracerConfig::new(binary)).expect("attach")
 }
 
@@ -114,22 +125,42 @@ async fn regtest_like_scenario_arrives_exactly_as_fired_in_running_and_later_pro
     };
     let events = collect(&mut tracer, &mut children, expected).await;
     let (truth_a, truth_b) = (read_truth(&truth_a).unwrap(), read_truth(&truth_b).unwrap());
-    assert!(truth_a.len() > 100, "scenario fired {} events", truth_a.len());
+    assert!(
+        truth_a.len() > 100,
+        "scenario fired {} events",
+        truth_a.len()
+    );
 
     for truth in [&truth_a, &truth_b] {
         let pid = truth[0].pid;
         let fired: Vec<Tracepoint> = truth.iter().filter_map(|r| r.tracepoint()).collect();
-        assert!(Tracepoint::ALL.iter().all(|tp| fired.contains(tp)), "all 20 tracepoints fired");
+        assert!(
+            Tracepoint::ALL.iter().all(|tp| fired.contains(tp)),
+            "all 20 tracepoints fired"
+        );
         let mine: Vec<TraceEvent> = events.iter().filter(|e| e.pid == pid).cloned().collect();
         assert_same(truth, &mine);
     }
-    assert_eq!(events.len(), truth_a.len() + truth_b.len(), "no events from elsewhere");
-    assert!(tracer.kernel_drops().unwrap().is_empty(), "kernel dropped events");
+    assert_eq!(
+        events.len(),
+        truth_a.len() + truth_b.len(),
+        "no events from elsewhere"
+    );
+    assert!(
+        tracer.kernel_drops().unwrap().is_empty(),
+        "kernel dropped events"
+    );
 
     // Detaching lowers the semaphores again: a new process sees no tracer.
     drop(tracer);
     let status = Command::new(&binary)
-        .args(["--wait-for-tracer", "all", "--wait-timeout", "1", "regtest-like"])
+        .args([
+            "--wait-for-tracer",
+            "all",
+            "--wait-timeout",
+            "1",
+            "regtest-like",
+        ])
         .status()
         .await
         .unwrap();
@@ -146,7 +177,10 @@ async fn binary_without_semaphores_is_traced_like_bitcoind_v23_to_v28() {
     assert!(tracer.attached.iter().all(|a| a.semaphore_offset.is_none()));
 
     let mut children = [start_simulator(&binary, &truth, &[])];
-    let events = collect(&mut tracer, &mut children, || read_truth(&truth).map(|r| r.len()).unwrap_or(0)).await;
+    let events = collect(&mut tracer, &mut children, || {
+        read_truth(&truth).map(|r| r.len()).unwrap_or(0)
+    })
+    .await;
     assert_same(&read_truth(&truth).unwrap(), &events);
 }
 
@@ -156,15 +190,25 @@ async fn selected_tracepoints_only() {
     let binary = private_binary(dir.path(), "bitcoind-sim");
     let truth = dir.path().join("truth.jsonl");
     let config = TracerConfig {
-        tracepoints: [Tracepoint::MempoolReplaced, Tracepoint::NetMisbehavingConnection].into(),
+        tracepoints: [
+            Tracepoint::MempoolReplaced,
+            Tracepoint::NetMisbehavingConnection,
+        ]
+        .into(),
         ..TracerConfig::new(&binary)
     };
     let mut tracer = Tracer::attach(&config).expect("attach");
     assert_eq!(tracer.attached.len(), 2);
 
-    let wait = ["--wait-for-tracer", "mempool:replaced,net:misbehaving_connection"];
+    let wait = [
+        "--wait-for-tracer",
+        "mempool:replaced,net:misbehaving_connection",
+    ];
     let mut children = [start_simulator(&binary, &truth, &wait)];
-    let events = collect(&mut tracer, &mut children, || read_truth(&truth).map(|r| r.len()).unwrap_or(0)).await;
+    let events = collect(&mut tracer, &mut children, || {
+        read_truth(&truth).map(|r| r.len()).unwrap_or(0)
+    })
+    .await;
     let truth = read_truth(&truth).unwrap();
     // Unselected tracepoints' semaphores stay 0, so the simulator fires only these two.
     assert!(truth.iter().all(|r| matches!(

@@ -10,14 +10,20 @@ fn extractor(args: &[&str]) -> (bool, String) {
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn missing_binary_is_named() {
     let (ok, stderr) = extractor(&["ebpf", "--bitcoind-path", "/nonexistent/bitcoind"]);
     assert!(!ok);
-    assert!(stderr.contains("cannot read /nonexistent/bitcoind: No such file or directory"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read /nonexistent/bitcoind: No such file or directory"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -33,13 +39,25 @@ fn binary_without_usdt_is_explained() {
 fn text_file_is_not_an_executable() {
     let (ok, stderr) = extractor(&["ebpf", "--bitcoind-path", "/etc/hostname"]);
     assert!(!ok);
-    assert!(stderr.contains("is not a 64-bit ELF executable"), "{stderr}");
+    assert!(
+        stderr.contains("is not a 64-bit ELF executable"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn unknown_tracepoint_lists_the_choices() {
-    let (ok, stderr) = extractor(&["ebpf", "--bitcoind-path", "/bin/true", "--tracepoints", "net,mempol"]);
+    let (ok, stderr) = extractor(&[
+        "ebpf",
+        "--bitcoind-path",
+        "/bin/true",
+        "--tracepoints",
+        "net,mempol",
+    ]);
     assert!(!ok);
-    assert!(stderr.contains("unknown tracepoint or provider \"mempol\""), "{stderr}");
+    assert!(
+        stderr.contains("unknown tracepoint or provider \"mempol\""),
+        "{stderr}"
+    );
     assert!(stderr.contains("coin_selection"), "{stderr}");
 }

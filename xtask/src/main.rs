@@ -52,7 +52,10 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
 }
 
 /// `cargo` as invoked with the tools the set-up installed on PATH.
@@ -71,7 +74,10 @@ fn check(status: ExitStatus, what: &str) -> Result<()> {
 
 fn setup() -> Result<()> {
     let script = workspace_root().join("xtask/setup.sh");
-    let status = Command::new("bash").arg(&script).status().with_context(|| format!("running {}", script.display()))?;
+    let status = Command::new("bash")
+        .arg(&script)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
     check(status, "set-up (xtask/setup.sh)")
 }
 
@@ -80,8 +86,14 @@ fn test(cargo_args: &[String]) -> Result<()> {
     args.extend(cargo_args.iter().map(String::as_str));
     check(cargo(&args).status()?, "cargo test")?;
     if cargo_args.is_empty() {
-        check(cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]).status()?, "cargo clippy")?;
-        check(cargo(&["fmt", "--all", "--check"]).status()?, "cargo fmt --check")?;
+        check(
+            cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]).status()?,
+            "cargo clippy",
+        )?;
+        check(
+            cargo(&["fmt", "--all", "--check"]).status()?,
+            "cargo fmt --check",
+        )?;
     }
     Ok(())
 }
@@ -101,7 +113,15 @@ impl Drop for Processes {
 
 fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
     check(
-        cargo(&["build", "--package", "extractor", "--package", "simulator", "--bins"]).status()?,
+        cargo(&[
+            "build",
+            "--package",
+            "extractor",
+            "--package",
+            "simulator",
+            "--bins",
+        ])
+        .status()?,
         "building the extractor and the simulator",
     )?;
     let root = workspace_root();
@@ -109,13 +129,23 @@ fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
     let mut processes = Processes(Vec::new());
 
     let nats_config = root.join("compose/nats/nats.conf");
-    println!("demo: starting nats-server on 127.0.0.1:4222 ({})", nats_config.display());
+    println!(
+        "demo: starting nats-server on 127.0.0.1:4222 ({})",
+        nats_config.display()
+    );
     processes.0.push((
         "nats-server",
-        Command::new("nats-server").arg("--config").arg(&nats_config).spawn().context("starting nats-server (run `cargo xtask setup`)")?,
+        Command::new("nats-server")
+            .arg("--config")
+            .arg(&nats_config)
+            .spawn()
+            .context("starting nats-server (run `cargo xtask setup`)")?,
     ));
 
-    println!("demo: starting the extractor on {}", bin("bitcoind-sim").display());
+    println!(
+        "demo: starting the extractor on {}",
+        bin("bitcoind-sim").display()
+    );
     processes.0.push((
         "extractor",
         Command::new(bin("extractor"))
@@ -129,7 +159,16 @@ fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
     processes.0.push((
         "bitcoind-sim",
         Command::new(bin("bitcoind-sim"))
-            .args(["--loop", "--pace", &pace_ms.to_string(), "--wait-for-tracer", "all", "--wait-timeout", "60", "regtest-like"])
+            .args([
+                "--loop",
+                "--pace",
+                &pace_ms.to_string(),
+                "--wait-for-tracer",
+                "all",
+                "--wait-timeout",
+                "60",
+                "regtest-like",
+            ])
             .spawn()
             .context("starting the simulator")?,
     ));

@@ -28,7 +28,10 @@ pub enum ArgLocation {
     Constant(i64),
     /// Byte offset of the register in `struct pt_regs`.
     Register(u16),
-    Memory { register: u16, displacement: i64 },
+    Memory {
+        register: u16,
+        displacement: i64,
+    },
 }
 
 impl ArgSpec {
@@ -152,27 +155,60 @@ mod tests {
             ArgSpec {
                 size: 8,
                 signed: true,
-                location: ArgLocation::Memory { register: 32, displacement: -968 }
+                location: ArgLocation::Memory {
+                    register: 32,
+                    displacement: -968
+                }
             }
         );
         assert_eq!(parse("8@%rax").location, ArgLocation::Register(80));
-        assert_eq!(parse("8@%rax").signed, false);
-        assert_eq!(parse("4@%r14d"), ArgSpec { size: 4, signed: false, location: ArgLocation::Register(8) });
-        assert_eq!(parse("-4@%eax"), ArgSpec { size: 4, signed: true, location: ArgLocation::Register(80) });
-        assert_eq!(parse("1@%dl"), ArgSpec { size: 1, signed: false, location: ArgLocation::Register(96) });
+        assert!(!parse("8@%rax").signed);
+        assert_eq!(
+            parse("4@%r14d"),
+            ArgSpec {
+                size: 4,
+                signed: false,
+                location: ArgLocation::Register(8)
+            }
+        );
+        assert_eq!(
+            parse("-4@%eax"),
+            ArgSpec {
+                size: 4,
+                signed: true,
+                location: ArgLocation::Register(80)
+            }
+        );
+        assert_eq!(
+            parse("1@%dl"),
+            ArgSpec {
+                size: 1,
+                signed: false,
+                location: ArgLocation::Register(96)
+            }
+        );
         assert_eq!(parse("1@%sil").location, ArgLocation::Register(104));
         assert_eq!(parse("1@%cl").location, ArgLocation::Register(88));
         assert_eq!(
             parse("8@(%rbx)").location,
-            ArgLocation::Memory { register: 40, displacement: 0 }
+            ArgLocation::Memory {
+                register: 40,
+                displacement: 0
+            }
         );
         assert_eq!(
             parse("-8@272(%rbx)").location,
-            ArgLocation::Memory { register: 40, displacement: 272 }
+            ArgLocation::Memory {
+                register: 40,
+                displacement: 272
+            }
         );
         assert_eq!(
             parse("-4@168(%rsp)").location,
-            ArgLocation::Memory { register: 152, displacement: 168 }
+            ArgLocation::Memory {
+                register: 152,
+                displacement: 168
+            }
         );
         assert_eq!(parse("1@-1585(%rbp)").size, 1);
         assert_eq!(parse("-4@$42").location, ArgLocation::Constant(42));
@@ -189,19 +225,34 @@ mod tests {
         assert_eq!(kernel.value_or_displacement, -968);
         assert_eq!((kernel.size, kernel.signed), (8, 1));
         let kernel = parse("-4@$-7").to_kernel();
-        assert_eq!((kernel.location, kernel.value_or_displacement), (location::CONSTANT, -7));
+        assert_eq!(
+            (kernel.location, kernel.value_or_displacement),
+            (location::CONSTANT, -7)
+        );
     }
 
     #[test]
     fn bad_specs_are_named() {
-        assert_eq!(ArgSpec::parse("%rax"), Err(ArgSpecError::MissingSize("%rax".into())));
-        assert_eq!(ArgSpec::parse("3@%rax"), Err(ArgSpecError::BadSize("3@%rax".into(), 3)));
+        assert_eq!(
+            ArgSpec::parse("%rax"),
+            Err(ArgSpecError::MissingSize("%rax".into()))
+        );
+        assert_eq!(
+            ArgSpec::parse("3@%rax"),
+            Err(ArgSpecError::BadSize("3@%rax".into(), 3))
+        );
         assert_eq!(
             ArgSpec::parse("1@%ah"),
             Err(ArgSpecError::UnknownRegister("1@%ah".into(), "ah".into()))
         );
-        assert_eq!(ArgSpec::parse("8@12(%rax"), Err(ArgSpecError::BadOperand("8@12(%rax".into())));
-        assert_eq!(ArgSpec::parse("8@-x(%rax)"), Err(ArgSpecError::BadOperand("8@-x(%rax)".into())));
+        assert_eq!(
+            ArgSpec::parse("8@12(%rax"),
+            Err(ArgSpecError::BadOperand("8@12(%rax".into()))
+        );
+        assert_eq!(
+            ArgSpec::parse("8@-x(%rax)"),
+            Err(ArgSpecError::BadOperand("8@-x(%rax)".into()))
+        );
         assert!(ArgSpec::parse("8@%xmm0").is_err());
     }
 }

@@ -88,9 +88,19 @@ impl UprobePmu {
         // "config:32-63" on every kernel so far; read it rather than assume it.
         let ref_ctr_shift = read("format/ref_ctr_offset")
             .ok()
-            .and_then(|f| f.trim().strip_prefix("config:")?.split('-').next()?.parse().ok())
+            .and_then(|f| {
+                f.trim()
+                    .strip_prefix("config:")?
+                    .split('-')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(32);
-        Ok(UprobePmu { kind, ref_ctr_shift })
+        Ok(UprobePmu {
+            kind,
+            ref_ctr_shift,
+        })
     }
 }
 
@@ -140,7 +150,14 @@ pub fn attach_uprobe(
     };
     // SAFETY: attr is a valid perf_event_attr of the size it declares; path outlives the call.
     let fd = unsafe {
-        libc::syscall(libc::SYS_perf_event_open, &attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr,
+            pid,
+            cpu,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
     };
     if fd < 0 {
         let error = std::io::Error::last_os_error();

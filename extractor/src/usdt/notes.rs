@@ -21,7 +21,11 @@ pub enum NotesError {
     #[error("{path} has no USDT tracepoints (no .note.stapsdt section): use a bitcoind built with -DWITH_USDT=ON (v29+) or --enable-usdt (v23-v28)")]
     NoProbes { path: String },
     #[error("{path}: malformed stapsdt note #{index}: {reason}")]
-    BadNote { path: String, index: usize, reason: String },
+    BadNote {
+        path: String,
+        index: usize,
+        reason: String,
+    },
 }
 
 /// One probe location in a binary.
@@ -87,7 +91,10 @@ struct NoteDesc<'a> {
 
 fn parse_desc(desc: &[u8], little_endian: bool) -> Result<NoteDesc<'_>, String> {
     if desc.len() < 24 {
-        return Err(format!("descriptor is {} bytes, shorter than 3 addresses", desc.len()));
+        return Err(format!(
+            "descriptor is {} bytes, shorter than 3 addresses",
+            desc.len()
+        ));
     }
     let word = |i: usize| {
         let bytes: [u8; 8] = desc[i * 8..i * 8 + 8].try_into().expect("8 bytes");
@@ -126,7 +133,10 @@ pub fn read_probes(path: &Path) -> Result<Vec<UsdtProbe>, NotesError> {
 impl NotesError {
     fn with_path(self, path: &str) -> NotesError {
         match self {
-            NotesError::NotElf { reason, .. } => NotesError::NotElf { path: path.into(), reason },
+            NotesError::NotElf { reason, .. } => NotesError::NotElf {
+                path: path.into(),
+                reason,
+            },
             NotesError::NoProbes { .. } => NotesError::NoProbes { path: path.into() },
             NotesError::BadNote { index, reason, .. } => NotesError::BadNote {
                 path: path.into(),
@@ -140,7 +150,10 @@ impl NotesError {
 
 /// Parses the probes of an ELF image (`path` fields of errors are filled in by the caller).
 pub fn parse_probes(data: &[u8]) -> Result<Vec<UsdtProbe>, NotesError> {
-    let not_elf = |reason: String| NotesError::NotElf { path: String::new(), reason };
+    let not_elf = |reason: String| NotesError::NotElf {
+        path: String::new(),
+        reason,
+    };
     let elf = ElfFile64::<Endianness>::parse(data).map_err(|e| not_elf(e.to_string()))?;
     let endian = elf.endian();
     let little_endian = elf.is_little_endian();
@@ -169,7 +182,10 @@ pub fn parse_probes(data: &[u8]) -> Result<Vec<UsdtProbe>, NotesError> {
         let Ok(Some(mut notes)) = section.notes(endian, data) else {
             continue;
         };
-        let name = elf.elf_section_table().section_name(endian, section).unwrap_or_default();
+        let name = elf
+            .elf_section_table()
+            .section_name(endian, section)
+            .unwrap_or_default();
         if name != b".note.stapsdt" {
             continue;
         }
@@ -183,7 +199,11 @@ pub fn parse_probes(data: &[u8]) -> Result<Vec<UsdtProbe>, NotesError> {
                 continue;
             }
             let index = probes.len();
-            let bad = |reason: String| NotesError::BadNote { path: String::new(), index, reason };
+            let bad = |reason: String| NotesError::BadNote {
+                path: String::new(),
+                index,
+                reason,
+            };
             let desc = parse_desc(note.desc(), little_endian).map_err(bad)?;
             let shift = match actual_base {
                 Some(actual) if desc.base != 0 => actual.wrapping_sub(desc.base),
@@ -191,13 +211,17 @@ pub fn parse_probes(data: &[u8]) -> Result<Vec<UsdtProbe>, NotesError> {
             };
             let address = desc.pc.wrapping_add(shift);
             let offset = file_offset(&segments, address).ok_or_else(|| {
-                bad(format!("probe address {address:#x} lies in no loadable segment"))
+                bad(format!(
+                    "probe address {address:#x} lies in no loadable segment"
+                ))
             })?;
             // The semaphore is converted without the base adjustment, as libbpf does.
             let semaphore_offset = match desc.semaphore {
                 0 => None,
                 semaphore => Some(file_offset(&segments, semaphore).ok_or_else(|| {
-                    bad(format!("semaphore address {semaphore:#x} lies in no loadable segment"))
+                    bad(format!(
+                        "semaphore address {semaphore:#x} lies in no loadable segment"
+                    ))
                 })?),
             };
             probes.push(UsdtProbe {
@@ -214,7 +238,9 @@ pub fn parse_probes(data: &[u8]) -> Result<Vec<UsdtProbe>, NotesError> {
         }
     }
     if !found_section {
-        return Err(NotesError::NoProbes { path: String::new() });
+        return Err(NotesError::NoProbes {
+            path: String::new(),
+        });
     }
     Ok(probes)
 }
@@ -261,7 +287,13 @@ mod tests {
     #[test]
     fn addresses_become_file_offsets_through_their_segment() {
         // The shape TOOLCHAIN.md reports: text mapped 0x1000 above its file offset.
-        let segment = |vaddr, memsz, offset| Segment { vaddr, memsz, offset, filesz: memsz, writable: false };
+        let segment = |vaddr, memsz, offset| Segment {
+            vaddr,
+            memsz,
+            offset,
+            filesz: memsz,
+            writable: false,
+        };
         let segments = [
             segment(0, 0x1000, 0),
             segment(0x2000, 0x20000, 0x1000),
@@ -275,8 +307,17 @@ mod tests {
     #[test]
     fn semaphore_page_mapped_by_two_writable_segments_is_detected() {
         // rust-lld's layout: RELRO ends in the file page where .data (with .probes) begins.
-        let rw = |vaddr, offset, size| Segment { vaddr, memsz: size, offset, filesz: size, writable: true };
-        let lld = [rw(0x30e2d0, 0x30c2d0, 0x20d30), rw(0x32f2f0, 0x32c2f0, 0xaa8)];
+        let rw = |vaddr, offset, size| Segment {
+            vaddr,
+            memsz: size,
+            offset,
+            filesz: size,
+            writable: true,
+        };
+        let lld = [
+            rw(0x30e2d0, 0x30c2d0, 0x20d30),
+            rw(0x32f2f0, 0x32c2f0, 0xaa8),
+        ];
         assert_eq!(writable_mappings_of_page(&lld, 0x32cd96), 2);
         // GNU ld's: one writable segment.
         let bfd = [rw(0x2f1748, 0x2f1748, 0x1a360)];
@@ -285,8 +326,14 @@ mod tests {
 
     #[test]
     fn non_elf_and_elf_without_notes_are_told_apart() {
-        assert!(matches!(parse_probes(b"#!/bin/sh\n"), Err(NotesError::NotElf { .. })));
+        assert!(matches!(
+            parse_probes(b"#!/bin/sh\n"),
+            Err(NotesError::NotElf { .. })
+        ));
         let me = std::fs::read("/bin/true").unwrap();
-        assert!(matches!(parse_probes(&me), Err(NotesError::NoProbes { .. })));
+        assert!(matches!(
+            parse_probes(&me),
+            Err(NotesError::NoProbes { .. })
+        ));
     }
 }
