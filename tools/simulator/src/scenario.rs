@@ -154,7 +154,7 @@ impl Scenario<'_, '_> {
 
     fn play(&mut self) {
         // --- connections and handshakes ---
-        let p0 = self.connect_outbound(
+        let p0 = self.connect(
             format!("127.0.0.1:{REGTEST_PORT}"),
             SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, REGTEST_PORT)),
             conn_type::MANUAL,
@@ -162,14 +162,15 @@ impl Scenario<'_, '_> {
         );
         self.handshake(&p0);
         let port = self.rng.range(40_000, 60_999) as u16;
-        let p1 = self.connect_inbound(
+        let p1 = self.connect(
             format!("127.0.0.1:{port}"),
             SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
+            conn_type::INBOUND,
             network::UNROUTABLE,
         );
         self.handshake(&p1);
         let onion = self.onion_v3();
-        let p2 = self.connect_outbound(
+        let p2 = self.connect(
             format!("{onion}:{REGTEST_PORT}"),
             // Tor peers are reached through the local SOCKS5 proxy.
             SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9050)),
@@ -347,18 +348,20 @@ impl Scenario<'_, '_> {
         // --- inbound slots full: p3 is evicted for p4, which then floods addr ---
         let port = self.rng.range(40_000, 60_999) as u16;
         let v6 = std::net::Ipv6Addr::new(0x2a01, 0x4f8, 0xc17, 0x1ee, 0, 0, 0, 5);
-        let p3 = self.connect_inbound(
+        let p3 = self.connect(
             format!("[{v6}]:{port}"),
             SocketAddr::new(v6.into(), port),
+            conn_type::INBOUND,
             network::IPV6,
         );
         self.handshake(&p3);
         let port = self.rng.range(40_000, 60_999) as u16;
         let v4 = Ipv4Addr::new(93, 184, 216, 34);
         self.emit_peer(T::NetEvictedInboundConnection, &p3);
-        let p4 = self.connect_inbound(
+        let p4 = self.connect(
             format!("{v4}:{port}"),
             SocketAddr::V4(SocketAddrV4::new(v4, port)),
+            conn_type::INBOUND,
             network::IPV4,
         );
         self.close(&p3);
@@ -425,7 +428,8 @@ impl Scenario<'_, '_> {
         }
     }
 
-    fn connect_outbound(
+    /// Opens a connection; its direction (and tracepoint) follows from the connection type.
+    fn connect(
         &mut self,
         addr: String,
         sock: SocketAddr,
@@ -433,25 +437,15 @@ impl Scenario<'_, '_> {
         network: u32,
     ) -> Peer {
         let peer = self.new_peer(addr, sock, conn_type, network);
-        self.outbound += 1;
-        let (pr, count) = (peer.clone(), self.outbound);
-        self.sim.emit(T::NetOutboundConnection, move || {
-            vec![
-                int(pr.id),
-                string(&pr.addr),
-                string(pr.conn_type),
-                int(pr.network),
-                int(count as u64),
-            ]
-        });
-        peer
-    }
-
-    fn connect_inbound(&mut self, addr: String, sock: SocketAddr, network: u32) -> Peer {
-        let peer = self.new_peer(addr, sock, conn_type::INBOUND, network);
-        self.inbound += 1;
-        let (pr, count) = (peer.clone(), self.inbound);
-        self.sim.emit(T::NetInboundConnection, move || {
+        let (tracepoint, count) = if conn_type == conn_type::INBOUND {
+            self.inbound += 1;
+            (T::NetInboundConnection, self.inbound)
+        } else {
+            self.outbound += 1;
+            (T::NetOutboundConnection, self.outbound)
+        };
+        let pr = peer.clone();
+        self.sim.emit(tracepoint, move || {
             vec![
                 int(pr.id),
                 string(&pr.addr),
