@@ -4,7 +4,14 @@
 //! every `#[repr(C)]` type has a compile-time size assertion so the two sides cannot drift.
 #![no_std]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+#[cfg(feature = "alloc")]
+pub mod arg;
 pub mod tracepoint;
 pub mod usdt;
 
+#[cfg(feature = "alloc")]
+pub use arg::ArgValue;
 pub use tracepoint::{ArgKind, Tracepoint};

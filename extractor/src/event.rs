@@ -1,26 +1,11 @@
 //! A tracepoint firing as userspace sees it: the kernel's record decoded by the catalogue.
 
 use extractor_common::usdt::{flags, TraceRecord};
+pub use extractor_common::ArgValue;
 use extractor_common::Tracepoint;
 
 use crate::tracer::{arg_value, capture_slots};
 use extractor_common::usdt::capture;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArgValue {
-    Signed(i64),
-    Unsigned(u64),
-    Bool(bool),
-    /// The bytes of a C string (without NUL); `truncated` when it did not fit the capture slot.
-    Str {
-        bytes: Vec<u8>,
-        truncated: bool,
-    },
-    /// 32 bytes in internal (little-endian) order, as bitcoind passes them.
-    Hash([u8; 32]),
-    /// A pointer whose target is not captured (payload buffers).
-    Pointer(u64),
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceEvent {
@@ -94,26 +79,6 @@ impl TraceEvent {
             time_ns: clock.wall_ns(record.boot_time_ns),
             args,
             read_failed: record.flags & flags::READ_FAILED != 0,
-        }
-    }
-}
-
-impl std::fmt::Display for ArgValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ArgValue::Signed(v) => write!(f, "{v}"),
-            ArgValue::Unsigned(v) => write!(f, "{v}"),
-            ArgValue::Bool(v) => write!(f, "{v}"),
-            ArgValue::Str { bytes, truncated } => {
-                write!(f, "{:?}", String::from_utf8_lossy(bytes))?;
-                if *truncated {
-                    write!(f, "…(truncated)")?;
-                }
-                Ok(())
-            }
-            // People and RPC read hashes in reverse of the internal order.
-            ArgValue::Hash(bytes) => bytes.iter().rev().try_for_each(|b| write!(f, "{b:02x}")),
-            ArgValue::Pointer(address) => write!(f, "{address:#x}"),
         }
     }
 }

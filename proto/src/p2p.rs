@@ -1,0 +1,1 @@
+//! P2P message decoding (being written).
