@@ -10,3 +10,8 @@ pub use generated::*;
 
 pub mod json;
 pub mod p2p;
+pub mod subjects;
+pub mod tracepoint;
+
+pub use subjects::Category;
+pub use tracepoint::{tracepoint_payload, TracepointPayload};

@@ -1,1 +1,0 @@
-//! P2P message decoding (being written).
