@@ -1,12 +1,12 @@
 //! Every tracepoint payload from the simulator's ground truth: each argument bitcoind passes
 //! must appear, exactly, at its documented place in the event's JSON rendering.
 
-use extractor_common::{ArgKind, ArgValue, Tracepoint};
+use extractor_common::{ArgKind, Tracepoint};
 use nodescope_proto::json::to_json;
 use nodescope_proto::p2p::DecodeOptions;
 use nodescope_proto::{tracepoint_payload, Event};
 use serde_json::{json, Value};
-use simulator::truth::{read_truth, TruthArg, TruthRecord};
+use simulator::truth::{read_truth, TruthArg};
 
 /// Where each argument lands in the rendered payload, in argument order (TRACEPOINTS.md §4).
 fn json_paths(tp: Tracepoint) -> (&'static str, &'static [&'static str]) {
@@ -68,28 +68,6 @@ fn expected_json(tp: Tracepoint, index: usize, arg: &TruthArg) -> Value {
     }
 }
 
-fn arg_values(record: &TruthRecord) -> Vec<ArgValue> {
-    let tp = record.tracepoint().expect("catalogue tracepoint");
-    record
-        .args
-        .iter()
-        .zip(tp.args())
-        .map(|(arg, kind)| match (arg, kind) {
-            (TruthArg::Int(v), ArgKind::I64 | ArgKind::I32) => ArgValue::Signed(*v as i64),
-            (TruthArg::Int(v), ArgKind::Bool) => ArgValue::Bool(*v != 0),
-            (TruthArg::Int(v), _) => ArgValue::Unsigned(*v as u64),
-            (TruthArg::Str(s), _) => ArgValue::Str {
-                bytes: s.as_bytes().to_vec(),
-                truncated: false,
-            },
-            (TruthArg::Bytes(b), ArgKind::Hash32) => {
-                ArgValue::Hash(b.as_slice().try_into().expect("32 bytes"))
-            }
-            (TruthArg::Bytes(b), _) => ArgValue::Bytes(b.clone()),
-        })
-        .collect()
-}
-
 fn lookup<'a>(value: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(value, |v, key| &v[key])
 }
@@ -112,7 +90,7 @@ fn every_tracepoint_payload_from_the_simulator_ground_truth() {
     for record in &truth {
         let tp = record.tracepoint().unwrap();
         seen.insert(tp);
-        let converted = tracepoint_payload(tp, &arg_values(record), DecodeOptions::default());
+        let converted = tracepoint_payload(tp, &record.arg_values(), DecodeOptions::default());
         assert!(converted.error.is_empty(), "{tp}: {}", converted.error);
         assert!(converted.truncated_fields.is_empty(), "{tp}: {:?}", converted.truncated_fields);
         let event = Event {

@@ -30,8 +30,12 @@ pub(crate) fn body(msg_type: &str, payload: &[u8]) -> Result<Body, Fail> {
         "wtxidrelay" => Body::Wtxidrelay(empty(&r)?),
         "mempool" => Body::Mempool(empty(&r)?),
         "filterclear" => Body::Filterclear(empty(&r)?),
-        "ping" => Body::Ping(P2pPing { nonce: r.read("nonce")? }),
-        "pong" => Body::Pong(P2pPing { nonce: r.read("nonce")? }),
+        "ping" => Body::Ping(P2pPing {
+            nonce: r.read("nonce")?,
+        }),
+        "pong" => Body::Pong(P2pPing {
+            nonce: r.read("nonce")?,
+        }),
         "addr" => Body::Addr(addr_v1(&mut r)?),
         "addrv2" => Body::Addrv2(addr_v2(&mut r)?),
         "inv" => Body::Inv(inventory(&mut r)?),
@@ -52,12 +56,17 @@ pub(crate) fn body(msg_type: &str, payload: &[u8]) -> Result<Body, Fail> {
         }),
         "getblocktxn" => Body::Getblocktxn(getblocktxn(&mut r)?),
         "blocktxn" => Body::Blocktxn(blocktxn(&mut r)?),
-        "feefilter" => Body::Feefilter(P2pFeeFilter { fee_rate: r.read("fee rate")? }),
+        "feefilter" => Body::Feefilter(P2pFeeFilter {
+            fee_rate: r.read("fee rate")?,
+        }),
         "merkleblock" => Body::Merkleblock(merkleblock(&mut r)?),
         "filterload" => Body::Filterload(filterload(&mut r)?),
         "filteradd" => {
             let data = r.var_bytes("data", None)?;
-            Body::Filteradd(P2pFilterAdd { data_size: data.len() as u32, data: data.to_vec() })
+            Body::Filteradd(P2pFilterAdd {
+                data_size: data.len() as u32,
+                data: data.to_vec(),
+            })
         }
         "getcfilters" => Body::Getcfilters(getcfilters(&mut r)?),
         "getcfheaders" => Body::Getcfheaders(getcfilters(&mut r)?),
@@ -70,10 +79,17 @@ pub(crate) fn body(msg_type: &str, payload: &[u8]) -> Result<Body, Fail> {
         "cfcheckpt" => Body::Cfcheckpt(cfcheckpt(&mut r)?),
         "alert" => {
             let payload = r.bytes(r.remaining(), "payload")?;
-            Body::Alert(P2pAlert { payload: payload.to_vec() })
+            Body::Alert(P2pAlert {
+                payload: payload.to_vec(),
+            })
         }
         "reject" => Body::Reject(reject(&mut r)?),
-        other => return Err(Fail::new(0, format!("no decoder for message type {other:?}"))),
+        other => {
+            return Err(Fail::new(
+                0,
+                format!("no decoder for message type {other:?}"),
+            ))
+        }
     };
     r.finish()?;
     Ok(body)
@@ -97,7 +113,10 @@ fn empty(r: &Reader) -> Result<P2pEmpty, Fail> {
     if r.is_empty() {
         Ok(P2pEmpty {})
     } else {
-        Err(Fail::new(0, format!("expected an empty payload, got {} bytes", r.remaining())))
+        Err(Fail::new(
+            0,
+            format!("expected an empty payload, got {} bytes", r.remaining()),
+        ))
     }
 }
 
@@ -217,7 +236,10 @@ fn inventory_type(raw: u32) -> (InventoryType, &'static str) {
         5 => (InventoryType::Wtx, "wtx"),
         0x4000_0001 => (InventoryType::WitnessTx, "witness_tx"),
         0x4000_0002 => (InventoryType::WitnessBlock, "witness_block"),
-        0x4000_0003 => (InventoryType::FilteredWitnessBlock, "filtered_witness_block"),
+        0x4000_0003 => (
+            InventoryType::FilteredWitnessBlock,
+            "filtered_witness_block",
+        ),
         _ => (InventoryType::Unknown, "unknown"),
     }
 }
@@ -228,13 +250,21 @@ fn inventory(r: &mut Reader) -> Result<P2pInventory, Fail> {
     let mut count_by_type: HashMap<String, u32> = HashMap::new();
     for i in 0..count {
         let start = r.pos();
-        let (type_raw, hash) = (|| Ok::<_, Fail>((r.read::<u32>("type")?, hash32(r, "hash")?)))()
-            .map_err(|f| Fail::new(start, f.what).context(item_context(i, count)))?;
+        let (type_raw, hash) =
+            (|| Ok::<_, Fail>((r.read::<u32>("type")?, hash32(r, "hash")?)))()
+                .map_err(|f| Fail::new(start, f.what).context(item_context(i, count)))?;
         let (kind, name) = inventory_type(type_raw);
         *count_by_type.entry(name.to_string()).or_default() += 1;
-        items.push(InventoryItem { r#type: kind as i32, type_raw, hash });
+        items.push(InventoryItem {
+            r#type: kind as i32,
+            type_raw,
+            hash,
+        });
     }
-    Ok(P2pInventory { items, count_by_type })
+    Ok(P2pInventory {
+        items,
+        count_by_type,
+    })
 }
 
 fn script_type(script: &Script) -> ScriptPubKeyType {
@@ -266,7 +296,11 @@ fn script_type(script: &Script) -> ScriptPubKeyType {
 
 pub(crate) fn tx_summary(tx: &Transaction) -> TxSummary {
     let weight = tx.weight().to_wu();
-    let total: i128 = tx.output.iter().map(|o| o.value.to_sat() as i64 as i128).sum();
+    let total: i128 = tx
+        .output
+        .iter()
+        .map(|o| o.value.to_sat() as i64 as i128)
+        .sum();
     TxSummary {
         txid: display(&tx.compute_txid()),
         wtxid: display(&tx.compute_wtxid()),
@@ -360,7 +394,10 @@ fn headers(r: &mut Reader) -> Result<P2pHeaders, Fail> {
         r.compact_size(&format!("tx count of item {i} of {count}"))?;
         headers.push(header_summary(&header));
     }
-    Ok(P2pHeaders { count: count as u32, headers })
+    Ok(P2pHeaders {
+        count: count as u32,
+        headers,
+    })
 }
 
 fn locator(r: &mut Reader) -> Result<P2pBlockLocator, Fail> {
@@ -370,16 +407,24 @@ fn locator(r: &mut Reader) -> Result<P2pBlockLocator, Fail> {
     for i in 0..count {
         locator_hashes.push(hash32(r, &format!("locator hash {i} of {count}"))?);
     }
-    Ok(P2pBlockLocator { version, locator_hashes, stop_hash: hash32(r, "stop hash")? })
+    Ok(P2pBlockLocator {
+        version,
+        locator_hashes,
+        stop_hash: hash32(r, "stop hash")?,
+    })
 }
 
 fn cmpctblock(r: &mut Reader) -> Result<P2pCmpctBlock, Fail> {
     let header: Header = r.read("header")?;
     let nonce: u64 = r.read("nonce")?;
     let short_ids = r.compact_size("short id count")?;
-    for i in 0..short_ids {
-        r.bytes(6, &format!("short id {i} of {short_ids}"))?;
+    let available = (r.remaining() / 6) as u64;
+    if short_ids > available {
+        r.bytes(available as usize * 6, "short ids")?;
+        return Err(Fail::new(r.pos(), "unexpected end of data")
+            .context(format!("short id {available} of {short_ids}")));
     }
+    r.bytes(short_ids as usize * 6, "short ids")?;
     let count = r.compact_size("prefilled tx count")?;
     let mut prefilled_txs = Vec::with_capacity(r.capacity(count, 61));
     let mut next_index: u64 = 0;
@@ -392,7 +437,10 @@ fn cmpctblock(r: &mut Reader) -> Result<P2pCmpctBlock, Fail> {
             return Err(Fail::new(start, "prefilled index overflowed 16 bits").context(context));
         }
         let tx: Transaction = r.read(&context)?;
-        prefilled_txs.push(PrefilledTx { index: index as u32, tx: Some(tx_summary(&tx)) });
+        prefilled_txs.push(PrefilledTx {
+            index: index as u32,
+            tx: Some(tx_summary(&tx)),
+        });
         next_index = index + 1;
     }
     Ok(P2pCmpctBlock {
@@ -419,7 +467,10 @@ fn getblocktxn(r: &mut Reader) -> Result<P2pGetBlockTxn, Fail> {
         indexes.push(index as u32);
         next_index = index + 1;
     }
-    Ok(P2pGetBlockTxn { block_hash, indexes })
+    Ok(P2pGetBlockTxn {
+        block_hash,
+        indexes,
+    })
 }
 
 fn blocktxn(r: &mut Reader) -> Result<P2pBlockTxn, Fail> {
@@ -439,7 +490,8 @@ fn merkleblock(r: &mut Reader) -> Result<P2pMerkleBlock, Fail> {
     }
     let flags = r.var_bytes("flags", None)?;
     let hashes = nodes.iter().map(display).collect();
-    let (matched_txids, proof_error) = verify_partial_tree(&header, total_transactions, &nodes, flags);
+    let (matched_txids, proof_error) =
+        verify_partial_tree(&header, total_transactions, &nodes, flags);
     Ok(P2pMerkleBlock {
         header: Some(header_summary(&header)),
         total_transactions,
@@ -474,7 +526,9 @@ fn verify_partial_tree(
     let mut matches: Vec<Txid> = Vec::new();
     let mut indexes = Vec::new();
     match tree.extract_matches(&mut matches, &mut indexes) {
-        Ok(root) if root == header.merkle_root => (matches.iter().map(display).collect(), String::new()),
+        Ok(root) if root == header.merkle_root => {
+            (matches.iter().map(display).collect(), String::new())
+        }
         Ok(_) => (Vec::new(), "merkle root mismatch".to_string()),
         Err(e) => (Vec::new(), e.to_string()),
     }
@@ -513,7 +567,12 @@ fn cfilter(r: &mut Reader) -> Result<P2pCfilter, Fail> {
     let filter_type = r.read::<u8>("filter type")? as u32;
     let block_hash = hash32(r, "block hash")?;
     let filter = r.var_bytes("filter", None)?;
-    Ok(P2pCfilter { filter_type, block_hash, filter_size: filter.len() as u32, filter: filter.to_vec() })
+    Ok(P2pCfilter {
+        filter_type,
+        block_hash,
+        filter_size: filter.len() as u32,
+        filter: filter.to_vec(),
+    })
 }
 
 fn hash_list(r: &mut Reader, what: &str) -> Result<Vec<Vec<u8>>, Fail> {
@@ -556,7 +615,11 @@ fn reject(r: &mut Reader) -> Result<P2pReject, Fail> {
     let message = String::from_utf8_lossy(r.var_bytes("message", None)?).into_owned();
     let ccode_raw: u8 = r.read("ccode")?;
     let reason = String::from_utf8_lossy(r.var_bytes("reason", None)?).into_owned();
-    let hash = if r.remaining() >= 32 { hash32(r, "hash")? } else { Vec::new() };
+    let hash = if r.remaining() >= 32 {
+        hash32(r, "hash")?
+    } else {
+        Vec::new()
+    };
     let ccode = match ccode_raw {
         0x01 => RejectCode::Malformed,
         0x10 => RejectCode::Invalid,
@@ -568,5 +631,11 @@ fn reject(r: &mut Reader) -> Result<P2pReject, Fail> {
         0x43 => RejectCode::Checkpoint,
         _ => RejectCode::Unknown,
     };
-    Ok(P2pReject { message, ccode: ccode as i32, ccode_raw: ccode_raw as u32, reason, hash })
+    Ok(P2pReject {
+        message,
+        ccode: ccode as i32,
+        ccode_raw: ccode_raw as u32,
+        reason,
+        hash,
+    })
 }

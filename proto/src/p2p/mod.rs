@@ -26,11 +26,42 @@ pub struct DecodeOptions {
 
 /// The 36 message types nodescope decodes (Bitcoin Core v30 sends or receives them).
 pub const MESSAGE_TYPES: &[&str] = &[
-    "version", "verack", "ping", "pong", "addr", "addrv2", "sendaddrv2", "getaddr", "inv",
-    "getdata", "notfound", "tx", "block", "headers", "getheaders", "getblocks", "cmpctblock",
-    "sendcmpct", "getblocktxn", "blocktxn", "feefilter", "sendheaders", "wtxidrelay", "mempool",
-    "merkleblock", "filterload", "filteradd", "filterclear", "getcfilters", "cfilter",
-    "getcfheaders", "cfheaders", "getcfcheckpt", "cfcheckpt", "alert", "reject",
+    "version",
+    "verack",
+    "ping",
+    "pong",
+    "addr",
+    "addrv2",
+    "sendaddrv2",
+    "getaddr",
+    "inv",
+    "getdata",
+    "notfound",
+    "tx",
+    "block",
+    "headers",
+    "getheaders",
+    "getblocks",
+    "cmpctblock",
+    "sendcmpct",
+    "getblocktxn",
+    "blocktxn",
+    "feefilter",
+    "sendheaders",
+    "wtxidrelay",
+    "mempool",
+    "merkleblock",
+    "filterload",
+    "filteradd",
+    "filterclear",
+    "getcfilters",
+    "cfilter",
+    "getcfheaders",
+    "cfheaders",
+    "getcfcheckpt",
+    "cfcheckpt",
+    "alert",
+    "reject",
 ];
 
 /// Whether `msg_type` is one of [`MESSAGE_TYPES`].
@@ -48,7 +79,8 @@ pub fn decode_p2p(msg_type: &str, payload: &[u8], size: u64, options: DecodeOpti
         Ok(message) => message,
         Err(_) => {
             let mut message = header(msg_type, payload, size);
-            message.decode_error = format!("{msg_type}: internal decoder error (panic), please report");
+            message.decode_error =
+                format!("{msg_type}: internal decoder error (panic), please report");
             message.raw = payload.to_vec();
             message
         }

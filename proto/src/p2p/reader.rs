@@ -14,7 +14,11 @@ pub(crate) struct Fail {
 
 impl Fail {
     pub fn new(offset: usize, what: impl Into<String>) -> Fail {
-        Fail { offset, what: what.into(), context: String::new() }
+        Fail {
+            offset,
+            what: what.into(),
+            context: String::new(),
+        }
     }
 
     pub fn context(mut self, context: impl Into<String>) -> Fail {
@@ -28,7 +32,10 @@ impl Fail {
         if self.context.is_empty() {
             format!("{msg_type}: {} at byte {}", self.what, self.offset)
         } else {
-            format!("{msg_type}: {} at byte {} ({})", self.what, self.offset, self.context)
+            format!(
+                "{msg_type}: {} at byte {} ({})",
+                self.what, self.offset, self.context
+            )
         }
     }
 }
@@ -110,13 +117,19 @@ impl<'a> Reader<'a> {
         let len = self.compact_size(field)?;
         if let Some(max) = max {
             if len > max as u64 {
-                return Err(Fail::new(start, format!("length {len} exceeds the limit of {max}")).context(field));
+                return Err(
+                    Fail::new(start, format!("length {len} exceeds the limit of {max}"))
+                        .context(field),
+                );
             }
         }
         if len > self.remaining() as u64 {
             return Err(Fail::new(
                 self.pos,
-                format!("unexpected end of data: length {len}, {} bytes left", self.remaining()),
+                format!(
+                    "unexpected end of data: length {len}, {} bytes left",
+                    self.remaining()
+                ),
             )
             .context(field));
         }
@@ -133,7 +146,10 @@ impl<'a> Reader<'a> {
         if self.is_empty() {
             Ok(())
         } else {
-            Err(Fail::new(self.pos, format!("{} unexpected trailing bytes", self.remaining())))
+            Err(Fail::new(
+                self.pos,
+                format!("{} unexpected trailing bytes", self.remaining()),
+            ))
         }
     }
 }

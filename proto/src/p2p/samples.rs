@@ -54,8 +54,14 @@ pub fn sample_tx(seed: u8) -> Transaction {
         lock_time: LockTime::from_consensus(840_000),
         input: vec![
             TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array(hash(seed)), vout: 1 },
-                script_sig: Builder::new().push_slice([seed; 71]).push_slice([2u8; 33]).into_script(),
+                previous_output: OutPoint {
+                    txid: Txid::from_byte_array(hash(seed)),
+                    vout: 1,
+                },
+                script_sig: Builder::new()
+                    .push_slice([seed; 71])
+                    .push_slice([2u8; 33])
+                    .into_script(),
                 sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
                 witness: Witness::new(),
             },
@@ -86,7 +92,10 @@ pub fn sample_coinbase(height: i64) -> Transaction {
         lock_time: LockTime::ZERO,
         input: vec![TxIn {
             previous_output: OutPoint::null(),
-            script_sig: Builder::new().push_int(height).push_opcode(bitcoin::opcodes::OP_0).into_script(),
+            script_sig: Builder::new()
+                .push_int(height)
+                .push_opcode(bitcoin::opcodes::OP_0)
+                .into_script(),
             sequence: Sequence::MAX,
             witness: Witness::from_slice(&[[0u8; 32]]),
         }],
@@ -112,7 +121,9 @@ pub fn sample_block(n: u8) -> Block {
         },
         txdata,
     };
-    block.header.merkle_root = block.compute_merkle_root().unwrap_or_else(TxMerkleNode::all_zeros);
+    block.header.merkle_root = block
+        .compute_merkle_root()
+        .unwrap_or_else(TxMerkleNode::all_zeros);
     block
 }
 
@@ -139,7 +150,10 @@ pub fn sample(msg_type: &str) -> Option<NetworkMessage> {
             let mut v = VersionMessage::new(
                 services,
                 1_750_000_000,
-                Address::new(&SocketAddr::from((Ipv4Addr::new(203, 0, 113, 7), 8333)), ServiceFlags::NONE),
+                Address::new(
+                    &SocketAddr::from((Ipv4Addr::new(203, 0, 113, 7), 8333)),
+                    ServiceFlags::NONE,
+                ),
                 Address::new(
                     &SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 18444)),
                     services,
@@ -164,7 +178,10 @@ pub fn sample(msg_type: &str) -> Option<NetworkMessage> {
         "addr" => NetworkMessage::Addr(vec![
             (
                 1_750_000_000,
-                Address::new(&SocketAddr::from((Ipv4Addr::new(1, 2, 3, 4), 8333)), ServiceFlags::NETWORK),
+                Address::new(
+                    &SocketAddr::from((Ipv4Addr::new(1, 2, 3, 4), 8333)),
+                    ServiceFlags::NETWORK,
+                ),
             ),
             (
                 1_750_000_100,
@@ -183,7 +200,10 @@ pub fn sample(msg_type: &str) -> Option<NetworkMessage> {
             };
             NetworkMessage::AddrV2(vec![
                 entry(0, AddrV2::Ipv4(Ipv4Addr::new(1, 2, 3, 4))),
-                entry(1, AddrV2::Ipv6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))),
+                entry(
+                    1,
+                    AddrV2::Ipv6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                ),
                 entry(2, AddrV2::TorV3(hash(4))),
                 entry(3, AddrV2::I2p(hash(5))),
                 entry(4, AddrV2::Cjdns(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 1))),
@@ -198,19 +218,35 @@ pub fn sample(msg_type: &str) -> Option<NetworkMessage> {
             Inventory::WitnessTransaction(Txid::from_byte_array(hash(5))),
             Inventory::WitnessBlock(BlockHash::from_byte_array(hash(6))),
             Inventory::CompactBlock(BlockHash::from_byte_array(hash(7))),
-            Inventory::Unknown { inv_type: 3, hash: hash(8) },
-            Inventory::Unknown { inv_type: 0x4000_0003, hash: hash(9) },
+            Inventory::Unknown {
+                inv_type: 3,
+                hash: hash(8),
+            },
+            Inventory::Unknown {
+                inv_type: 0x4000_0003,
+                hash: hash(9),
+            },
             Inventory::Error,
-            Inventory::Unknown { inv_type: 77, hash: hash(10) },
+            Inventory::Unknown {
+                inv_type: 77,
+                hash: hash(10),
+            },
         ]),
-        "getdata" => NetworkMessage::GetData(vec![Inventory::WitnessTransaction(Txid::from_byte_array(hash(11)))]),
-        "notfound" => NetworkMessage::NotFound(vec![Inventory::Transaction(Txid::from_byte_array(hash(12)))]),
+        "getdata" => NetworkMessage::GetData(vec![Inventory::WitnessTransaction(
+            Txid::from_byte_array(hash(11)),
+        )]),
+        "notfound" => NetworkMessage::NotFound(vec![Inventory::Transaction(
+            Txid::from_byte_array(hash(12)),
+        )]),
         "tx" => NetworkMessage::Tx(sample_tx(1)),
         "block" => NetworkMessage::Block(block),
         "headers" => NetworkMessage::Headers(vec![sample_header(1), sample_header(2)]),
         "getheaders" => NetworkMessage::GetHeaders(GetHeadersMessage {
             version: 70016,
-            locator_hashes: vec![BlockHash::from_byte_array(hash(20)), BlockHash::from_byte_array(hash(21))],
+            locator_hashes: vec![
+                BlockHash::from_byte_array(hash(20)),
+                BlockHash::from_byte_array(hash(21)),
+            ],
             stop_hash: BlockHash::all_zeros(),
         }),
         "getblocks" => NetworkMessage::GetBlocks(GetBlocksMessage {
@@ -221,9 +257,15 @@ pub fn sample(msg_type: &str) -> Option<NetworkMessage> {
         "cmpctblock" => NetworkMessage::CmpctBlock(CmpctBlock {
             compact_block: HeaderAndShortIds::from_block(&block, 0xfeed, 2, &[2]).ok()?,
         }),
-        "sendcmpct" => NetworkMessage::SendCmpct(SendCmpct { send_compact: true, version: 2 }),
+        "sendcmpct" => NetworkMessage::SendCmpct(SendCmpct {
+            send_compact: true,
+            version: 2,
+        }),
         "getblocktxn" => NetworkMessage::GetBlockTxn(GetBlockTxn {
-            txs_request: BlockTransactionsRequest { block_hash: block.block_hash(), indexes: vec![1, 3, 300] },
+            txs_request: BlockTransactionsRequest {
+                block_hash: block.block_hash(),
+                indexes: vec![1, 3, 300],
+            },
         }),
         "blocktxn" => NetworkMessage::BlockTxn(BlockTxn {
             transactions: BlockTransactions {
@@ -234,7 +276,9 @@ pub fn sample(msg_type: &str) -> Option<NetworkMessage> {
         "feefilter" => NetworkMessage::FeeFilter(1_000),
         "merkleblock" => {
             let wanted = block.txdata[2].compute_txid();
-            NetworkMessage::MerkleBlock(MerkleBlock::from_block_with_predicate(&block, |t| *t == wanted))
+            NetworkMessage::MerkleBlock(MerkleBlock::from_block_with_predicate(&block, |t| {
+                *t == wanted
+            }))
         }
         "filterload" => NetworkMessage::FilterLoad(FilterLoad {
             filter: vec![0xa5; 64],
@@ -242,7 +286,9 @@ pub fn sample(msg_type: &str) -> Option<NetworkMessage> {
             tweak: 0xcafe,
             flags: BloomFlags::All,
         }),
-        "filteradd" => NetworkMessage::FilterAdd(FilterAdd { data: vec![0x42; 33] }),
+        "filteradd" => NetworkMessage::FilterAdd(FilterAdd {
+            data: vec![0x42; 33],
+        }),
         "getcfilters" => NetworkMessage::GetCFilters(GetCFilters {
             filter_type: 0,
             start_height: 900_000,

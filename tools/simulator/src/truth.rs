@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
 use anyhow::Context as _;
-use extractor_common::Tracepoint;
+use extractor_common::{ArgKind, ArgValue, Tracepoint};
 use serde::{Deserialize, Serialize};
 
 use crate::probes::Arg;
@@ -72,6 +72,30 @@ impl TruthArg {
 }
 
 impl TruthRecord {
+    /// The arguments as a tracer reads them, typed by the catalogue: what the extractor must
+    /// produce for this firing.
+    pub fn arg_values(&self) -> Vec<ArgValue> {
+        let kinds = self.tracepoint().map(|tp| tp.args()).unwrap_or(&[]);
+        self.args
+            .iter()
+            .enumerate()
+            .map(|(i, arg)| match (arg, kinds.get(i)) {
+                (TruthArg::Int(v), Some(ArgKind::I64 | ArgKind::I32)) => ArgValue::Signed(*v as i64),
+                (TruthArg::Int(v), Some(ArgKind::Bool)) => ArgValue::Bool(*v != 0),
+                (TruthArg::Int(v), _) => ArgValue::Unsigned(*v as u64),
+                (TruthArg::Str(s), _) => ArgValue::Str {
+                    bytes: s.as_bytes().to_vec(),
+                    truncated: false,
+                },
+                (TruthArg::Bytes(b), Some(ArgKind::Hash32)) => match <[u8; 32]>::try_from(b.as_slice()) {
+                    Ok(hash) => ArgValue::Hash(hash),
+                    Err(_) => ArgValue::Bytes(b.clone()),
+                },
+                (TruthArg::Bytes(b), _) => ArgValue::Bytes(b.clone()),
+            })
+            .collect()
+    }
+
     /// The tracepoint, if the name is one of the catalogue's.
     pub fn tracepoint(&self) -> Option<Tracepoint> {
         let (provider, name) = self.tracepoint.split_once(':')?;

@@ -1,0 +1,174 @@
+//! Connecting to the NATS bus, the same way in the extractor and in every tool: one set of flags
+//! (each with an environment variable), user/password, token, credentials or nkey
+//! authentication, TLS, and a connection that never blocks start-up — it retries with backoff
+//! in the background and says so in the log.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event};
+
+#[cfg(feature = "test-server")]
+pub mod test_server;
+
+/// Largest message bitcoind can produce on the bus: a 4 MB block plus its envelope.
+pub const LARGEST_EVENT_BYTES: usize = 4_000_000 + 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot read NATS credentials file {path}: {error}")]
+    Credentials { path: String, error: std::io::Error },
+    #[error("cannot read NATS nkey seed file {path}: {error}")]
+    NkeySeed { path: String, error: std::io::Error },
+    #[error("--nats-tls-cert and --nats-tls-key go together (got only {0})")]
+    HalfClientCertificate(&'static str),
+    #[error("NATS URL {url:?} is not usable: {error}")]
+    Connect { url: String, error: String },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NODESCOPE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// User name (with --nats-password).
+    #[arg(long, env = "NODESCOPE_NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    #[arg(long, env = "NODESCOPE_NATS_PASSWORD", hide_env_values = true, requires = "nats_user")]
+    pub nats_password: Option<String>,
+    /// Authentication token.
+    #[arg(long, env = "NODESCOPE_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// Credentials file (JWT + nkey seed), as `nsc` writes it.
+    #[arg(long, env = "NODESCOPE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding an nkey seed (`SU…`).
+    #[arg(long, env = "NODESCOPE_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the server with.
+    #[arg(long, env = "NODESCOPE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), with --nats-tls-key.
+    #[arg(long, env = "NODESCOPE_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "NODESCOPE_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse a connection without TLS.
+    #[arg(long, env = "NODESCOPE_NATS_TLS_REQUIRED")]
+    pub nats_tls_required: bool,
+    /// First part of every subject: `<prefix>.<node>.<category>`.
+    #[arg(long, env = "NODESCOPE_SUBJECT_PREFIX", default_value = "nodescope")]
+    pub subject_prefix: String,
+}
+
+/// Backoff between connection attempts: 100 ms doubling to 5 s.
+pub fn backoff(attempt: usize) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(6) as u32;
+    Duration::from_millis(100 * 2u64.pow(exponent)).min(Duration::from_secs(5))
+}
+
+impl NatsArgs {
+    /// Connects in the background: returns at once even when no server is up yet; the client
+    /// buffers and keeps retrying (with [`backoff`]), logging the first failure and every
+    /// tenth after it, and logs when the connection is up, lost and back.
+    pub async fn connect(&self, client_name: &str) -> Result<Client, BusError> {
+        let mut options = ConnectOptions::new()
+            .name(client_name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5));
+        if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.nats_token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &self.nats_creds {
+            options = options.credentials_file(path).await.map_err(|error| BusError::Credentials {
+                path: path.display().to_string(),
+                error,
+            })?;
+        }
+        if let Some(path) = &self.nats_nkey {
+            let seed = std::fs::read_to_string(path).map_err(|error| BusError::NkeySeed {
+                path: path.display().to_string(),
+                error,
+            })?;
+            options = options.nkey(seed.trim().to_string());
+        }
+        if let Some(ca) = &self.nats_tls_ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        match (&self.nats_tls_cert, &self.nats_tls_key) {
+            (Some(cert), Some(key)) => options = options.add_client_certificate(cert.clone(), key.clone()),
+            (Some(_), None) => return Err(BusError::HalfClientCertificate("--nats-tls-cert")),
+            (None, Some(_)) => return Err(BusError::HalfClientCertificate("--nats-tls-key")),
+            (None, None) => {}
+        }
+        if self.nats_tls_required {
+            options = options.require_tls(true);
+        }
+
+        let url = self.nats_url.clone();
+        let retry_url = url.clone();
+        options = options.reconnect_delay_callback(move |attempt| {
+            let delay = backoff(attempt);
+            if attempt == 1 || attempt % 10 == 0 {
+                tracing::warn!(
+                    url = %retry_url,
+                    attempt,
+                    "NATS is not reachable; retrying every {} ms at most, buffering meanwhile",
+                    delay.as_millis()
+                );
+            }
+            delay
+        });
+        let ever_connected = Arc::new(AtomicBool::new(false));
+        let event_url = url.clone();
+        options = options.event_callback(move |event| {
+            let url = event_url.clone();
+            let ever_connected = ever_connected.clone();
+            async move {
+                match event {
+                    Event::Connected => {
+                        let again = ever_connected.swap(true, Ordering::Relaxed);
+                        tracing::info!(%url, "{}", if again { "reconnected to NATS" } else { "connected to NATS" });
+                    }
+                    Event::Disconnected => tracing::warn!(%url, "lost the NATS connection; reconnecting"),
+                    Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS says this client is a slow consumer: messages were dropped by the server"),
+                    Event::ServerError(error) => tracing::warn!(%error, "NATS server error"),
+                    Event::ClientError(error) => tracing::warn!(%error, "NATS client error"),
+                    other => tracing::info!(event = %other, "NATS"),
+                }
+            }
+        });
+        options
+            .connect(url.as_str())
+            .await
+            .map_err(|error| BusError::Connect { url, error: error.to_string() })
+    }
+}
+
+/// Whether a server's `max_payload` is too small for the largest events (4 MB blocks).
+pub fn payload_limit_too_small(max_payload: usize) -> bool {
+    max_payload < LARGEST_EVENT_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_seconds() {
+        let delays: Vec<u128> = (1..=9).map(|a| backoff(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
+
+    #[test]
+    fn default_nats_payload_limit_is_too_small_for_blocks() {
+        assert!(payload_limit_too_small(1024 * 1024));
+        assert!(!payload_limit_too_small(8 * 1024 * 1024));
+    }
+}

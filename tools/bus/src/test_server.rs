@@ -1,0 +1,89 @@
+//! A real `nats-server` for tests: loopback only, a free port, 8 MB payloads (blocks), stopped
+//! on drop. Can be killed and started again on the same port to test reconnection.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct NatsServer {
+    pub port: u16,
+    config: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().expect("local addr").port()
+}
+
+fn nats_server_binary() -> PathBuf {
+    // `cargo xtask setup` installs it next to cargo.
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    let installed = home.join("bin/nats-server");
+    if installed.exists() {
+        installed
+    } else {
+        PathBuf::from("nats-server")
+    }
+}
+
+impl NatsServer {
+    /// Starts a server on a free port and waits until it accepts connections.
+    pub fn start() -> NatsServer {
+        NatsServer::on_port(free_port())
+    }
+
+    /// A server that will listen on `port` once [`NatsServer::resume`] is called.
+    pub fn stopped_on(port: u16) -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, format!("listen: 127.0.0.1:{port}\nmax_payload: 8MB\n")).expect("write config");
+        NatsServer { port, config, child: None, _dir: dir }
+    }
+
+    pub fn on_port(port: u16) -> NatsServer {
+        let mut server = NatsServer::stopped_on(port);
+        server.resume();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it accepts connections.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new(nats_server_binary())
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (run `cargo xtask setup`)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not come up on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the server abruptly (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
