@@ -9,7 +9,10 @@ pub enum ArgValue {
     Unsigned(u64),
     Bool(bool),
     /// The bytes of a C string (without NUL); `truncated` when it was cut at the capture limit.
-    Str { bytes: Vec<u8>, truncated: bool },
+    Str {
+        bytes: Vec<u8>,
+        truncated: bool,
+    },
     /// 32 bytes in internal (little-endian) order, as bitcoind passes them.
     Hash([u8; 32]),
     /// The captured bytes a pointer argument points to (a P2P payload); fewer than the size

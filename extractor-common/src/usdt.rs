@@ -9,9 +9,12 @@
 pub const MAX_ARGS: usize = 12;
 /// Most C strings one tracepoint passes (net messages: address, connection type, message type).
 pub const STRING_SLOTS: usize = 3;
-/// Bytes kept per string, NUL included. Peer addresses are "normally up to 68 chars" but can be
-/// longer for peers added by host name; misbehaving reasons are up to 128 chars.
-pub const STRING_CAPACITY: usize = 256;
+/// Bytes kept per string slot, NUL included; a longer string is cut and flagged. Strings take
+/// slots in argument order, so slot 0 holds the long ones — peer addresses ("normally up to 68
+/// chars" but longer for peers added by host name, up to 255 kept), misbehaving reasons (≤ 128),
+/// reject and removal reasons (≤ 118), wallet names — while slots 1 and 2 only ever hold
+/// connection types (≤ 19), coin-selection algorithm names and message types (≤ 12).
+pub const STRING_CAPACITY: [usize; STRING_SLOTS] = [256, 32, 32];
 /// Most 32-byte hashes one tracepoint passes (mempool:replaced: replaced and replacement).
 pub const HASH_SLOTS: usize = 2;
 pub const HASH_LEN: usize = 32;
@@ -36,6 +39,9 @@ pub mod capture {
     pub const CSTRING: u8 = 1;
     /// The 32 bytes the value points to, into hash slot `slot`.
     pub const HASH: u8 = 2;
+    /// A payload: the value points to as many bytes as the previous argument says. The kernel
+    /// sends them after the event's record as [`PayloadChunk`](super::PayloadChunk) records.
+    pub const PAYLOAD: u8 = 3;
 }
 
 /// How to fetch one argument. 16 bytes.
@@ -67,41 +73,79 @@ pub struct UsdtSpec {
     pub _reserved: [u8; 5],
 }
 
+/// The first byte of every ring-buffer record: what follows.
+pub mod record_kind {
+    /// A [`TraceRecord`](super::TraceRecord): one firing of a tracepoint.
+    pub const EVENT: u8 = 1;
+    /// A [`PayloadChunk`](super::PayloadChunk): payload bytes of an event sent before it.
+    pub const PAYLOAD_CHUNK: u8 = 2;
+}
+
 /// Flags of a [`TraceRecord`].
 pub mod flags {
-    /// Bit `i` (i < STRING_SLOTS): string slot `i` was longer than STRING_CAPACITY - 1 bytes.
+    /// Bit `i` (i < STRING_SLOTS): string slot `i` was longer than its capacity minus the NUL.
     pub const STRING_TRUNCATED_BASE: u8 = 1;
     /// At least one argument could not be read (its value is 0, its string empty).
     pub const READ_FAILED: u8 = 1 << 7;
 }
 
-/// One firing of a tracepoint, as the kernel sends it through the ring buffer. 960 bytes.
+/// Flags of a [`PayloadChunk`].
+pub mod chunk_flags {
+    /// No chunk of this event follows: the payload is complete, or reading it failed.
+    pub const LAST: u8 = 1;
+    /// Reading this chunk from the traced process failed; it carries no bytes.
+    pub const READ_FAILED: u8 = 2;
+}
+
+/// Payload capture limit by default: Bitcoin Core's largest message (MAX_PROTOCOL_MESSAGE_LENGTH,
+/// a 4 MB block), so every payload is captured whole.
+pub const DEFAULT_CAPTURE_LIMIT: u32 = 4_000_000;
+
+/// One firing of a tracepoint, as the kernel sends it through the ring buffer. 520 bytes.
+///
+/// A payload argument is not in the record: `payload_len` announces how many of its bytes follow
+/// in [`PayloadChunk`] records carrying the same `event_id` (fewer than the size argument when
+/// the capture limit cut it). Chunks come after their record and before any later record of the
+/// same thread, since one thread's records are reserved in order in the one ring.
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct TraceRecord {
-    /// CLOCK_BOOTTIME at the probe, ns (userspace converts to wall-clock time).
-    pub boot_time_ns: u64,
+    /// [`record_kind::EVENT`].
+    pub kind: u8,
+    pub flags: u8,
+    pub tracepoint: u16,
     /// Process id (tgid) of the traced process.
     pub pid: u32,
     /// Thread id of the traced thread.
     pub tid: u32,
-    pub tracepoint: u16,
     pub arg_count: u8,
-    pub flags: u8,
+    pub _reserved: u8,
     /// Length of each string slot without the NUL.
     pub string_len: [u16; STRING_SLOTS],
-    pub _reserved: [u8; 6],
+    /// Payload bytes the kernel will send in chunks (0: no payload argument, or an empty one).
+    pub payload_len: u32,
+    /// Unique per kernel object: CPU number in the top 16 bits, that CPU's event count below.
+    pub event_id: u64,
+    /// CLOCK_BOOTTIME at the probe, ns (userspace converts to wall-clock time).
+    pub boot_time_ns: u64,
     /// Raw argument values, sign- or zero-extended to 64 bits (pointers as addresses).
     pub args: [u64; MAX_ARGS],
     pub hashes: [[u8; HASH_LEN]; HASH_SLOTS],
-    pub strings: [[u8; STRING_CAPACITY]; STRING_SLOTS],
+    pub string0: [u8; STRING_CAPACITY[0]],
+    pub string1: [u8; STRING_CAPACITY[1]],
+    pub string2: [u8; STRING_CAPACITY[2]],
 }
 
 impl TraceRecord {
     /// The string in slot `slot`, as read (without the NUL).
     pub fn string(&self, slot: usize) -> &[u8] {
-        let len = (self.string_len[slot] as usize).min(STRING_CAPACITY - 1);
-        &self.strings[slot][..len]
+        let bytes: &[u8] = match slot {
+            0 => &self.string0,
+            1 => &self.string1,
+            _ => &self.string2,
+        };
+        let len = (self.string_len[slot] as usize).min(bytes.len() - 1);
+        &bytes[..len]
     }
 
     pub fn string_truncated(&self, slot: usize) -> bool {
@@ -109,12 +153,70 @@ impl TraceRecord {
     }
 }
 
+/// The start of every payload chunk record. 24 bytes.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// [`record_kind::PAYLOAD_CHUNK`].
+    pub kind: u8,
+    /// [`chunk_flags`].
+    pub flags: u8,
+    pub tracepoint: u16,
+    /// Payload bytes carried by this chunk (at most its data capacity).
+    pub len: u32,
+    /// Where these bytes start in the payload.
+    pub offset: u32,
+    pub _reserved: u32,
+    /// The [`TraceRecord::event_id`] of the event the bytes belong to.
+    pub event_id: u64,
+}
+
+/// A slice of an event's payload. The kernel can only reserve ring space of a constant size, so
+/// chunks come in three size classes: a payload is sent in the largest class it fills, then its
+/// tail in the smallest class that holds it. Small messages (ping, inv) thus take one small
+/// record, and a 4 MB block about 122 large ones.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct PayloadChunk<const N: usize> {
+    pub header: ChunkHeader,
+    pub data: [u8; N],
+}
+
+/// Data capacity of the small chunk class: ping, pong, feefilter, version, most control messages.
+pub const SMALL_CHUNK: usize = 128;
+/// Data capacity of the medium chunk class: inv and getdata of up to 28 entries, most transactions.
+pub const MEDIUM_CHUNK: usize = 1024;
+/// Data capacity of the large chunk class: blocks and other big messages.
+pub const LARGE_CHUNK: usize = 32 * 1024;
+
+pub type SmallChunk = PayloadChunk<SMALL_CHUNK>;
+pub type MediumChunk = PayloadChunk<MEDIUM_CHUNK>;
+pub type LargeChunk = PayloadChunk<LARGE_CHUNK>;
+
+/// Most chunks one payload can take: whole large chunks, then at most one medium and one small
+/// chunk for the tail (or a read-failure marker). Bounds the kernel's copy loop.
+pub const fn max_chunks(payload_len: u32) -> u32 {
+    payload_len / LARGE_CHUNK as u32 + 1 + (LARGE_CHUNK / MEDIUM_CHUNK) as u32 + 1
+}
+
 const _: () = {
     assert!(core::mem::size_of::<UsdtArgSpec>() == 16);
     assert!(core::mem::size_of::<UsdtSpec>() == 200);
-    assert!(core::mem::size_of::<TraceRecord>() == 960);
-    assert!(core::mem::offset_of!(TraceRecord, args) == 32);
+    assert!(core::mem::size_of::<TraceRecord>() == 520);
+    assert!(core::mem::offset_of!(TraceRecord, payload_len) == 20);
+    assert!(core::mem::offset_of!(TraceRecord, event_id) == 24);
+    assert!(core::mem::offset_of!(TraceRecord, args) == 40);
+    assert!(core::mem::offset_of!(TraceRecord, string0) == 200);
     assert!(core::mem::align_of::<TraceRecord>() == 8);
+    assert!(core::mem::size_of::<ChunkHeader>() == 24);
+    assert!(core::mem::offset_of!(ChunkHeader, event_id) == 16);
+    assert!(core::mem::size_of::<SmallChunk>() == 24 + SMALL_CHUNK);
+    assert!(core::mem::size_of::<MediumChunk>() == 24 + MEDIUM_CHUNK);
+    assert!(core::mem::size_of::<LargeChunk>() == 24 + LARGE_CHUNK);
+    // Both kinds of record start with their kind byte.
+    assert!(core::mem::offset_of!(TraceRecord, kind) == 0);
+    assert!(core::mem::offset_of!(ChunkHeader, kind) == 0);
+    assert!(SMALL_CHUNK < MEDIUM_CHUNK && MEDIUM_CHUNK < LARGE_CHUNK);
     assert!(
         STRING_SLOTS < 7,
         "string truncation flags must not reach READ_FAILED"
@@ -127,4 +229,5 @@ mod pod {
     // any bit pattern.
     unsafe impl aya::Pod for super::UsdtSpec {}
     unsafe impl aya::Pod for super::TraceRecord {}
+    unsafe impl aya::Pod for super::ChunkHeader {}
 }

@@ -1,14 +1,22 @@
 //! One generic USDT program, attached once per tracepoint location. The BPF cookie of each
 //! attachment indexes `USDT_SPECS`, which says which tracepoint fired and where each of its
 //! arguments lives; the program reads them, captures strings and hashes, and sends one
-//! `TraceRecord` through the ring buffer. A record that finds no room is counted in `DROPS`.
+//! `TraceRecord` through the ring buffer, followed by the payload (if the tracepoint has one) in
+//! `PayloadChunk` records. A record that finds no room is counted in `DROPS`; a payload cut short
+//! by a full ring is counted in `PAYLOAD_DROPS`.
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
-        generated::{bpf_get_attach_cookie, bpf_probe_read_user, bpf_probe_read_user_str},
+        generated::{
+            bpf_get_attach_cookie, bpf_get_smp_processor_id, bpf_loop, bpf_probe_read_user,
+            bpf_probe_read_user_str,
+        },
     },
     macros::{map, uprobe},
     maps::{Array, PerCpuArray, RingBuf},
@@ -16,14 +24,25 @@ use aya_ebpf::{
     EbpfContext,
 };
 use extractor_common::usdt::{
-    capture, flags, location, TraceRecord, UsdtArgSpec, UsdtSpec, HASH_LEN, HASH_SLOTS, MAX_ARGS,
-    MAX_ATTACH_POINTS, STRING_CAPACITY, STRING_SLOTS,
+    capture, chunk_flags, flags, location, max_chunks, record_kind, ChunkHeader, PayloadChunk,
+    TraceRecord, UsdtArgSpec, UsdtSpec, DEFAULT_CAPTURE_LIMIT, HASH_LEN, HASH_SLOTS, LARGE_CHUNK,
+    MAX_ARGS, MAX_ATTACH_POINTS, MEDIUM_CHUNK, SMALL_CHUNK, STRING_SLOTS,
 };
 
 /// Size of `struct pt_regs` on x86_64: register offsets must stay below it.
 const PT_REGS_SIZE: u16 = 168;
 /// Counters are indexed by tracepoint; room for catalogue growth.
 pub const DROP_SLOTS: u32 = 64;
+
+/// Most payload bytes sent per event (set by userspace at load time).
+#[unsafe(no_mangle)]
+static CAPTURE_LIMIT: u32 = DEFAULT_CAPTURE_LIMIT;
+
+/// Unread bytes in `EVENTS` above which a submission wakes the reader (set by userspace at load
+/// time). Below it records are submitted silently and the reader drains on its own timer: a
+/// wakeup per record would cost the traced thread several µs.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 1 << 20;
 
 #[map]
 static USDT_SPECS: Array<UsdtSpec> = Array::with_max_entries(MAX_ATTACH_POINTS, 0);
@@ -36,6 +55,14 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 
+/// Events whose payload was cut because a chunk found no room in `EVENTS`, per tracepoint.
+#[map]
+static PAYLOAD_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
+
+/// Events seen by each CPU: with the CPU number, a unique id linking chunks to their record.
+#[map]
+static EVENT_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[uprobe]
 pub fn usdt(ctx: ProbeContext) -> u32 {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
@@ -46,15 +73,45 @@ pub fn usdt(ctx: ProbeContext) -> u32 {
 }
 
 #[inline(always)]
+fn count(counters: &PerCpuArray<u64>, tracepoint: u16) {
+    if let Some(count) = counters.get_ptr_mut(tracepoint as u32) {
+        unsafe { *count += 1 };
+    }
+}
+
+/// Submission flags: wake the reader only once enough data waits for it.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if waiting > unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) } {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+fn next_event_id() -> u64 {
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    let count = match EVENT_COUNT.get_ptr_mut(0) {
+        Some(count) => unsafe {
+            *count += 1;
+            *count
+        },
+        None => 0,
+    };
+    (cpu << 48) | (count & ((1 << 48) - 1))
+}
+
+#[inline(always)]
 fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
     let Some(mut entry) = EVENTS.reserve::<TraceRecord>(0) else {
-        if let Some(count) = DROPS.get_ptr_mut(spec.tracepoint as u32) {
-            unsafe { *count += 1 };
-        }
+        count(&DROPS, spec.tracepoint);
         return;
     };
     let record = unsafe { &mut *entry.as_mut_ptr() };
     let pid_tgid = bpf_get_current_pid_tgid();
+    record.kind = record_kind::EVENT;
     record.boot_time_ns = unsafe { bpf_ktime_get_boot_ns() };
     record.pid = (pid_tgid >> 32) as u32;
     record.tid = pid_tgid as u32;
@@ -62,6 +119,10 @@ fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
     record.arg_count = spec.arg_count;
     record.flags = 0;
     record.string_len = [0; STRING_SLOTS];
+    record.payload_len = 0;
+    let event_id = next_event_id();
+    record.event_id = event_id;
+    let mut payload_address = 0u64;
 
     for i in 0..MAX_ARGS {
         if i >= spec.arg_count as usize {
@@ -79,8 +140,19 @@ fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
         let slot = arg.slot as usize;
         match arg.capture {
             capture::CSTRING if slot < STRING_SLOTS => {
-                if read_string(value, slot, record).is_err() {
-                    record.flags |= flags::READ_FAILED;
+                let read = match slot {
+                    0 => read_string(value, &mut record.string0),
+                    1 => read_string(value, &mut record.string1),
+                    _ => read_string(value, &mut record.string2),
+                };
+                match read {
+                    Ok((len, truncated)) => {
+                        record.string_len[slot] = len;
+                        if truncated {
+                            record.flags |= flags::STRING_TRUNCATED_BASE << slot;
+                        }
+                    }
+                    Err(()) => record.flags |= flags::READ_FAILED,
                 }
             }
             capture::HASH if slot < HASH_SLOTS => {
@@ -92,31 +164,130 @@ fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
                     record.flags |= flags::READ_FAILED;
                 }
             }
+            // The size is the previous argument; a pointer that could not be read is 0.
+            capture::PAYLOAD if i > 0 && value != 0 => {
+                let limit = unsafe { core::ptr::read_volatile(&CAPTURE_LIMIT) };
+                record.payload_len = record.args[i - 1].min(limit as u64) as u32;
+                payload_address = value;
+            }
             _ => {}
         }
     }
-    entry.submit(0);
+    let payload_len = record.payload_len;
+    let tracepoint = record.tracepoint;
+    entry.submit(wakeup_flags());
+
+    if payload_len > 0 {
+        let mut copy = PayloadCopy {
+            source: payload_address,
+            event_id,
+            len: payload_len,
+            offset: 0,
+            tracepoint,
+        };
+        // bpf_loop keeps the verifier's work independent of the payload size (up to 4 MB).
+        unsafe {
+            bpf_loop(
+                max_chunks(payload_len),
+                copy_chunk as *mut c_void,
+                (&mut copy as *mut PayloadCopy).cast(),
+                0,
+            )
+        };
+    }
 }
 
-/// Reads the string at `address` into string slot `slot`, noting its length and whether it
-/// was longer than the slot.
-#[inline(always)]
-fn read_string(address: u64, slot: usize, record: &mut TraceRecord) -> Result<(), ()> {
-    let dst = &mut record.strings[slot];
-    let read = unsafe {
-        bpf_probe_read_user_str(
-            dst.as_mut_ptr().cast(),
-            STRING_CAPACITY as u32,
-            address as *const _,
-        )
+/// State of one payload copy, shared by the iterations of `bpf_loop`.
+#[repr(C)]
+struct PayloadCopy {
+    source: u64,
+    event_id: u64,
+    len: u32,
+    offset: u32,
+    tracepoint: u16,
+}
+
+/// One `bpf_loop` iteration: sends the next chunk. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn copy_chunk(_index: u32, state: *mut c_void) -> i64 {
+    let copy = unsafe { &mut *(state as *mut PayloadCopy) };
+    if copy.offset >= copy.len {
+        return 1;
+    }
+    let left = copy.len - copy.offset;
+    // The largest class the rest fills, then the smallest class holding the tail.
+    let more = if left >= LARGE_CHUNK as u32 {
+        send_chunk::<LARGE_CHUNK>(copy, left)
+    } else if left > SMALL_CHUNK as u32 {
+        send_chunk::<MEDIUM_CHUNK>(copy, left)
+    } else {
+        send_chunk::<SMALL_CHUNK>(copy, left)
     };
+    if more {
+        0
+    } else {
+        1
+    }
+}
+
+/// Sends up to N bytes of the payload; false when the copy must stop (done, ring full, or the
+/// bytes could not be read).
+#[inline(always)]
+fn send_chunk<const N: usize>(copy: &mut PayloadCopy, left: u32) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<PayloadChunk<N>>(0) else {
+        count(&PAYLOAD_DROPS, copy.tracepoint);
+        return false;
+    };
+    let chunk = unsafe { &mut *entry.as_mut_ptr() };
+    let len = if left > N as u32 { N as u32 } else { left };
+    // The verifier must see the bound on the register passed as the size; reading `len` back
+    // through a volatile load stops LLVM from folding this (always false) check away.
+    let len = unsafe { core::ptr::read_volatile(&len) };
+    if len > N as u32 {
+        entry.discard(0);
+        return false;
+    }
+    chunk.header = ChunkHeader {
+        kind: record_kind::PAYLOAD_CHUNK,
+        flags: 0,
+        tracepoint: copy.tracepoint,
+        len,
+        offset: copy.offset,
+        _reserved: 0,
+        event_id: copy.event_id,
+    };
+    let source = copy.source.wrapping_add(copy.offset as u64);
+    let ret =
+        unsafe { bpf_probe_read_user(chunk.data.as_mut_ptr().cast(), len, source as *const _) };
+    if ret != 0 {
+        // Tell userspace at once rather than leave it waiting for bytes that will not come.
+        chunk.header.len = 0;
+        chunk.header.flags = chunk_flags::LAST | chunk_flags::READ_FAILED;
+        entry.submit(wakeup_flags());
+        return false;
+    }
+    copy.offset += len;
+    let more = copy.offset < copy.len;
+    if !more {
+        chunk.header.flags = chunk_flags::LAST;
+    }
+    entry.submit(wakeup_flags());
+    more
+}
+
+/// Reads the NUL-terminated string at `address` into `dst`: its length without the NUL, and
+/// whether it was longer than `dst` can hold.
+#[inline(always)]
+fn read_string<const N: usize>(address: u64, dst: &mut [u8; N]) -> Result<(u16, bool), ()> {
+    let read =
+        unsafe { bpf_probe_read_user_str(dst.as_mut_ptr().cast(), N as u32, address as *const _) };
     if read <= 0 {
         return Err(());
     }
     // `read` counts the NUL; a full slot may have cut the string: look at the next byte.
-    let len = (read as usize - 1).min(STRING_CAPACITY - 1);
-    record.string_len[slot] = len as u16;
-    if len == STRING_CAPACITY - 1 {
+    let len = (read as usize - 1).min(N - 1);
+    let mut truncated = false;
+    if len == N - 1 {
         let mut next = 0u8;
         let ret = unsafe {
             bpf_probe_read_user(
@@ -125,11 +296,9 @@ fn read_string(address: u64, slot: usize, record: &mut TraceRecord) -> Result<()
                 (address + len as u64) as *const _,
             )
         };
-        if ret != 0 || next != 0 {
-            record.flags |= flags::STRING_TRUNCATED_BASE << slot;
-        }
+        truncated = ret != 0 || next != 0;
     }
-    Ok(())
+    Ok((len as u16, truncated))
 }
 
 /// Fetches one argument as the spec says and sign- or zero-extends it from its size to 64 bits.

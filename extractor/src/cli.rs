@@ -11,6 +11,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use extractor_common::Tracepoint;
 
+use nodescope_proto::event::Payload;
+use nodescope_proto::ExtractorStats;
+use prost::Message;
+
+use crate::envelope::{self, Envelope};
+use crate::publish::Publisher;
 use crate::tracer::{Tracer, TracerConfig};
 
 #[derive(Debug, Parser)]
@@ -43,9 +49,32 @@ pub struct EbpfArgs {
     /// `validation`, `mempool`, `utxocache`, `coin_selection`) and `provider:name` pairs.
     #[arg(long, env = "NODESCOPE_TRACEPOINTS", default_value = "all", value_parser = parse_tracepoints)]
     pub tracepoints: BTreeSet<Tracepoint>,
-    /// Size of the kernel ring buffer in MiB (a power of two).
-    #[arg(long, env = "NODESCOPE_RING_MIB", default_value_t = 16, value_parser = parse_ring_mib)]
+    /// Size of the kernel ring buffer in MiB (a power of two; all kernel maps together stay
+    /// within 64 MiB with the default 32).
+    #[arg(long, env = "NODESCOPE_RING_MIB", default_value_t = 32, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
+    /// Most bytes of each P2P payload copied from bitcoind (default: whole messages, up to
+    /// 4,000,000 bytes); a message cut by it is published marked truncated with its real size.
+    #[arg(long, env = "NODESCOPE_CAPTURE_LIMIT", default_value_t = extractor_common::usdt::DEFAULT_CAPTURE_LIMIT)]
+    pub capture_limit: u32,
+    /// The node these events are about, in every event and subject (default: the host name).
+    #[arg(long, env = "NODESCOPE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Also publish each P2P message's raw payload bytes (decoded fields are always published).
+    #[arg(long, env = "NODESCOPE_KEEP_RAW_PAYLOADS")]
+    pub keep_raw_payloads: bool,
+    /// Most MiB of events held while NATS is unreachable; beyond it the oldest are dropped
+    /// (and counted).
+    #[arg(long, env = "NODESCOPE_NATS_BUFFER_MIB", default_value_t = 256)]
+    pub nats_buffer_mib: usize,
+    /// Seconds between `extractor` stats events (and log lines).
+    #[arg(long, env = "NODESCOPE_STATS_INTERVAL", default_value_t = 10)]
+    pub stats_interval: u64,
+    /// Also print every event as a line on stdout.
+    #[arg(long, env = "NODESCOPE_PRINT")]
+    pub print: bool,
+    #[command(flatten)]
+    pub nats: nodescope_bus::NatsArgs,
 }
 
 pub fn parse_tracepoints(text: &str) -> Result<BTreeSet<Tracepoint>, String> {
@@ -90,10 +119,18 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
 }
 
 async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let node_id = args.node_id.clone().unwrap_or_else(envelope::host_name);
+    let mut envelope = Envelope::new(
+        &args.nats.subject_prefix,
+        &node_id,
+        envelope::new_run_id(),
+        args.keep_raw_payloads,
+    )?;
     let config = TracerConfig {
         pid: args.pid,
-        tracepoints: args.tracepoints,
+        tracepoints: args.tracepoints.clone(),
         ring_bytes: args.ring_mib * 1024 * 1024,
+        capture_limit: args.capture_limit,
         ..TracerConfig::new(&args.bitcoind_path)
     };
     let mut tracer = Tracer::attach(&config)
@@ -102,8 +139,134 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         binary = %config.binary.display(),
         locations = tracer.attached.len(),
         pid = ?config.pid,
+        node = %node_id,
+        run_id = envelope.run_id(),
+        kernel_memory_mib = format!("{:.1}", tracer.kernel_memory_bytes() as f64 / (1024.0 * 1024.0)),
         "attached"
     );
+    report_attach_problems(&tracer);
+
+    let client = args.nats.connect("nodescope-extractor").await?;
+    let publisher = Publisher::start(client, args.nats_buffer_mib * 1024 * 1024);
+    let mut pipeline = Pipeline {
+        counts: Counts::default(),
+        printing: args.print,
+    };
+    let mut events = Vec::new();
+    let mut stats = tokio::time::interval(Duration::from_secs(args.stats_interval.max(1)));
+    stats.tick().await;
+    let mut binary = BinaryIdentity::of(&config.binary);
+    let mut upgrade_check = tokio::time::interval(UPGRADE_CHECK);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = stats.tick() => publish_stats(&tracer, &publisher, &mut envelope, &pipeline.counts)?,
+            _ = upgrade_check.tick() => {
+                let now = BinaryIdentity::of(&config.binary);
+                if now.is_some() && now != binary {
+                    // An upgrade put a new file at the path: its probes are at new offsets.
+                    tracing::info!(binary = %config.binary.display(), "the binary was replaced: re-attaching");
+                    match Tracer::attach(&config) {
+                        Ok(fresh) => {
+                            publish_stats(&tracer, &publisher, &mut envelope, &pipeline.counts)?;
+                            tracer = fresh;
+                            report_attach_problems(&tracer);
+                            binary = now;
+                        }
+                        Err(error) => tracing::warn!(%error, "re-attaching failed; will try again"),
+                    }
+                }
+            }
+            read = tracer.read_events(&mut events) => {
+                read?;
+                pipeline.forward(&mut events, &mut envelope, &publisher);
+            }
+        }
+    }
+    // Whatever the kernel already handed over is still published.
+    while let Ok(read) = tokio::time::timeout(SHUTDOWN_DRAIN, tracer.read_events(&mut events)).await
+    {
+        read?;
+        pipeline.forward(&mut events, &mut envelope, &publisher);
+    }
+    publish_stats(&tracer, &publisher, &mut envelope, &pipeline.counts)?;
+    drop(tracer);
+    let last = publisher.close(Duration::from_secs(5)).await;
+    tracing::info!(read = pipeline.counts.read, ?last, "detached and flushed");
+    Ok(())
+}
+
+/// How often the extractor looks whether the traced binary was replaced (an upgrade).
+const UPGRADE_CHECK: Duration = Duration::from_secs(2);
+
+/// Which file is at the path now: a replaced binary has another inode (or device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BinaryIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl BinaryIdentity {
+    fn of(path: &std::path::Path) -> Option<BinaryIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(BinaryIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+}
+
+/// How long the ring must stay empty at shutdown before the extractor stops reading it.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(50);
+
+/// Events from the kernel to NATS (and stdout with `--print`), counted.
+struct Pipeline {
+    counts: Counts,
+    printing: bool,
+}
+
+impl Pipeline {
+    fn forward(
+        &mut self,
+        events: &mut Vec<crate::event::TraceEvent>,
+        envelope: &mut Envelope,
+        publisher: &Publisher,
+    ) {
+        for trace in events.drain(..) {
+            self.counts.read += 1;
+            self.counts.read_errors += trace.read_failed as u64;
+            let (subject, event) = envelope.trace(&trace);
+            self.counts.decode_errors += decode_failed(&event) as u64;
+            if self.printing && writeln!(std::io::stdout().lock(), "{trace}").is_err() {
+                // Reader went away (closed pipe): stop printing, keep publishing.
+                self.printing = false;
+            }
+            publisher.send(subject.to_string(), event.encode_to_vec().into());
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    read: u64,
+    read_errors: u64,
+    decode_errors: u64,
+}
+
+fn decode_failed(event: &nodescope_proto::Event) -> bool {
+    use nodescope_proto::event::Payload;
+    match &event.payload {
+        Some(Payload::InboundMessage(m) | Payload::OutboundMessage(m)) => m
+            .message
+            .as_ref()
+            .is_some_and(|m| !m.decode_error.is_empty()),
+        _ => false,
+    }
+}
+
+fn report_attach_problems(tracer: &Tracer) {
     if !tracer.missing.is_empty() {
         let missing: Vec<String> = tracer.missing.iter().map(|tp| tp.to_string()).collect();
         tracing::warn!(
@@ -122,30 +285,78 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     for (tp, reason) in &tracer.unreadable {
         tracing::warn!(tracepoint = %tp, %reason, "not attached: its argument specs cannot be read");
     }
+}
 
-    let mut stdout = std::io::stdout().lock();
-    let mut events = Vec::new();
-    let mut stats = tokio::time::interval(Duration::from_secs(10));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = stats.tick() => {
-                for (tp, count) in tracer.kernel_drops()? {
-                    tracing::warn!(tracepoint = %tp, dropped = count, "kernel ring buffer was full: events lost");
-                }
-            }
-            read = tracer.read_events(&mut events) => {
-                read?;
-                for event in events.drain(..) {
-                    if writeln!(stdout, "{event}").is_err() {
-                        // Reader went away (closed pipe): nothing more to show.
-                        return Ok(());
-                    }
-                }
-            }
-        }
+/// Publishes (and logs) an `extractor_stats` event with every counter of the pipeline.
+fn publish_stats(
+    tracer: &Tracer,
+    publisher: &Publisher,
+    envelope: &mut Envelope,
+    counts: &Counts,
+) -> anyhow::Result<()> {
+    let kernel_drops = tracer.kernel_drops()?;
+    let payload_drops = tracer.kernel_payload_drops()?;
+    let published = publisher.stats();
+    let dropped_kernel: u64 = kernel_drops.iter().map(|(_, n)| n).sum();
+    let cut_payloads: u64 = payload_drops.iter().map(|(_, n)| n).sum();
+    let log = if dropped_kernel
+        + cut_payloads
+        + published.dropped_queue_full
+        + published.dropped_too_large
+        > 0
+    {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    };
+    let message = format!(
+        "read {} events, published {}, queued {}; dropped: kernel {}, payloads cut by a full ring {}, queue full {}, too large {}; resent {}; decode errors {}, read errors {}",
+        counts.read,
+        published.published,
+        published.queued,
+        dropped_kernel,
+        cut_payloads,
+        published.dropped_queue_full,
+        published.dropped_too_large,
+        published.resent,
+        counts.decode_errors,
+        counts.read_errors
+    );
+    if log == tracing::Level::WARN {
+        tracing::warn!("{message}");
+    } else {
+        tracing::info!("{message}");
     }
-    tracing::info!("detached");
+    let stats = ExtractorStats {
+        events_read: counts.read,
+        kernel_drops: kernel_drops
+            .into_iter()
+            .map(|(tp, n)| (tp.to_string(), n))
+            .collect(),
+        published: published.published,
+        dropped_queue_full: published.dropped_queue_full,
+        dropped_too_large: published.dropped_too_large,
+        resent: published.resent,
+        queued: published.queued,
+        queued_bytes: published.queued_bytes,
+        decode_errors: counts.decode_errors,
+        read_errors: counts.read_errors,
+        attached_locations: tracer.attached.len() as u32,
+        kernel_payload_drops: payload_drops
+            .into_iter()
+            .map(|(tp, n)| (tp.to_string(), n))
+            .collect(),
+        kernel_memory_bytes: tracer.kernel_memory_bytes(),
+    };
+    let (subject, event) =
+        envelope.wrap(std::process::id(), now_ns(), Payload::ExtractorStats(stats));
+    publisher.send(subject.to_string(), event.encode_to_vec().into());
     Ok(())
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
 }

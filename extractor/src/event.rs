@@ -1,11 +1,14 @@
-//! A tracepoint firing as userspace sees it: the kernel's record decoded by the catalogue.
+//! A tracepoint firing as userspace sees it: the kernel's record decoded by the catalogue, with
+//! its payload (if any) put back together from the chunk records that follow it.
 
-use extractor_common::usdt::{flags, TraceRecord};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use extractor_common::usdt::{capture, chunk_flags, flags, record_kind, ChunkHeader, TraceRecord};
 pub use extractor_common::ArgValue;
-use extractor_common::Tracepoint;
+use extractor_common::{ArgKind, Tracepoint};
 
 use crate::tracer::{arg_value, capture_slots};
-use extractor_common::usdt::capture;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceEvent {
@@ -17,6 +20,20 @@ pub struct TraceEvent {
     pub args: Vec<ArgValue>,
     /// An argument could not be read from the traced process; it shows as 0 or "".
     pub read_failed: bool,
+    /// Why the payload argument (`ArgValue::Bytes`) holds fewer bytes than the size argument.
+    pub payload_cut: Option<PayloadCut>,
+}
+
+/// Why an event's payload holds fewer bytes than its size argument says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadCut {
+    /// The kernel copied only the first `TracerConfig::capture_limit` bytes.
+    CaptureLimit,
+    /// The payload (or the pointer to it) could not be read from the traced process.
+    ReadFailed,
+    /// The ring buffer filled while the kernel copied it: counted by
+    /// `Tracer::kernel_payload_drops`.
+    RingFull,
 }
 
 /// Converts the kernel's CLOCK_BOOTTIME stamps to wall-clock time.
@@ -49,16 +66,9 @@ impl WallClock {
 }
 
 impl TraceEvent {
-    /// Decodes one ring-buffer record. A record of an unknown tracepoint or a short record
-    /// cannot come from our kernel program; it would be a bug, so it panics loudly in debug.
-    pub fn decode(bytes: &[u8], clock: &WallClock) -> TraceEvent {
-        assert!(
-            bytes.len() >= std::mem::size_of::<TraceRecord>(),
-            "short ring record"
-        );
-        // SAFETY: TraceRecord is plain data valid for any bit pattern; read_unaligned copes
-        // with the ring's 8-byte alignment not being guaranteed to the compiler.
-        let record: TraceRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    /// Decodes one event record; a payload argument starts empty (its bytes come in chunks).
+    /// A record of an unknown tracepoint cannot come from our kernel program: it panics.
+    pub fn decode(record: &TraceRecord, clock: &WallClock) -> TraceEvent {
         let tracepoint = Tracepoint::from_index(record.tracepoint)
             .expect("kernel sent a tracepoint we never attached");
         let slots = capture_slots(tracepoint);
@@ -69,6 +79,9 @@ impl TraceEvent {
                     truncated: record.string_truncated(slot as usize),
                 },
                 Some(&(capture::HASH, slot)) => ArgValue::Hash(record.hashes[slot as usize]),
+                Some(&(capture::PAYLOAD, _)) => {
+                    ArgValue::Bytes(Vec::with_capacity(record.payload_len as usize))
+                }
                 _ => arg_value(tracepoint, i, record.args[i]),
             })
             .collect();
@@ -79,7 +92,244 @@ impl TraceEvent {
             time_ns: clock.wall_ns(record.boot_time_ns),
             args,
             read_failed: record.flags & flags::READ_FAILED != 0,
+            payload_cut: None,
         }
+    }
+
+    /// The index of the payload argument, if the tracepoint has one.
+    fn payload_arg(&self) -> Option<usize> {
+        let index = self
+            .tracepoint
+            .args()
+            .iter()
+            .position(|kind| *kind == ArgKind::Bytes)?;
+        (index < self.args.len()).then_some(index)
+    }
+}
+
+/// One record read from the ring buffer.
+pub enum RingRecord<'a> {
+    Event(Box<TraceRecord>),
+    Chunk { header: ChunkHeader, data: &'a [u8] },
+}
+
+impl<'a> RingRecord<'a> {
+    /// Parses a ring record. Anything else than what our kernel program sends is a bug: panics.
+    pub fn parse(bytes: &'a [u8]) -> RingRecord<'a> {
+        match bytes.first() {
+            Some(&record_kind::EVENT) => {
+                assert!(
+                    bytes.len() >= std::mem::size_of::<TraceRecord>(),
+                    "short event record"
+                );
+                // SAFETY: TraceRecord is plain data valid for any bit pattern; read_unaligned
+                // copes with the ring's 8-byte alignment not being guaranteed to the compiler.
+                let record: TraceRecord =
+                    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+                RingRecord::Event(Box::new(record))
+            }
+            Some(&record_kind::PAYLOAD_CHUNK) => {
+                let header_len = std::mem::size_of::<ChunkHeader>();
+                assert!(bytes.len() >= header_len, "short chunk record");
+                // SAFETY: as above.
+                let header: ChunkHeader =
+                    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+                let data = &bytes[header_len..];
+                assert!(
+                    header.len as usize <= data.len(),
+                    "chunk longer than its record"
+                );
+                RingRecord::Chunk {
+                    header,
+                    data: &data[..header.len as usize],
+                }
+            }
+            other => panic!("unknown ring record kind {other:?}"),
+        }
+    }
+}
+
+/// How long an event may wait for more payload bytes: the kernel sends a payload's chunks within
+/// one probe run (milliseconds even for 4 MB), so silence this long means they are lost.
+pub const PAYLOAD_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Puts events back together with their payload chunks and hands them out in arrival order.
+///
+/// An event waits until its payload is complete. It is closed early as cut by a full ring when a
+/// later record of the same thread arrives (one thread's records are in order in the ring, so its
+/// missing chunks will never come) or when no chunk arrived for [`PAYLOAD_TIMEOUT`].
+pub struct Reassembler {
+    clock: WallClock,
+    capture_limit: u32,
+    /// Events in arrival order; `queue[0]` has sequence number `first`.
+    queue: VecDeque<Pending>,
+    first: u64,
+    /// Events still receiving chunks: event id → sequence number.
+    open: HashMap<u64, u64>,
+    /// The open event of each thread: tid → event id.
+    open_by_thread: HashMap<u32, u64>,
+    /// Chunks of no open event (their event already closed): should stay 0.
+    pub stray_chunks: u64,
+}
+
+struct Pending {
+    event: TraceEvent,
+    /// Payload bytes announced by the kernel and still open; None once the event is complete.
+    receiving: Option<Receiving>,
+}
+
+struct Receiving {
+    arg: usize,
+    announced: u32,
+    tid: u32,
+    last_progress: Instant,
+}
+
+impl Reassembler {
+    pub fn new(clock: WallClock, capture_limit: u32) -> Reassembler {
+        Reassembler {
+            clock,
+            capture_limit,
+            queue: VecDeque::new(),
+            first: 0,
+            open: HashMap::new(),
+            open_by_thread: HashMap::new(),
+            stray_chunks: 0,
+        }
+    }
+
+    /// Takes one ring record.
+    pub fn push(&mut self, record: RingRecord<'_>, now: Instant) {
+        match record {
+            RingRecord::Event(record) => self.push_event(&record, now),
+            RingRecord::Chunk { header, data } => self.push_chunk(&header, data, now),
+        }
+    }
+
+    fn push_event(&mut self, record: &TraceRecord, now: Instant) {
+        if let Some(earlier) = self.open_by_thread.remove(&record.tid) {
+            self.close(earlier, Some(PayloadCut::RingFull));
+        }
+        let event = TraceEvent::decode(record, &self.clock);
+        let seq = self.first + self.queue.len() as u64;
+        let payload_arg = event.payload_arg();
+        self.queue.push_back(Pending {
+            event,
+            receiving: payload_arg.map(|arg| Receiving {
+                arg,
+                announced: record.payload_len,
+                tid: record.tid,
+                last_progress: now,
+            }),
+        });
+        if payload_arg.is_some() {
+            if record.payload_len > 0 {
+                self.open.insert(record.event_id, seq);
+                self.open_by_thread.insert(record.tid, record.event_id);
+            } else {
+                self.finish(seq, None);
+            }
+        }
+    }
+
+    fn push_chunk(&mut self, header: &ChunkHeader, data: &[u8], now: Instant) {
+        let Some(&seq) = self.open.get(&header.event_id) else {
+            self.stray_chunks += 1;
+            return;
+        };
+        let pending = &mut self.queue[(seq - self.first) as usize];
+        let receiving = pending
+            .receiving
+            .as_mut()
+            .expect("open events are receiving");
+        let ArgValue::Bytes(bytes) = &mut pending.event.args[receiving.arg] else {
+            unreachable!("the payload argument decodes as bytes")
+        };
+        if header.offset as usize != bytes.len() {
+            // Chunks of one event come in order and stop at the first failure, so a gap means
+            // bytes were lost.
+            self.close(header.event_id, Some(PayloadCut::RingFull));
+            return;
+        }
+        bytes.extend_from_slice(data);
+        receiving.last_progress = now;
+        let complete = bytes.len() >= receiving.announced as usize;
+        if header.flags & chunk_flags::READ_FAILED != 0 {
+            self.close(header.event_id, Some(PayloadCut::ReadFailed));
+        } else if complete || header.flags & chunk_flags::LAST != 0 {
+            self.close(header.event_id, None);
+        }
+    }
+
+    /// Closes open events that got no chunk for [`PAYLOAD_TIMEOUT`]: their chunks were lost.
+    pub fn expire(&mut self, now: Instant) {
+        let stale: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, seq)| {
+                let pending = &self.queue[(**seq - self.first) as usize];
+                pending
+                    .receiving
+                    .as_ref()
+                    .is_some_and(|r| now.duration_since(r.last_progress) >= PAYLOAD_TIMEOUT)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.close(id, Some(PayloadCut::RingFull));
+        }
+    }
+
+    /// Moves the complete events at the head of the queue to `out`, in arrival order.
+    pub fn pop_ready(&mut self, out: &mut Vec<TraceEvent>) {
+        while self.queue.front().is_some_and(|p| p.receiving.is_none()) {
+            out.push(self.queue.pop_front().expect("front exists").event);
+            self.first += 1;
+        }
+    }
+
+    /// Events waiting for payload bytes.
+    pub fn open_events(&self) -> usize {
+        self.open.len()
+    }
+
+    fn close(&mut self, event_id: u64, lost: Option<PayloadCut>) {
+        if let Some(seq) = self.open.remove(&event_id) {
+            self.finish(seq, lost);
+        }
+    }
+
+    /// Marks event `seq` complete and says whether and why its payload is cut.
+    fn finish(&mut self, seq: u64, lost: Option<PayloadCut>) {
+        let pending = &mut self.queue[(seq - self.first) as usize];
+        let Some(receiving) = pending.receiving.take() else {
+            return;
+        };
+        if self
+            .open_by_thread
+            .get(&receiving.tid)
+            .is_some_and(|open| !self.open.contains_key(open))
+        {
+            self.open_by_thread.remove(&receiving.tid);
+        }
+        let event = &mut pending.event;
+        let got = match &event.args[receiving.arg] {
+            ArgValue::Bytes(bytes) => bytes.len() as u64,
+            _ => 0,
+        };
+        let size = match receiving.arg.checked_sub(1).map(|i| &event.args[i]) {
+            Some(ArgValue::Unsigned(size)) => *size,
+            _ => 0,
+        };
+        event.payload_cut = if got >= size {
+            None
+        } else if lost.is_some() {
+            lost
+        } else if got == size.min(self.capture_limit as u64) {
+            Some(PayloadCut::CaptureLimit)
+        } else {
+            Some(PayloadCut::ReadFailed)
+        };
     }
 }
 
@@ -93,9 +343,141 @@ impl std::fmt::Display for TraceEvent {
                 None => write!(f, " arg{i}={value}")?,
             }
         }
+        if let Some(cut) = self.payload_cut {
+            write!(f, " (payload cut: {cut:?})")?;
+        }
         if self.read_failed {
             write!(f, " (some arguments unreadable)")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use extractor_common::usdt::{HASH_LEN, HASH_SLOTS, MAX_ARGS, STRING_CAPACITY};
+
+    const CLOCK: WallClock = WallClock {
+        realtime_minus_boottime_ns: 0,
+    };
+
+    /// An inbound_message record of thread `tid` with a `size`-byte payload of which the kernel
+    /// announces `announced` bytes.
+    fn message(event_id: u64, tid: u32, size: u64, announced: u32) -> RingRecord<'static> {
+        let mut args = [0; MAX_ARGS];
+        args[4] = size;
+        RingRecord::Event(Box::new(TraceRecord {
+            kind: record_kind::EVENT,
+            flags: 0,
+            tracepoint: Tracepoint::NetInboundMessage as u16,
+            pid: 1,
+            tid,
+            arg_count: 6,
+            _reserved: 0,
+            string_len: [0; 3],
+            payload_len: announced,
+            event_id,
+            boot_time_ns: 0,
+            args,
+            hashes: [[0; HASH_LEN]; HASH_SLOTS],
+            string0: [0; STRING_CAPACITY[0]],
+            string1: [0; STRING_CAPACITY[1]],
+            string2: [0; STRING_CAPACITY[2]],
+        }))
+    }
+
+    fn chunk(event_id: u64, offset: u32, data: &[u8], flags: u8) -> RingRecord<'_> {
+        RingRecord::Chunk {
+            header: ChunkHeader {
+                kind: record_kind::PAYLOAD_CHUNK,
+                flags,
+                tracepoint: Tracepoint::NetInboundMessage as u16,
+                len: data.len() as u32,
+                offset,
+                _reserved: 0,
+                event_id,
+            },
+            data,
+        }
+    }
+
+    fn payload(event: &TraceEvent) -> (&[u8], Option<PayloadCut>) {
+        match &event.args[5] {
+            ArgValue::Bytes(bytes) => (bytes, event.payload_cut),
+            other => panic!("payload is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chunks_complete_their_event_and_later_events_wait_behind_it() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(message(7, 10, 5, 5), now);
+        r.push(message(8, 11, 0, 0), now);
+        r.push(chunk(7, 0, b"abc", 0), now);
+        r.pop_ready(&mut out);
+        assert!(out.is_empty(), "event 7 still misses 2 bytes");
+        r.push(chunk(7, 3, b"de", chunk_flags::LAST), now);
+        r.pop_ready(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(payload(&out[0]), (&b"abcde"[..], None));
+        assert_eq!(payload(&out[1]), (&b""[..], None));
+        assert_eq!(r.open_events(), 0);
+    }
+
+    #[test]
+    fn a_capture_limit_cut_is_reported_as_such() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 3);
+        let mut out = Vec::new();
+        r.push(message(1, 10, 5, 3), now);
+        r.push(chunk(1, 0, b"abc", chunk_flags::LAST), now);
+        r.pop_ready(&mut out);
+        assert_eq!(
+            payload(&out[0]),
+            (&b"abc"[..], Some(PayloadCut::CaptureLimit))
+        );
+    }
+
+    #[test]
+    fn a_failed_read_closes_the_event_at_once() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(message(1, 10, 5, 5), now);
+        r.push(
+            chunk(1, 0, b"", chunk_flags::LAST | chunk_flags::READ_FAILED),
+            now,
+        );
+        r.pop_ready(&mut out);
+        assert_eq!(payload(&out[0]), (&b""[..], Some(PayloadCut::ReadFailed)));
+    }
+
+    #[test]
+    fn lost_chunks_end_at_the_threads_next_record_or_at_the_timeout() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        // Thread 10 moves on: its earlier event's missing chunks will never come.
+        r.push(message(1, 10, 5, 5), now);
+        r.push(chunk(1, 0, b"ab", 0), now);
+        r.push(message(2, 10, 4, 4), now);
+        r.pop_ready(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(payload(&out[0]), (&b"ab"[..], Some(PayloadCut::RingFull)));
+
+        // Thread 10 stays silent: the timeout ends the wait.
+        r.expire(now + PAYLOAD_TIMEOUT / 2);
+        r.pop_ready(&mut out);
+        assert_eq!(out.len(), 1, "still within the timeout");
+        r.expire(now + PAYLOAD_TIMEOUT);
+        r.pop_ready(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(payload(&out[1]), (&b""[..], Some(PayloadCut::RingFull)));
+        // A chunk arriving after all is not mistaken for another event's.
+        r.push(chunk(2, 0, b"wxyz", chunk_flags::LAST), now);
+        assert_eq!((r.stray_chunks, r.open_events()), (1, 0));
     }
 }

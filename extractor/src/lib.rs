@@ -2,9 +2,11 @@
 //! every firing into an event.
 
 pub mod cli;
+pub mod envelope;
 pub mod event;
+pub mod publish;
 pub mod tracer;
 pub mod usdt;
 
-pub use event::{ArgValue, TraceEvent};
+pub use event::{ArgValue, PayloadCut, TraceEvent};
 pub use tracer::{Tracer, TracerConfig, TracerError};

@@ -3,15 +3,18 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, Map, MapData, MapType, PerCpuArray, RingBuf};
 use aya::programs::UProbe;
 use aya::{Ebpf, EbpfLoader};
-use extractor_common::usdt::{capture, UsdtArgSpec, UsdtSpec, MAX_ARGS, MAX_ATTACH_POINTS};
+use extractor_common::usdt::{
+    capture, UsdtArgSpec, UsdtSpec, DEFAULT_CAPTURE_LIMIT, MAX_ARGS, MAX_ATTACH_POINTS,
+};
 use extractor_common::{ArgKind, Tracepoint};
 use tokio::io::unix::AsyncFd;
 
-use crate::event::{ArgValue, TraceEvent, WallClock};
+use crate::event::{ArgValue, Reassembler, RingRecord, TraceEvent, WallClock};
 use crate::usdt::{self, UprobeLink, UprobePmu, UprobeTarget, UsdtProbe};
 
 /// The kernel object built by build.rs from `extractor-ebpf`.
@@ -50,7 +53,24 @@ pub struct TracerConfig {
     pub tracepoints: BTreeSet<Tracepoint>,
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_bytes: u32,
+    /// Most payload bytes captured per P2P message; a longer payload arrives cut to this many
+    /// bytes (its size argument still says how long it was).
+    pub capture_limit: u32,
 }
+
+/// Default ring size: room for about 8 whole 4 MB blocks, or about 50,000 small messages (about
+/// 150 ms at 300,000 pings/s), while all maps stay within 64 MiB of kernel memory.
+pub const DEFAULT_RING_BYTES: u32 = 32 * 1024 * 1024;
+
+/// The reader drains the ring at least this often: the kernel wakes it only once a fill
+/// threshold is passed, so at low rates this timer bounds the latency.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Most records decoded per drain, so that a flood of records still lets events out.
+const DRAIN_BATCH: usize = 65_536;
+
+/// The kernel wakes the reader once this fraction of the ring is unread.
+const WAKEUP_FRACTION: u32 = 8;
 
 impl TracerConfig {
     pub fn new(binary: impl Into<PathBuf>) -> TracerConfig {
@@ -58,7 +78,8 @@ impl TracerConfig {
             binary: binary.into(),
             pid: None,
             tracepoints: Tracepoint::ALL.iter().copied().collect(),
-            ring_bytes: 16 * 1024 * 1024,
+            ring_bytes: DEFAULT_RING_BYTES,
+            capture_limit: DEFAULT_CAPTURE_LIMIT,
         }
     }
 }
@@ -78,8 +99,10 @@ pub struct Tracer {
     _links: Vec<UprobeLink>,
     ring: AsyncFd<RingBuf<MapData>>,
     drops: PerCpuArray<MapData, u64>,
+    payload_drops: PerCpuArray<MapData, u64>,
     _ebpf: Ebpf,
-    clock: WallClock,
+    reassembler: Reassembler,
+    kernel_memory_bytes: u64,
     pub attached: Vec<AttachedProbe>,
     /// Selected tracepoints this binary does not have (older Bitcoin Core, wallet disabled…).
     pub missing: Vec<Tracepoint>,
@@ -100,6 +123,7 @@ fn capture_plan(tracepoint: Tracepoint) -> impl Iterator<Item = (u8, u8)> {
             hashes += 1;
             (capture::HASH, hashes - 1)
         }
+        ArgKind::Bytes => (capture::PAYLOAD, 0),
         _ => (capture::VALUE, 0),
     })
 }
@@ -127,9 +151,13 @@ impl Tracer {
     /// Must be called within a tokio runtime.
     pub fn attach(config: &TracerConfig) -> Result<Tracer, TracerError> {
         let probes = usdt::read_probes(&config.binary)?;
+        let wakeup_bytes = (config.ring_bytes / WAKEUP_FRACTION) as u64;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", config.ring_bytes)
+            .override_global("CAPTURE_LIMIT", &config.capture_limit, true)
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .load(EBPF_OBJECT)?;
+        let kernel_memory_bytes = kernel_memory(&ebpf)?;
         let program: &mut UProbe = ebpf
             .program_mut("usdt")
             .expect("the object defines the usdt program")
@@ -193,43 +221,116 @@ impl Tracer {
             .collect();
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS"))?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS"))?;
+        let payload_drops =
+            PerCpuArray::try_from(ebpf.take_map("PAYLOAD_DROPS").expect("PAYLOAD_DROPS"))?;
         // SAFETY: the AsyncFd owns the ring map, so its descriptor outlives the registration.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
         Ok(Tracer {
             _links: links,
             ring,
             drops,
+            payload_drops,
             _ebpf: ebpf,
-            clock: WallClock::now(),
+            reassembler: Reassembler::new(WallClock::now(), config.capture_limit),
+            kernel_memory_bytes,
             attached,
             missing,
             unreadable,
         })
     }
 
-    /// Waits for records and appends all that are ready, decoded, to `out`.
+    /// Waits until at least one event is complete and appends all complete events, decoded
+    /// and with their payloads, to `out`. Cancel-safe: records are only taken from the ring
+    /// between awaits.
     pub async fn read_events(&mut self, out: &mut Vec<TraceEvent>) -> Result<(), TracerError> {
-        let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            out.push(TraceEvent::decode(&item, &self.clock));
+        let before = out.len();
+        loop {
+            // The kernel skips the wakeup for most records (see WAKEUP_BYTES in the kernel
+            // program), so drain on a short timer too.
+            tokio::select! {
+                ready = self.ring.readable_mut() => {
+                    // Cleared before draining: records submitted meanwhile wake us again.
+                    ready?.clear_ready();
+                }
+                _ = tokio::time::sleep(DRAIN_INTERVAL) => {}
+            }
+            self.drain();
+            self.reassembler.expire(Instant::now());
+            self.reassembler.pop_ready(out);
+            if out.len() > before {
+                return Ok(());
+            }
         }
-        guard.clear_ready();
-        Ok(())
+    }
+
+    /// Feeds what the ring holds (up to [`DRAIN_BATCH`] records) to the reassembler.
+    fn drain(&mut self) {
+        let ring = self.ring.get_mut();
+        let now = Instant::now();
+        for _ in 0..DRAIN_BATCH {
+            let Some(item) = ring.next() else {
+                break;
+            };
+            self.reassembler.push(RingRecord::parse(&item), now);
+        }
     }
 
     /// Records the kernel could not send (ring full), per tracepoint, since attach.
     pub fn kernel_drops(&self) -> Result<Vec<(Tracepoint, u64)>, TracerError> {
-        let mut drops = Vec::new();
-        for tp in Tracepoint::ALL {
-            let per_cpu = self.drops.get(&(*tp as u32), 0)?;
-            let total: u64 = per_cpu.iter().sum();
-            if total > 0 {
-                drops.push((*tp, total));
-            }
-        }
-        Ok(drops)
+        per_tracepoint(&self.drops)
     }
+
+    /// Events whose payload the kernel cut because the ring filled while it copied it, per
+    /// tracepoint, since attach. These events are delivered, with
+    /// `payload_cut == Some(PayloadCut::RingFull)`.
+    pub fn kernel_payload_drops(&self) -> Result<Vec<(Tracepoint, u64)>, TracerError> {
+        per_tracepoint(&self.payload_drops)
+    }
+
+    /// Kernel memory held by the object's maps: the ring, the spec array, the counters and
+    /// per-CPU state on every possible CPU, and the configuration globals.
+    pub fn kernel_memory_bytes(&self) -> u64 {
+        self.kernel_memory_bytes
+    }
+}
+
+fn per_tracepoint(
+    counters: &PerCpuArray<MapData, u64>,
+) -> Result<Vec<(Tracepoint, u64)>, TracerError> {
+    let mut counts = Vec::new();
+    for tp in Tracepoint::ALL {
+        let per_cpu = counters.get(&(*tp as u32), 0)?;
+        let total: u64 = per_cpu.iter().sum();
+        if total > 0 {
+            counts.push((*tp, total));
+        }
+    }
+    Ok(counts)
+}
+
+/// What the kernel allocates for the maps as defined by the loaded object (sizes read back from
+/// the kernel): a ring's data area plus its two control pages; an array's values, 8-byte aligned;
+/// a per-CPU array's values once per possible CPU.
+fn kernel_memory(ebpf: &Ebpf) -> Result<u64, TracerError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)? as u64;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let mut total = 0;
+    for (name, map) in ebpf.maps() {
+        let data = match map {
+            Map::Array(data) | Map::PerCpuArray(data) | Map::RingBuf(data) => data,
+            _ => unreachable!("map {name} of a kind the kernel object does not define"),
+        };
+        let info = data.info()?;
+        let entries = info.max_entries() as u64;
+        let value = (info.value_size() as u64).div_ceil(8) * 8;
+        total += match info.map_type()? {
+            MapType::RingBuf => entries + 2 * page,
+            MapType::PerCpuArray => entries * value * cpus,
+            _ => entries * value,
+        };
+    }
+    Ok(total)
 }
 
 fn nothing_to_attach(config: &TracerConfig, probes: &[UsdtProbe]) -> TracerError {
@@ -257,7 +358,6 @@ pub(crate) fn arg_value(tracepoint: Tracepoint, index: usize, raw: u64) -> ArgVa
     match tracepoint.args().get(index) {
         Some(ArgKind::I64 | ArgKind::I32) => ArgValue::Signed(raw as i64),
         Some(ArgKind::Bool) => ArgValue::Bool(raw != 0),
-        Some(ArgKind::Bytes) => ArgValue::Pointer(raw),
         _ => ArgValue::Unsigned(raw),
     }
 }
@@ -329,7 +429,7 @@ mod tests {
                 (capture::CSTRING, 1),
                 (capture::CSTRING, 2),
                 (0, 0),
-                (0, 0)
+                (capture::PAYLOAD, 0)
             ]
         );
     }

@@ -1,23 +1,20 @@
 //! The extractor really attached to the simulated bitcoind: kernel object loaded, uprobes placed
 //! by file path with semaphores raised through the kernel's reference counter (no PID), and every
-//! event compared with the simulator's ground truth. Needs root, as tracing does.
+//! event compared with the simulator's ground truth — P2P payloads byte for byte. Needs root, as
+//! tracing does.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
+use extractor::event::PayloadCut;
 use extractor::{ArgValue, TraceEvent, Tracer, TracerConfig};
 use extractor_common::Tracepoint;
 use simulator::truth::{read_truth, TruthArg, TruthRecord};
 use tokio::process::{Child, Command};
 
-/// A private copy of a simulator binary: tracing is by path, so tests running in parallel
-/// must not share one.
-fn private_binary(dir: &Path, name: &str) -> PathBuf {
-    let source = simulator::binary_path(name).expect("simulator binary");
-    let copy = dir.join(name);
-    std::fs::copy(&source, &copy).expect("copy simulator");
-    copy
-}
+use common::{assert_root, fired_from_summary, private_binary};
 
 fn start_simulator(binary: &Path, truth: &Path, extra: &[&str]) -> Child {
     Command::new(binary)
@@ -59,7 +56,12 @@ async fn collect(
     events
 }
 
-fn assert_same(truth: &[TruthRecord], events: &[TraceEvent]) {
+/// Largest payload of bitcoind (MAX_PROTOCOL_MESSAGE_LENGTH): the scenario's biggest block.
+const MAX_MESSAGE: usize = 4_000_000;
+
+/// Checks every event against the ground truth; payloads must be the first `capture_limit` bytes
+/// of what was fired, and marked cut exactly when that is less than all of it.
+fn assert_same(truth: &[TruthRecord], events: &[TraceEvent], capture_limit: usize) {
     assert_eq!(events.len(), truth.len(), "events received vs fired");
     for (i, (fired, event)) in truth.iter().zip(events).enumerate() {
         let at = format!("event {i} ({})", fired.tracepoint);
@@ -78,9 +80,19 @@ fn assert_same(truth: &[TruthRecord], events: &[TraceEvent]) {
                     assert!(!truncated, "{at}: marked truncated");
                 }
                 (TruthArg::Bytes(b), ArgValue::Hash(h)) => assert_eq!(b.as_slice(), h, "{at}"),
-                // Payload contents are not captured by the kernel yet; their size argument is
-                // compared above as an integer.
-                (TruthArg::Bytes(_), ArgValue::Pointer(_)) => {}
+                (TruthArg::Bytes(fired), ArgValue::Bytes(got)) => {
+                    let expected = &fired[..fired.len().min(capture_limit)];
+                    // Not assert_eq!: a 4 MB difference would flood the output.
+                    assert!(
+                        got.as_slice() == expected,
+                        "{at}: {} payload bytes received, {} expected, first difference at {:?}",
+                        got.len(),
+                        expected.len(),
+                        got.iter().zip(expected).position(|(g, e)| g != e)
+                    );
+                    let cut = (fired.len() > capture_limit).then_some(PayloadCut::CaptureLimit);
+                    assert_eq!(event.payload_cut, cut, "{at}");
+                }
                 (expected, got) => panic!("{at}: fired {expected:?}, received {got:?}"),
             }
         }
@@ -93,12 +105,24 @@ fn assert_same(truth: &[TruthRecord], events: &[TraceEvent]) {
 }
 
 fn attach(binary: &Path) -> Tracer {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "these tests load eBPF programs: run them as root"
-    );
-    Tracer::attach(&TracerConfig::new(binary)).expect("attach")
+    attach_with(&TracerConfig::new(binary))
+}
+
+fn attach_with(config: &TracerConfig) -> Tracer {
+    assert_root();
+    match Tracer::attach(config) {
+        Ok(tracer) => tracer,
+        // The full error: a verifier rejection carries the verifier's log.
+        Err(e) => panic!("attach: {e}\n{e:?}"),
+    }
+}
+
+/// The net messages of a ground truth whose payload is `size` bytes long.
+fn messages_of_size(truth: &[TruthRecord], size: usize) -> usize {
+    truth
+        .iter()
+        .filter(|r| r.args.len() == 6 && r.args[5].as_bytes().is_some_and(|b| b.len() == size))
+        .count()
 }
 
 #[tokio::test]
@@ -112,6 +136,11 @@ async fn regtest_like_scenario_arrives_exactly_as_fired_in_running_and_later_pro
     let before = start_simulator(&binary, &truth_a, &wait);
     let mut tracer = attach(&binary);
     assert_eq!(tracer.attached.len(), 20, "one location per tracepoint");
+    let memory = tracer.kernel_memory_bytes();
+    assert!(
+        (32 << 20..=64 << 20).contains(&memory),
+        "kernel memory {memory} bytes: the 32 MiB ring, within 64 MiB in all"
+    );
     assert!(tracer.missing.is_empty() && tracer.unreadable.is_empty());
     assert!(tracer.attached.iter().all(|a| a.semaphore_offset.is_some()));
     let after = start_simulator(&binary, &truth_b, &wait);
@@ -138,8 +167,12 @@ async fn regtest_like_scenario_arrives_exactly_as_fired_in_running_and_later_pro
             Tracepoint::ALL.iter().all(|tp| fired.contains(tp)),
             "all 20 tracepoints fired"
         );
+        assert!(
+            messages_of_size(truth, MAX_MESSAGE) >= 1,
+            "the scenario sends a {MAX_MESSAGE}-byte block"
+        );
         let mine: Vec<TraceEvent> = events.iter().filter(|e| e.pid == pid).cloned().collect();
-        assert_same(truth, &mine);
+        assert_same(truth, &mine, usize::MAX);
     }
     assert_eq!(
         events.len(),
@@ -149,6 +182,10 @@ async fn regtest_like_scenario_arrives_exactly_as_fired_in_running_and_later_pro
     assert!(
         tracer.kernel_drops().unwrap().is_empty(),
         "kernel dropped events"
+    );
+    assert!(
+        tracer.kernel_payload_drops().unwrap().is_empty(),
+        "kernel cut payloads"
     );
 
     // Detaching lowers the semaphores again: a new process sees no tracer.
@@ -181,7 +218,7 @@ async fn binary_without_semaphores_is_traced_like_bitcoind_v23_to_v28() {
         read_truth(&truth).map(|r| r.len()).unwrap_or(0)
     })
     .await;
-    assert_same(&read_truth(&truth).unwrap(), &events);
+    assert_same(&read_truth(&truth).unwrap(), &events, usize::MAX);
 }
 
 #[tokio::test]
@@ -216,5 +253,138 @@ async fn selected_tracepoints_only() {
         Some(Tracepoint::MempoolReplaced | Tracepoint::NetMisbehavingConnection)
     )));
     assert!(truth.len() >= 3);
-    assert_same(&truth, &events);
+    assert_same(&truth, &events, usize::MAX);
+}
+
+#[tokio::test]
+async fn payloads_are_cut_at_the_capture_limit_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let truth = dir.path().join("truth.jsonl");
+    let config = TracerConfig {
+        capture_limit: 1000,
+        ..TracerConfig::new(&binary)
+    };
+    let mut tracer = attach_with(&config);
+    let mut children = [start_simulator(
+        &binary,
+        &truth,
+        &["--wait-for-tracer", "all"],
+    )];
+    let events = collect(&mut tracer, &mut children, || {
+        read_truth(&truth).map(|r| r.len()).unwrap_or(0)
+    })
+    .await;
+    let truth = read_truth(&truth).unwrap();
+    assert!(messages_of_size(&truth, MAX_MESSAGE) >= 1);
+    assert_same(&truth, &events, 1000);
+
+    let block = events
+        .iter()
+        .find(|e| e.args.get(4) == Some(&ArgValue::Unsigned(MAX_MESSAGE as u64)))
+        .expect("the 4 MB block arrived");
+    assert!(matches!(&block.args[5], ArgValue::Bytes(b) if b.len() == 1000));
+    assert_eq!(block.payload_cut, Some(PayloadCut::CaptureLimit));
+    assert!(tracer.kernel_drops().unwrap().is_empty());
+    assert!(tracer.kernel_payload_drops().unwrap().is_empty());
+}
+
+/// Starts `bitcoind-sim load` (it waits for the tracer), its summary line on the returned stdout.
+fn run_load(binary: &Path, args: &[&str]) -> (Child, tokio::process::ChildStdout) {
+    let mut child = Command::new(binary)
+        .args([
+            "--wait-for-tracer",
+            "net:inbound_message,net:outbound_message",
+        ])
+        .arg("load")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start simulator load");
+    let stdout = child.stdout.take().expect("piped stdout");
+    (child, stdout)
+}
+
+fn total(counts: &[(Tracepoint, u64)]) -> u64 {
+    counts.iter().map(|(_, n)| n).sum()
+}
+
+#[tokio::test]
+async fn an_overloaded_tiny_ring_counts_every_loss() {
+    use tokio::io::AsyncReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let config = TracerConfig {
+        ring_bytes: 64 * 1024,
+        ..TracerConfig::new(&binary)
+    };
+    let mut tracer = attach_with(&config);
+    // Flat out, small and medium payloads interleaved with ~1-2 KB blocks: a 64 KiB ring
+    // overflows both between records and in the middle of payloads.
+    let (mut child, mut stdout) = run_load(
+        &binary,
+        &[
+            "--mix",
+            "ping=4,inv=2,block=1",
+            "--direction",
+            "both",
+            "--count",
+            "300000",
+        ],
+    );
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                assert!(status.unwrap().success(), "simulator failed");
+                break;
+            }
+            read = tracer.read_events(&mut events) => read.unwrap(),
+        }
+    }
+    let mut output = String::new();
+    stdout.read_to_string(&mut output).await.unwrap();
+    let fired = fired_from_summary(&output);
+    assert_eq!(fired, 300_000);
+
+    // Everything still in the ring arrives; events whose chunks were lost are closed by the
+    // reassembly's timeout, not waited for forever.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while events.len() as u64 + total(&tracer.kernel_drops().unwrap()) < fired {
+        match tokio::time::timeout_at(deadline, tracer.read_events(&mut events)).await {
+            Ok(read) => read.unwrap(),
+            Err(_) => break,
+        }
+    }
+    let drops = total(&tracer.kernel_drops().unwrap());
+    let payload_drops = total(&tracer.kernel_payload_drops().unwrap());
+    eprintln!(
+        "fired {fired}, received {}, dropped {drops}, payloads cut by the full ring {payload_drops}",
+        events.len()
+    );
+    assert!(drops > 0, "a 64 KiB ring must overflow under this load");
+    assert_eq!(
+        events.len() as u64 + drops,
+        fired,
+        "received + dropped == fired"
+    );
+
+    let cut_by_ring = events
+        .iter()
+        .filter(|e| e.payload_cut == Some(PayloadCut::RingFull))
+        .count() as u64;
+    assert_eq!(cut_by_ring, payload_drops, "every cut payload is counted");
+    for (i, event) in events.iter().enumerate() {
+        let (ArgValue::Unsigned(size), ArgValue::Bytes(payload)) = (&event.args[4], &event.args[5])
+        else {
+            panic!("event {i}: not a net message: {event}");
+        };
+        match event.payload_cut {
+            None => assert_eq!(payload.len() as u64, *size, "event {i}: whole payload"),
+            Some(PayloadCut::RingFull) => assert!((payload.len() as u64) < *size, "event {i}"),
+            Some(cut) => panic!("event {i}: payload cut by {cut:?}"),
+        }
+    }
 }

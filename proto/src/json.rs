@@ -11,7 +11,9 @@
 
 use std::sync::OnceLock;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, ReflectMessage, Value};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, ReflectMessage, Value,
+};
 use serde_json::{Map, Value as Json};
 
 fn pool() -> &'static DescriptorPool {
@@ -35,7 +37,8 @@ pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> Json {
 fn render_message(message: &DynamicMessage) -> Json {
     let mut object = Map::new();
     for field in message.descriptor().fields() {
-        let unset_member = field.containing_oneof().is_some() || matches!(field.kind(), Kind::Message(_)) && !field.is_list() && !field.is_map();
+        let unset_member = field.containing_oneof().is_some()
+            || matches!(field.kind(), Kind::Message(_)) && !field.is_list() && !field.is_map();
         if unset_member && !message.has_field(&field) {
             continue;
         }
@@ -58,9 +61,14 @@ fn render_value(field: &FieldDescriptor, value: &Value) -> Json {
         Value::Bytes(v) => Json::String(hex(v)),
         Value::EnumNumber(number) => render_enum(field, *number),
         Value::Message(message) => render_message(message),
-        Value::List(items) => Json::Array(items.iter().map(|item| render_value(field, item)).collect()),
+        Value::List(items) => {
+            Json::Array(items.iter().map(|item| render_value(field, item)).collect())
+        }
         Value::Map(entries) => {
-            let value_field = field.kind().as_message().map(|entry| entry.map_entry_value_field());
+            let value_field = field
+                .kind()
+                .as_message()
+                .map(|entry| entry.map_entry_value_field());
             let mut object = Map::new();
             for (key, value) in entries {
                 let key = match key {
@@ -102,7 +110,10 @@ fn enum_short_name(enum_name: &str, value_name: &str) -> String {
         prefix.push(c.to_ascii_uppercase());
     }
     prefix.push('_');
-    value_name.strip_prefix(&prefix).unwrap_or(value_name).to_ascii_lowercase()
+    value_name
+        .strip_prefix(&prefix)
+        .unwrap_or(value_name)
+        .to_ascii_lowercase()
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -121,7 +132,10 @@ mod tests {
 
     #[test]
     fn enum_names_lose_their_prefix() {
-        assert_eq!(enum_short_name("ConnectionType", "CONNECTION_TYPE_BLOCK_RELAY_ONLY"), "block_relay_only");
+        assert_eq!(
+            enum_short_name("ConnectionType", "CONNECTION_TYPE_BLOCK_RELAY_ONLY"),
+            "block_relay_only"
+        );
         assert_eq!(enum_short_name("Network", "NETWORK_IPV4"), "ipv4");
         assert_eq!(enum_short_name("Network", "OTHER"), "other");
     }

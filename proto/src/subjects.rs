@@ -60,16 +60,18 @@ impl Category {
             | P::MisbehavingConnection(_)
             | P::ClosedConnection(_) => Category::NetConnection,
             P::BlockConnected(_) => Category::Validation,
-            P::UtxocacheFlush(_) | P::UtxocacheAdd(_) | P::UtxocacheSpent(_) | P::UtxocacheUncache(_) => {
-                Category::Utxocache
-            }
+            P::UtxocacheFlush(_)
+            | P::UtxocacheAdd(_)
+            | P::UtxocacheSpent(_)
+            | P::UtxocacheUncache(_) => Category::Utxocache,
             P::SelectedCoins(_)
             | P::NormalCreateTxInternal(_)
             | P::AttemptingApsCreateTx(_)
             | P::ApsCreateTxInternal(_) => Category::CoinSelection,
-            P::MempoolAdded(_) | P::MempoolRemoved(_) | P::MempoolReplaced(_) | P::MempoolRejected(_) => {
-                Category::Mempool
-            }
+            P::MempoolAdded(_)
+            | P::MempoolRemoved(_)
+            | P::MempoolReplaced(_)
+            | P::MempoolRejected(_) => Category::Mempool,
             P::ExtractorStats(_) => Category::Extractor,
         }
     }
@@ -151,18 +153,30 @@ pub fn parse(prefix: &str, subject: &str) -> Option<(String, Category)> {
 }
 
 /// The subscription filters covering `nodes` (all when empty) × `categories` (all when empty).
-pub fn filters(prefix: &str, nodes: &[String], categories: &[Category]) -> Result<Vec<String>, SubjectError> {
+pub fn filters(
+    prefix: &str,
+    nodes: &[String],
+    categories: &[Category],
+) -> Result<Vec<String>, SubjectError> {
     check_prefix(prefix)?;
     for node in nodes {
         check_node_id(node)?;
     }
-    let node_tokens: Vec<&str> = if nodes.is_empty() { vec!["*"] } else { nodes.iter().map(String::as_str).collect() };
+    let node_tokens: Vec<&str> = if nodes.is_empty() {
+        vec!["*"]
+    } else {
+        nodes.iter().map(String::as_str).collect()
+    };
     let mut filters = Vec::new();
     for node in node_tokens {
         if categories.is_empty() {
             filters.push(format!("{prefix}.{node}.>"));
         } else {
-            filters.extend(categories.iter().map(|category| format!("{prefix}.{node}.{category}")));
+            filters.extend(
+                categories
+                    .iter()
+                    .map(|category| format!("{prefix}.{node}.{category}")),
+            );
         }
     }
     Ok(filters)
@@ -176,10 +190,19 @@ mod tests {
     fn subjects_round_trip_for_every_category() {
         for category in Category::ALL {
             let subject = subject("nodescope", "node-a", *category).unwrap();
-            assert_eq!(parse("nodescope", &subject), Some(("node-a".to_string(), *category)));
+            assert_eq!(
+                parse("nodescope", &subject),
+                Some(("node-a".to_string(), *category))
+            );
         }
-        assert_eq!(subject("org.acme", "n1", Category::NetMessage).unwrap(), "org.acme.n1.net.message");
-        assert_eq!(parse("org.acme", "org.acme.n1.net.message"), Some(("n1".into(), Category::NetMessage)));
+        assert_eq!(
+            subject("org.acme", "n1", Category::NetMessage).unwrap(),
+            "org.acme.n1.net.message"
+        );
+        assert_eq!(
+            parse("org.acme", "org.acme.n1.net.message"),
+            Some(("n1".into(), Category::NetMessage))
+        );
     }
 
     #[test]
@@ -192,12 +215,21 @@ mod tests {
 
     #[test]
     fn bad_node_ids_and_prefixes_are_refused_with_the_value() {
-        assert_eq!(subject("nodescope", "a.b", Category::Mempool), Err(SubjectError::BadNodeId("a.b".into())));
+        assert_eq!(
+            subject("nodescope", "a.b", Category::Mempool),
+            Err(SubjectError::BadNodeId("a.b".into()))
+        );
         assert!(subject("nodescope", "", Category::Mempool).is_err());
         assert!(subject("nodescope", "node *", Category::Mempool).is_err());
-        assert_eq!(subject("node scope", "n", Category::Mempool), Err(SubjectError::BadPrefix("node scope".into())));
+        assert_eq!(
+            subject("node scope", "n", Category::Mempool),
+            Err(SubjectError::BadPrefix("node scope".into()))
+        );
         assert!(subject("nodescope.", "n", Category::Mempool).is_err());
-        assert_eq!("mempol".parse::<Category>(), Err(SubjectError::UnknownCategory("mempol".into())));
+        assert_eq!(
+            "mempol".parse::<Category>(),
+            Err(SubjectError::UnknownCategory("mempol".into()))
+        );
     }
 
     #[test]
@@ -208,7 +240,12 @@ mod tests {
             ["nodescope.a.mempool", "nodescope.b.mempool"]
         );
         assert_eq!(
-            filters("nodescope", &[], &[Category::NetMessage, Category::Validation]).unwrap(),
+            filters(
+                "nodescope",
+                &[],
+                &[Category::NetMessage, Category::Validation]
+            )
+            .unwrap(),
             ["nodescope.*.net.message", "nodescope.*.validation"]
         );
     }

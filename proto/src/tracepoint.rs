@@ -46,8 +46,14 @@ impl<'a> Args<'a> {
     }
 
     fn problem(&mut self, index: usize, what: &str) {
-        let name = self.tracepoint.arg_names().get(index).copied().unwrap_or("?");
-        self.problems.push(format!("argument {} ({name}) {what}", index + 1));
+        let name = self
+            .tracepoint
+            .arg_names()
+            .get(index)
+            .copied()
+            .unwrap_or("?");
+        self.problems
+            .push(format!("argument {} ({name}) {what}", index + 1));
     }
 
     fn int(&mut self, index: usize) -> i128 {
@@ -118,7 +124,11 @@ impl<'a> Args<'a> {
             id,
             addr,
             conn_type: conn_type as i32,
-            conn_type_other: if conn_type == ConnectionType::Unknown { conn_type_text } else { String::new() },
+            conn_type_other: if conn_type == ConnectionType::Unknown {
+                conn_type_text
+            } else {
+                String::new()
+            },
         }
     }
 }
@@ -148,7 +158,11 @@ fn removal_reason(text: &str) -> RemovalReason {
 }
 
 /// The payload of one firing of `tracepoint` with `args` in the tracepoint's order.
-pub fn tracepoint_payload(tracepoint: Tracepoint, args: &[ArgValue], options: DecodeOptions) -> TracepointPayload {
+pub fn tracepoint_payload(
+    tracepoint: Tracepoint,
+    args: &[ArgValue],
+    options: DecodeOptions,
+) -> TracepointPayload {
     let mut a = Args {
         tracepoint,
         values: args,
@@ -189,11 +203,13 @@ pub fn tracepoint_payload(tracepoint: Tracepoint, args: &[ArgValue], options: De
             network: a.i32(3),
             outbound_count: a.u64(4),
         }),
-        T::NetEvictedInboundConnection => Payload::EvictedInboundConnection(EvictedInboundConnection {
-            peer: Some(a.peer()),
-            network: a.i32(3),
-            connected_since: a.i64(4),
-        }),
+        T::NetEvictedInboundConnection => {
+            Payload::EvictedInboundConnection(EvictedInboundConnection {
+                peer: Some(a.peer()),
+                network: a.i32(3),
+                connected_since: a.i64(4),
+            })
+        }
         T::NetMisbehavingConnection => Payload::MisbehavingConnection(MisbehavingConnection {
             peer_id: a.i64(0),
             message: a.string(1, "message"),
@@ -250,9 +266,11 @@ pub fn tracepoint_payload(tracepoint: Tracepoint, args: &[ArgValue], options: De
             fee: a.i64(2),
             change_pos: a.i32(3),
         }),
-        T::CoinSelectionAttemptingApsCreateTx => Payload::AttemptingApsCreateTx(AttemptingApsCreateTx {
-            wallet: a.string(0, "wallet"),
-        }),
+        T::CoinSelectionAttemptingApsCreateTx => {
+            Payload::AttemptingApsCreateTx(AttemptingApsCreateTx {
+                wallet: a.string(0, "wallet"),
+            })
+        }
         T::CoinSelectionApsCreateTxInternal => Payload::ApsCreateTxInternal(ApsCreateTx {
             wallet: a.string(0, "wallet"),
             use_aps: a.bool(1),
@@ -272,7 +290,11 @@ pub fn tracepoint_payload(tracepoint: Tracepoint, args: &[ArgValue], options: De
             Payload::MempoolRemoved(MempoolRemoved {
                 txid,
                 reason: reason as i32,
-                reason_other: if reason == RemovalReason::Unknown { reason_text } else { String::new() },
+                reason_other: if reason == RemovalReason::Unknown {
+                    reason_text
+                } else {
+                    String::new()
+                },
                 vsize: a.i32(2),
                 fee: a.i64(3),
                 entry_time: a.u64(4),
@@ -319,7 +341,9 @@ mod tests {
             &[ArgValue::Unsigned(5), ArgValue::Signed(141)],
             DecodeOptions::default(),
         );
-        let Payload::MempoolAdded(added) = converted.payload else { panic!() };
+        let Payload::MempoolAdded(added) = converted.payload else {
+            panic!()
+        };
         assert_eq!((added.txid.len(), added.vsize, added.fee), (0, 141, 0));
         assert_eq!(
             converted.error,
@@ -331,14 +355,23 @@ mod tests {
     fn truncated_strings_are_listed_and_unknown_names_kept() {
         let args = [
             ArgValue::Signed(7),
-            ArgValue::Str { bytes: b"very-long-host".to_vec(), truncated: true },
+            ArgValue::Str {
+                bytes: b"very-long-host".to_vec(),
+                truncated: true,
+            },
             text("private-broadcast"),
             ArgValue::Unsigned(1),
             ArgValue::Unsigned(3),
         ];
-        let converted = tracepoint_payload(Tracepoint::NetOutboundConnection, &args, DecodeOptions::default());
+        let converted = tracepoint_payload(
+            Tracepoint::NetOutboundConnection,
+            &args,
+            DecodeOptions::default(),
+        );
         assert_eq!(converted.truncated_fields, ["peer.addr"]);
-        let Payload::OutboundConnection(connection) = converted.payload else { panic!() };
+        let Payload::OutboundConnection(connection) = converted.payload else {
+            panic!()
+        };
         let peer = connection.peer.unwrap();
         assert_eq!(peer.conn_type, ConnectionType::Unknown as i32);
         assert_eq!(peer.conn_type_other, "private-broadcast");
@@ -348,21 +381,52 @@ mod tests {
     #[test]
     fn replaced_from_v25_to_v28_has_seven_arguments() {
         let hash = ArgValue::Hash([1; 32]);
-        let args = [hash.clone(), ArgValue::Signed(1), ArgValue::Signed(2), ArgValue::Unsigned(3), hash, ArgValue::Signed(4), ArgValue::Signed(5)];
-        let converted = tracepoint_payload(Tracepoint::MempoolReplaced, &args, DecodeOptions::default());
-        let Payload::MempoolReplaced(replaced) = converted.payload else { panic!() };
+        let args = [
+            hash.clone(),
+            ArgValue::Signed(1),
+            ArgValue::Signed(2),
+            ArgValue::Unsigned(3),
+            hash,
+            ArgValue::Signed(4),
+            ArgValue::Signed(5),
+        ];
+        let converted =
+            tracepoint_payload(Tracepoint::MempoolReplaced, &args, DecodeOptions::default());
+        let Payload::MempoolReplaced(replaced) = converted.payload else {
+            panic!()
+        };
         assert!(replaced.replaced_by_transaction);
         assert!(converted.error.is_empty());
     }
 
     #[test]
     fn flush_mode_has_both_meanings() {
-        let args = [ArgValue::Signed(10), ArgValue::Unsigned(3), ArgValue::Unsigned(1), ArgValue::Unsigned(2), ArgValue::Bool(false)];
-        let Payload::UtxocacheFlush(flush) = tracepoint_payload(Tracepoint::UtxocacheFlush, &args, DecodeOptions::default()).payload else { panic!() };
+        let args = [
+            ArgValue::Signed(10),
+            ArgValue::Unsigned(3),
+            ArgValue::Unsigned(1),
+            ArgValue::Unsigned(2),
+            ArgValue::Bool(false),
+        ];
+        let Payload::UtxocacheFlush(flush) =
+            tracepoint_payload(Tracepoint::UtxocacheFlush, &args, DecodeOptions::default()).payload
+        else {
+            panic!()
+        };
         assert_eq!(flush.mode_v30, FlushModeV30::Always as i32);
         assert_eq!(flush.mode_v31, FlushModeV31::ForceFlush as i32);
-        let args = [ArgValue::Signed(10), ArgValue::Unsigned(4), ArgValue::Unsigned(1), ArgValue::Unsigned(2), ArgValue::Bool(false)];
-        let Payload::UtxocacheFlush(flush) = tracepoint_payload(Tracepoint::UtxocacheFlush, &args, DecodeOptions::default()).payload else { panic!() };
+        let args = [
+            ArgValue::Signed(10),
+            ArgValue::Unsigned(4),
+            ArgValue::Unsigned(1),
+            ArgValue::Unsigned(2),
+            ArgValue::Bool(false),
+        ];
+        let Payload::UtxocacheFlush(flush) =
+            tracepoint_payload(Tracepoint::UtxocacheFlush, &args, DecodeOptions::default()).payload
+        else {
+            panic!()
+        };
         assert_eq!(flush.mode_v30, 4, "no v30 name: the number stays");
         assert_eq!(flush.mode_v31, FlushModeV31::ForceSync as i32);
     }

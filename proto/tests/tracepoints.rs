@@ -11,27 +11,101 @@ use simulator::truth::{read_truth, TruthArg};
 /// Where each argument lands in the rendered payload, in argument order (TRACEPOINTS.md §4).
 fn json_paths(tp: Tracepoint) -> (&'static str, &'static [&'static str]) {
     use Tracepoint as T;
-    const MESSAGE: &[&str] = &["peer.id", "peer.addr", "peer.conn_type", "message.msg_type", "message.size", "message"];
+    const MESSAGE: &[&str] = &[
+        "peer.id",
+        "peer.addr",
+        "peer.conn_type",
+        "message.msg_type",
+        "message.size",
+        "message",
+    ];
     const COIN: &[&str] = &["txid", "vout", "height", "value", "coinbase"];
     match tp {
         T::NetInboundMessage => ("inbound_message", MESSAGE),
         T::NetOutboundMessage => ("outbound_message", MESSAGE),
-        T::NetInboundConnection => ("inbound_connection", &["peer.id", "peer.addr", "peer.conn_type", "network", "inbound_count"]),
-        T::NetOutboundConnection => ("outbound_connection", &["peer.id", "peer.addr", "peer.conn_type", "network", "outbound_count"]),
-        T::NetEvictedInboundConnection => ("evicted_inbound_connection", &["peer.id", "peer.addr", "peer.conn_type", "network", "connected_since"]),
+        T::NetInboundConnection => (
+            "inbound_connection",
+            &[
+                "peer.id",
+                "peer.addr",
+                "peer.conn_type",
+                "network",
+                "inbound_count",
+            ],
+        ),
+        T::NetOutboundConnection => (
+            "outbound_connection",
+            &[
+                "peer.id",
+                "peer.addr",
+                "peer.conn_type",
+                "network",
+                "outbound_count",
+            ],
+        ),
+        T::NetEvictedInboundConnection => (
+            "evicted_inbound_connection",
+            &[
+                "peer.id",
+                "peer.addr",
+                "peer.conn_type",
+                "network",
+                "connected_since",
+            ],
+        ),
         T::NetMisbehavingConnection => ("misbehaving_connection", &["peer_id", "message"]),
-        T::NetClosedConnection => ("closed_connection", &["peer.id", "peer.addr", "peer.conn_type", "network", "connected_since"]),
-        T::ValidationBlockConnected => ("block_connected", &["hash", "height", "transactions", "inputs", "sigop_cost", "duration_ns"]),
-        T::UtxocacheFlush => ("utxocache_flush", &["duration_us", "mode", "coins_count", "coins_mem_usage", "for_prune"]),
+        T::NetClosedConnection => (
+            "closed_connection",
+            &[
+                "peer.id",
+                "peer.addr",
+                "peer.conn_type",
+                "network",
+                "connected_since",
+            ],
+        ),
+        T::ValidationBlockConnected => (
+            "block_connected",
+            &[
+                "hash",
+                "height",
+                "transactions",
+                "inputs",
+                "sigop_cost",
+                "duration_ns",
+            ],
+        ),
+        T::UtxocacheFlush => (
+            "utxocache_flush",
+            &[
+                "duration_us",
+                "mode",
+                "coins_count",
+                "coins_mem_usage",
+                "for_prune",
+            ],
+        ),
         T::UtxocacheAdd => ("utxocache_add", COIN),
         T::UtxocacheSpent => ("utxocache_spent", COIN),
         T::UtxocacheUncache => ("utxocache_uncache", COIN),
-        T::CoinSelectionSelectedCoins => ("selected_coins", &["wallet", "algorithm", "target", "waste", "selected_value"]),
-        T::CoinSelectionNormalCreateTxInternal => ("normal_create_tx_internal", &["wallet", "success", "fee", "change_pos"]),
+        T::CoinSelectionSelectedCoins => (
+            "selected_coins",
+            &["wallet", "algorithm", "target", "waste", "selected_value"],
+        ),
+        T::CoinSelectionNormalCreateTxInternal => (
+            "normal_create_tx_internal",
+            &["wallet", "success", "fee", "change_pos"],
+        ),
         T::CoinSelectionAttemptingApsCreateTx => ("attempting_aps_create_tx", &["wallet"]),
-        T::CoinSelectionApsCreateTxInternal => ("aps_create_tx_internal", &["wallet", "use_aps", "success", "fee", "change_pos"]),
+        T::CoinSelectionApsCreateTxInternal => (
+            "aps_create_tx_internal",
+            &["wallet", "use_aps", "success", "fee", "change_pos"],
+        ),
         T::MempoolAdded => ("mempool_added", &["txid", "vsize", "fee"]),
-        T::MempoolRemoved => ("mempool_removed", &["txid", "reason", "vsize", "fee", "entry_time"]),
+        T::MempoolRemoved => (
+            "mempool_removed",
+            &["txid", "reason", "vsize", "fee", "entry_time"],
+        ),
         T::MempoolReplaced => (
             "mempool_replaced",
             &[
@@ -52,17 +126,32 @@ fn json_paths(tp: Tracepoint) -> (&'static str, &'static [&'static str]) {
 /// What the rendering of a ground-truth argument must be, by kind and place.
 fn expected_json(tp: Tracepoint, index: usize, arg: &TruthArg) -> Value {
     let path = json_paths(tp).1[index];
-    let enum_string = path == "peer.conn_type" || (tp == Tracepoint::MempoolRemoved && path == "reason");
+    let enum_string =
+        path == "peer.conn_type" || (tp == Tracepoint::MempoolRemoved && path == "reason");
     match (tp.args()[index], arg) {
         (ArgKind::Bool, TruthArg::Int(v)) => json!(*v != 0),
         (ArgKind::U32, TruthArg::Int(v)) if path == "network" => {
-            json!(["unroutable", "ipv4", "ipv6", "onion", "i2p", "cjdns", "internal"][*v as usize])
+            json!(
+                [
+                    "unroutable",
+                    "ipv4",
+                    "ipv6",
+                    "onion",
+                    "i2p",
+                    "cjdns",
+                    "internal"
+                ][*v as usize]
+            )
         }
         (_, TruthArg::Int(v)) => json!(*v as i64),
         (ArgKind::CStr, TruthArg::Str(s)) if enum_string => json!(s.replace('-', "_")),
         (_, TruthArg::Str(s)) => json!(s),
         (ArgKind::Hash32, TruthArg::Bytes(b)) => {
-            json!(b.iter().rev().map(|x| format!("{x:02x}")).collect::<String>())
+            json!(b
+                .iter()
+                .rev()
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>())
         }
         (kind, arg) => panic!("{tp} argument {index}: unexpected {kind:?} {arg:?}"),
     }
@@ -92,7 +181,11 @@ fn every_tracepoint_payload_from_the_simulator_ground_truth() {
         seen.insert(tp);
         let converted = tracepoint_payload(tp, &record.arg_values(), DecodeOptions::default());
         assert!(converted.error.is_empty(), "{tp}: {}", converted.error);
-        assert!(converted.truncated_fields.is_empty(), "{tp}: {:?}", converted.truncated_fields);
+        assert!(
+            converted.truncated_fields.is_empty(),
+            "{tp}: {:?}",
+            converted.truncated_fields
+        );
         let event = Event {
             payload: Some(converted.payload),
             ..Event::default()
@@ -107,9 +200,17 @@ fn every_tracepoint_payload_from_the_simulator_ground_truth() {
                 // The P2P payload: decoded whole, of the size the tracepoint reported.
                 let message = lookup(payload, path);
                 let msg_type = record.args[3].as_str().unwrap();
-                assert_eq!(message["decode_error"], json!(""), "{tp} {msg_type}: {message}");
+                assert_eq!(
+                    message["decode_error"],
+                    json!(""),
+                    "{tp} {msg_type}: {message}"
+                );
                 assert_eq!(message["truncated"], json!(false), "{tp} {msg_type}");
-                assert_eq!(message["size"], json!(arg.as_bytes().unwrap().len()), "{tp} {msg_type}");
+                assert_eq!(
+                    message["size"],
+                    json!(arg.as_bytes().unwrap().len()),
+                    "{tp} {msg_type}"
+                );
                 continue;
             }
             assert_eq!(

@@ -149,7 +149,15 @@ fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
     processes.0.push((
         "extractor",
         Command::new(bin("extractor"))
-            .args(["ebpf", "--bitcoind-path"])
+            .args([
+                "ebpf",
+                "--print",
+                "--node-id",
+                "demo",
+                "--nats-url",
+                "nats://127.0.0.1:4222",
+                "--bitcoind-path",
+            ])
             .arg(bin("bitcoind-sim"))
             .spawn()
             .context("starting the extractor")?,

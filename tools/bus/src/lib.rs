@@ -31,12 +31,21 @@ pub enum BusError {
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NODESCOPE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "NODESCOPE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
     /// User name (with --nats-password).
     #[arg(long, env = "NODESCOPE_NATS_USER", requires = "nats_password")]
     pub nats_user: Option<String>,
-    #[arg(long, env = "NODESCOPE_NATS_PASSWORD", hide_env_values = true, requires = "nats_user")]
+    #[arg(
+        long,
+        env = "NODESCOPE_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
     pub nats_password: Option<String>,
     /// Authentication token.
     #[arg(long, env = "NODESCOPE_NATS_TOKEN", hide_env_values = true)]
@@ -86,10 +95,14 @@ impl NatsArgs {
             options = options.token(token.clone());
         }
         if let Some(path) = &self.nats_creds {
-            options = options.credentials_file(path).await.map_err(|error| BusError::Credentials {
-                path: path.display().to_string(),
-                error,
-            })?;
+            options =
+                options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|error| BusError::Credentials {
+                        path: path.display().to_string(),
+                        error,
+                    })?;
         }
         if let Some(path) = &self.nats_nkey {
             let seed = std::fs::read_to_string(path).map_err(|error| BusError::NkeySeed {
@@ -102,7 +115,9 @@ impl NatsArgs {
             options = options.add_root_certificates(ca.clone());
         }
         match (&self.nats_tls_cert, &self.nats_tls_key) {
-            (Some(cert), Some(key)) => options = options.add_client_certificate(cert.clone(), key.clone()),
+            (Some(cert), Some(key)) => {
+                options = options.add_client_certificate(cert.clone(), key.clone())
+            }
             (Some(_), None) => return Err(BusError::HalfClientCertificate("--nats-tls-cert")),
             (None, Some(_)) => return Err(BusError::HalfClientCertificate("--nats-tls-key")),
             (None, None) => {}
@@ -147,7 +162,10 @@ impl NatsArgs {
         options
             .connect(url.as_str())
             .await
-            .map_err(|error| BusError::Connect { url, error: error.to_string() })
+            .map_err(|error| BusError::Connect {
+                url,
+                error: error.to_string(),
+            })
     }
 }
 

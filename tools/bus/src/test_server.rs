@@ -15,14 +15,20 @@ pub struct NatsServer {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 fn nats_server_binary() -> PathBuf {
     // `cargo xtask setup` installs it next to cargo.
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        });
     let installed = home.join("bin/nats-server");
     if installed.exists() {
         installed
@@ -41,8 +47,17 @@ impl NatsServer {
     pub fn stopped_on(port: u16) -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("nats.conf");
-        std::fs::write(&config, format!("listen: 127.0.0.1:{port}\nmax_payload: 8MB\n")).expect("write config");
-        NatsServer { port, config, child: None, _dir: dir }
+        std::fs::write(
+            &config,
+            format!("listen: 127.0.0.1:{port}\nmax_payload: 8MB\n"),
+        )
+        .expect("write config");
+        NatsServer {
+            port,
+            config,
+            child: None,
+            _dir: dir,
+        }
     }
 
     pub fn on_port(port: u16) -> NatsServer {
@@ -68,7 +83,11 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not come up on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not come up on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -80,17 +80,21 @@ impl TruthRecord {
             .iter()
             .enumerate()
             .map(|(i, arg)| match (arg, kinds.get(i)) {
-                (TruthArg::Int(v), Some(ArgKind::I64 | ArgKind::I32)) => ArgValue::Signed(*v as i64),
+                (TruthArg::Int(v), Some(ArgKind::I64 | ArgKind::I32)) => {
+                    ArgValue::Signed(*v as i64)
+                }
                 (TruthArg::Int(v), Some(ArgKind::Bool)) => ArgValue::Bool(*v != 0),
                 (TruthArg::Int(v), _) => ArgValue::Unsigned(*v as u64),
                 (TruthArg::Str(s), _) => ArgValue::Str {
                     bytes: s.as_bytes().to_vec(),
                     truncated: false,
                 },
-                (TruthArg::Bytes(b), Some(ArgKind::Hash32)) => match <[u8; 32]>::try_from(b.as_slice()) {
-                    Ok(hash) => ArgValue::Hash(hash),
-                    Err(_) => ArgValue::Bytes(b.clone()),
-                },
+                (TruthArg::Bytes(b), Some(ArgKind::Hash32)) => {
+                    match <[u8; 32]>::try_from(b.as_slice()) {
+                        Ok(hash) => ArgValue::Hash(hash),
+                        Err(_) => ArgValue::Bytes(b.clone()),
+                    }
+                }
                 (TruthArg::Bytes(b), _) => ArgValue::Bytes(b.clone()),
             })
             .collect()

@@ -1,0 +1,291 @@
+//! Publishing events to NATS without ever blocking the tracer and without losing anything
+//! silently.
+//!
+//! Events wait in a queue bounded in bytes; when NATS is away longer than the queue lasts, the
+//! oldest events are dropped and counted. A background task hands batches to the client and
+//! confirms each with a flush (a round trip to the server); a batch whose flush fails — the
+//! connection dropped under it — goes back to the front of the queue and is sent again after
+//! reconnecting. A server can also confirm events and then crash before passing them on, so the
+//! events confirmed in the last second are kept and sent again after any reconnection.
+//! Consumers may therefore see an event twice, and tell repeats by their sequence number.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use async_nats::Client;
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Most events handed to the client before confirming them with one flush.
+const BATCH_EVENTS: usize = 4096;
+/// Most bytes handed to the client before confirming them with one flush.
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Confirmed events younger than this are sent again after a reconnection: the server that
+/// confirmed them may have died before delivering them.
+const REPLAY_WINDOW: Duration = Duration::from_secs(1);
+/// Most bytes kept for replay.
+const REPLAY_BYTES: usize = 32 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_too_large: AtomicU64,
+    resent: AtomicU64,
+}
+
+/// What happened to the events handed to the publisher, since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Confirmed received by the server (each event once, however often it was sent).
+    pub published: u64,
+    /// Dropped (oldest first) because NATS was away longer than the queue could hold.
+    pub dropped_queue_full: u64,
+    /// Dropped because they exceed the server's `max_payload`.
+    pub dropped_too_large: u64,
+    /// Sent again after the connection failed under them or the server restarted (consumers
+    /// may see these twice).
+    pub resent: u64,
+    /// Waiting in the queue now.
+    pub queued: u64,
+    pub queued_bytes: u64,
+}
+
+struct Outgoing {
+    subject: String,
+    payload: Bytes,
+    /// The server confirmed it once already: a replay does not count it as published again.
+    confirmed: bool,
+}
+
+struct Queue {
+    items: VecDeque<Outgoing>,
+    bytes: usize,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    limit_bytes: usize,
+    wake: Notify,
+    counters: Counters,
+}
+
+pub struct Publisher {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Starts publishing through `client`, queueing at most `limit_bytes` meanwhile.
+    pub fn start(client: Client, limit_bytes: usize) -> Publisher {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+            }),
+            limit_bytes,
+            wake: Notify::new(),
+            counters: Counters::default(),
+        });
+        let task = tokio::spawn(run(client, shared.clone()));
+        Publisher { shared, task }
+    }
+
+    /// Queues an event; never waits. Drops (and counts) the oldest events when over the limit.
+    pub fn send(&self, subject: String, payload: Bytes) {
+        let mut queue = self.shared.queue.lock().expect("publisher queue");
+        queue.bytes += payload.len();
+        queue.items.push_back(Outgoing {
+            subject,
+            payload,
+            confirmed: false,
+        });
+        let mut dropped = 0;
+        while queue.bytes > self.shared.limit_bytes && queue.items.len() > 1 {
+            let oldest = queue.items.pop_front().expect("non-empty");
+            queue.bytes -= oldest.payload.len();
+            dropped += 1;
+        }
+        drop(queue);
+        if dropped > 0 {
+            self.shared
+                .counters
+                .dropped_queue_full
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        self.shared.wake.notify_one();
+    }
+
+    pub fn stats(&self) -> PublisherStats {
+        snapshot(&self.shared)
+    }
+
+    /// Publishes what is queued, waiting at most `timeout` for NATS, then stops. Returns the
+    /// final counts; what is still queued then was not delivered.
+    pub async fn close(self, timeout: Duration) -> PublisherStats {
+        self.shared.queue.lock().expect("publisher queue").closed = true;
+        self.shared.wake.notify_one();
+        let mut task = self.task;
+        if tokio::time::timeout(timeout, &mut task).await.is_err() {
+            task.abort();
+        }
+        snapshot(&self.shared)
+    }
+}
+
+fn snapshot(shared: &Shared) -> PublisherStats {
+    let queue = shared.queue.lock().expect("publisher queue");
+    PublisherStats {
+        published: shared.counters.published.load(Ordering::Relaxed),
+        dropped_queue_full: shared.counters.dropped_queue_full.load(Ordering::Relaxed),
+        dropped_too_large: shared.counters.dropped_too_large.load(Ordering::Relaxed),
+        resent: shared.counters.resent.load(Ordering::Relaxed),
+        queued: queue.items.len() as u64,
+        queued_bytes: queue.bytes as u64,
+    }
+}
+
+/// Takes the next batch from the front of the queue; `None` when closed and empty.
+async fn next_batch(shared: &Shared) -> Option<Vec<Outgoing>> {
+    loop {
+        {
+            let mut queue = shared.queue.lock().expect("publisher queue");
+            if !queue.items.is_empty() {
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while let Some(item) = queue.items.front() {
+                    if !batch.is_empty()
+                        && (batch.len() == BATCH_EVENTS || bytes + item.payload.len() > BATCH_BYTES)
+                    {
+                        break;
+                    }
+                    bytes += item.payload.len();
+                    batch.push(queue.items.pop_front().expect("front exists"));
+                }
+                queue.bytes -= bytes;
+                return Some(batch);
+            }
+            if queue.closed {
+                return None;
+            }
+        }
+        shared.wake.notified().await;
+    }
+}
+
+/// Puts events back at the front of the queue, in order; `resent` when they may have been
+/// delivered already.
+fn requeue(shared: &Shared, items: impl DoubleEndedIterator<Item = Outgoing>, resent: bool) {
+    let mut queue = shared.queue.lock().expect("publisher queue");
+    for item in items.rev() {
+        if resent {
+            shared.counters.resent.fetch_add(1, Ordering::Relaxed);
+        }
+        queue.bytes += item.payload.len();
+        queue.items.push_front(item);
+    }
+}
+
+/// Confirmed events of the last [`REPLAY_WINDOW`], oldest first.
+#[derive(Default)]
+struct Recent {
+    items: VecDeque<(Instant, Outgoing)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn keep(&mut self, confirmed: Vec<Outgoing>) {
+        let now = Instant::now();
+        for item in confirmed {
+            self.bytes += item.payload.len();
+            self.items.push_back((now, item));
+        }
+        while let Some((at, item)) = self.items.front() {
+            if now.duration_since(*at) <= REPLAY_WINDOW && self.bytes <= REPLAY_BYTES {
+                break;
+            }
+            self.bytes -= item.payload.len();
+            self.items.pop_front();
+        }
+    }
+
+    fn take(&mut self) -> impl DoubleEndedIterator<Item = Outgoing> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|(_, item)| item)
+    }
+}
+
+async fn run(client: Client, shared: Arc<Shared>) {
+    let mut warned_payload_limit = false;
+    let mut recent = Recent::default();
+    let mut connection = 0;
+    while let Some(batch) = next_batch(&shared).await {
+        // Hold the batch while disconnected rather than filling the client's own buffer, which
+        // would block us and hide what is lost.
+        while client.connection_state() != State::Connected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let connects = client.statistics().connects.load(Ordering::Relaxed);
+        if connects != connection {
+            let reconnected = connection != 0;
+            connection = connects;
+            if reconnected && !recent.items.is_empty() {
+                requeue(&shared, batch.into_iter(), false);
+                requeue(&shared, recent.take(), true);
+                continue;
+            }
+        }
+        let max_payload = client.server_info().max_payload;
+        if !warned_payload_limit && nodescope_bus::payload_limit_too_small(max_payload) {
+            warned_payload_limit = true;
+            tracing::warn!(
+                max_payload,
+                "the NATS server's max_payload is below 4 MB: large blocks will be dropped; set `max_payload: 8MB` in its configuration"
+            );
+        }
+        let mut handed = Vec::with_capacity(batch.len());
+        let mut failed = false;
+        for item in batch {
+            if failed {
+                handed.push(item);
+                continue;
+            }
+            if item.payload.len() > max_payload {
+                shared
+                    .counters
+                    .dropped_too_large
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(subject = %item.subject, bytes = item.payload.len(), max_payload, "event larger than the NATS server allows: dropped");
+                continue;
+            }
+            if client
+                .publish(item.subject.clone(), item.payload.clone())
+                .await
+                .is_err()
+            {
+                failed = true;
+            }
+            handed.push(item);
+        }
+        if !failed && client.flush().await.is_ok() {
+            let first_time = handed.iter().filter(|item| !item.confirmed).count();
+            shared
+                .counters
+                .published
+                .fetch_add(first_time as u64, Ordering::Relaxed);
+            handed.iter_mut().for_each(|item| item.confirmed = true);
+            recent.keep(handed);
+        } else {
+            requeue(&shared, handed.into_iter(), true);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

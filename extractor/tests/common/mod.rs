@@ -1,0 +1,72 @@
+//! What the extractor's integration tests share: private simulator copies (tracing is by path,
+//! so parallel tests must not share one binary) and the extractor run in-process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub fn private_binary(dir: &Path, name: &str) -> PathBuf {
+    let source = simulator::binary_path(name).expect("simulator binary");
+    let copy = dir.join(name);
+    std::fs::copy(&source, &copy).expect("copy simulator");
+    copy
+}
+
+pub fn assert_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load eBPF programs: run them as root"
+    );
+}
+
+/// The `fired=` count of the simulator's `load: fired=… attempted=…` summary line.
+pub fn fired_from_summary(output: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("load: "))
+        .unwrap_or_else(|| panic!("no summary line in {output:?}"));
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("fired="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fired= in {line:?}"))
+}
+
+/// `extractor <args>` running in this process until [`Running::stop`].
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn start_extractor(args: &[&str]) -> Running {
+    assert_root();
+    let cli =
+        extractor::cli::Cli::parse_from(std::iter::once("extractor").chain(args.iter().copied()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(extractor::cli::run(cli, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Running {
+    /// Runs `work` while the extractor runs; if the extractor exits first, fails with its error.
+    pub async fn alongside<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::select! {
+            out = work => out,
+            ended = &mut self.task => panic!("the extractor exited early: {:?}", ended.expect("extractor task")),
+        }
+    }
+
+    /// Stops it as SIGINT would, and returns how it ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().expect("running").send(());
+        self.task.await.expect("extractor task")
+    }
+}

@@ -1,0 +1,400 @@
+//! The extractor end to end: attached to the simulated bitcoind, publishing to a real
+//! nats-server, read back by a subscriber and compared with the simulator's ground truth.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use nodescope_bus::test_server::{free_port, NatsServer};
+use nodescope_proto::event::Payload;
+use nodescope_proto::p2p::DecodeOptions;
+use nodescope_proto::{tracepoint_payload, Category, Event, ExtractorKind};
+use prost::Message;
+use simulator::truth::{read_truth, TruthRecord};
+use tokio::process::Command;
+
+use common::{fired_from_summary, private_binary, start_extractor};
+
+const NODE: &str = "test-node";
+
+async fn subscribe(url: &str) -> async_nats::Subscriber {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .reconnect_delay_callback(|_| Duration::from_millis(10))
+        .connect(url)
+        .await
+        .unwrap();
+    let subscriber = client
+        .subscribe(format!("nodescope.{NODE}.>"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    subscriber
+}
+
+/// Receives events until `done` says so or `timeout` passes without a message.
+async fn receive(
+    subscriber: &mut async_nats::Subscriber,
+    mut done: impl FnMut(&[Event]) -> bool,
+    timeout: Duration,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    while !done(&events) {
+        match tokio::time::timeout(timeout, subscriber.next()).await {
+            Ok(Some(message)) => {
+                let event = Event::decode(message.payload).expect("a protobuf Event");
+                let (node, category) =
+                    nodescope_proto::subjects::parse("nodescope", &message.subject)
+                        .expect("our subject");
+                assert_eq!(node, NODE);
+                assert_eq!(
+                    Some(category),
+                    event.category(),
+                    "published on its category's subject"
+                );
+                events.push(event);
+            }
+            _ => break,
+        }
+    }
+    events
+}
+
+fn tracepoint_events(events: &[Event]) -> Vec<&Event> {
+    events
+        .iter()
+        .filter(|e| !matches!(e.payload, Some(Payload::ExtractorStats(_))))
+        .collect()
+}
+
+async fn run_simulator(binary: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new(binary).args(args).output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "simulator: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Every published event equals what the ground truth implies, in order per category, with
+/// consecutive sequence numbers per category and one run id.
+fn assert_published_as_fired(truth: &[TruthRecord], events: &[&Event]) {
+    assert_eq!(events.len(), truth.len(), "published vs fired");
+    let run_id = events[0].run_id;
+    let mut by_category: BTreeMap<Category, Vec<&Event>> = BTreeMap::new();
+    for event in events {
+        assert_eq!((event.node_id.as_str(), event.run_id), (NODE, run_id));
+        assert_eq!(event.extractor, ExtractorKind::Ebpf as i32);
+        by_category
+            .entry(event.category().unwrap())
+            .or_default()
+            .push(event);
+    }
+    let mut fired: BTreeMap<Category, Vec<&TruthRecord>> = BTreeMap::new();
+    for record in truth {
+        let expected = tracepoint_payload(
+            record.tracepoint().unwrap(),
+            &record.arg_values(),
+            DecodeOptions::default(),
+        );
+        fired
+            .entry(Category::of(&expected.payload))
+            .or_default()
+            .push(record);
+    }
+    assert_eq!(
+        by_category.keys().collect::<Vec<_>>(),
+        fired.keys().collect::<Vec<_>>()
+    );
+    for (category, events) in &by_category {
+        let records = &fired[category];
+        assert_eq!(events.len(), records.len(), "{category}");
+        for (n, (event, record)) in events.iter().zip(records.iter()).enumerate() {
+            assert_eq!(
+                event.sequence, n as u64,
+                "{category}: sequence numbers run without gaps"
+            );
+            assert_eq!(event.pid, record.pid);
+            let expected = tracepoint_payload(
+                record.tracepoint().unwrap(),
+                &record.arg_values(),
+                DecodeOptions::default(),
+            );
+            assert_eq!(
+                event.payload.as_ref(),
+                Some(&expected.payload),
+                "{category} event {n} ({})",
+                record.tracepoint
+            );
+            assert!(event.error.is_empty(), "{}", event.error);
+            assert!(event.truncated_fields.is_empty());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regtest_like_scenario_is_published_exactly_as_fired() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let truth_path = dir.path().join("truth.jsonl");
+    let mut subscriber = subscribe(&server.url()).await;
+    let mut extractor = start_extractor(&[
+        "ebpf",
+        "--bitcoind-path",
+        binary.to_str().unwrap(),
+        "--nats-url",
+        &server.url(),
+        "--node-id",
+        NODE,
+        "--stats-interval",
+        "3600",
+    ]);
+
+    extractor
+        .alongside(run_simulator(
+            &binary,
+            &[
+                "--truth",
+                truth_path.to_str().unwrap(),
+                "--wait-for-tracer",
+                "all",
+                "regtest-like",
+            ],
+        ))
+        .await;
+    let truth = read_truth(&truth_path).unwrap();
+    let events = receive(
+        &mut subscriber,
+        |e| tracepoint_events(e).len() >= truth.len(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_published_as_fired(&truth, &tracepoint_events(&events));
+
+    // Shutting down publishes the final stats: everything read was published, nothing dropped.
+    extractor.stop().await.unwrap();
+    let stats = receive(&mut subscriber, |e| !e.is_empty(), Duration::from_secs(10)).await;
+    let Some(Payload::ExtractorStats(stats)) = stats.last().and_then(|e| e.payload.clone()) else {
+        panic!("no final stats event");
+    };
+    assert_eq!(stats.events_read, truth.len() as u64);
+    assert!(stats.published >= truth.len() as u64);
+    assert_eq!(
+        (
+            stats.dropped_queue_full,
+            stats.dropped_too_large,
+            stats.decode_errors,
+            stats.read_errors
+        ),
+        (0, 0, 0, 0)
+    );
+    assert!(stats.kernel_drops.is_empty());
+    assert_eq!(stats.attached_locations, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_for_nats_started_after_the_extractor() {
+    let port = free_port();
+    let mut server = NatsServer::stopped_on(port);
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let truth_path = dir.path().join("truth.jsonl");
+    let mut extractor = start_extractor(&[
+        "ebpf",
+        "--bitcoind-path",
+        binary.to_str().unwrap(),
+        "--nats-url",
+        &url,
+        "--node-id",
+        NODE,
+        "--stats-interval",
+        "3600",
+    ]);
+
+    // Everything fires while NATS is down; the extractor neither hangs nor loses it.
+    extractor
+        .alongside(run_simulator(
+            &binary,
+            &[
+                "--truth",
+                truth_path.to_str().unwrap(),
+                "--wait-for-tracer",
+                "all",
+                "regtest-like",
+            ],
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.resume();
+    let mut subscriber = subscribe(&url).await;
+    let truth = read_truth(&truth_path).unwrap();
+    let events = receive(
+        &mut subscriber,
+        |e| tracepoint_events(e).len() >= truth.len(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_published_as_fired(&truth, &tracepoint_events(&events));
+    extractor.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_mid_stream_every_event_is_delivered_or_counted() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let mut subscriber = subscribe(&url).await;
+    let mut extractor = start_extractor(&[
+        "ebpf",
+        "--bitcoind-path",
+        binary.to_str().unwrap(),
+        "--nats-url",
+        &url,
+        "--node-id",
+        NODE,
+        "--stats-interval",
+        "3600",
+        "--tracepoints",
+        "net:inbound_message",
+    ]);
+
+    let load = tokio::spawn({
+        let binary = binary.clone();
+        async move {
+            run_simulator(
+                &binary,
+                &[
+                    "--wait-for-tracer",
+                    "net:inbound_message",
+                    "load",
+                    "--mix",
+                    "ping=1",
+                    "--rate",
+                    "4000",
+                    "--count",
+                    "20000",
+                ],
+            )
+            .await
+        }
+    });
+    let mut events = receive(
+        &mut subscriber,
+        |e| e.len() >= 3000,
+        Duration::from_secs(20),
+    )
+    .await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.resume();
+    let summary = extractor.alongside(load).await.unwrap();
+    let fired = fired_from_summary(&summary);
+    assert_eq!(fired, 20_000);
+    extractor.stop().await.unwrap();
+    events.extend(
+        receive(
+            &mut subscriber,
+            |e| {
+                matches!(
+                    e.last().and_then(|e| e.payload.as_ref()),
+                    Some(Payload::ExtractorStats(_))
+                )
+            },
+            Duration::from_secs(20),
+        )
+        .await,
+    );
+
+    let Some(Payload::ExtractorStats(stats)) = events.last().and_then(|e| e.payload.clone()) else {
+        panic!("no final stats event");
+    };
+    let delivered: std::collections::BTreeSet<u64> = tracepoint_events(&events)
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    let kernel_drops: u64 = stats.kernel_drops.values().sum();
+    let counted_drops = kernel_drops + stats.dropped_queue_full + stats.dropped_too_large;
+    assert_eq!(
+        stats.events_read + kernel_drops,
+        fired,
+        "the kernel side accounts for every firing"
+    );
+    assert_eq!(
+        delivered.len() as u64 + counted_drops,
+        fired,
+        "delivered (unique) + counted drops = fired; stats {stats:?}"
+    );
+    assert!(
+        stats.resent > 0,
+        "the kill happened mid-stream, so something was sent again: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_binary_is_re_attached_without_a_restart() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let mut subscriber = subscribe(&server.url()).await;
+    let mut extractor = start_extractor(&[
+        "ebpf",
+        "--bitcoind-path",
+        binary.to_str().unwrap(),
+        "--nats-url",
+        &server.url(),
+        "--node-id",
+        NODE,
+        "--stats-interval",
+        "3600",
+        "--tracepoints",
+        "mempool",
+    ]);
+    let run = |truth: &'static str| {
+        let (binary, truth) = (binary.clone(), dir.path().join(truth));
+        async move {
+            run_simulator(
+                &binary,
+                &[
+                    "--truth",
+                    truth.to_str().unwrap(),
+                    "--wait-for-tracer",
+                    "mempool:added",
+                    "regtest-like",
+                ],
+            )
+            .await;
+            read_truth(&truth).unwrap()
+        }
+    };
+    let before = extractor.alongside(run("before.jsonl")).await;
+
+    // An upgrade: a new file (new inode) takes the path. Its probes only fire once the
+    // extractor has noticed and attached to it; the simulator waits for that.
+    let staged = dir.path().join("staged");
+    std::fs::copy(simulator::binary_path("bitcoind-sim").unwrap(), &staged).unwrap();
+    std::fs::rename(&staged, &binary).unwrap();
+    let after = extractor.alongside(run("after.jsonl")).await;
+
+    let fired = before.len() + after.len();
+    let events = receive(
+        &mut subscriber,
+        |e| tracepoint_events(e).len() >= fired,
+        Duration::from_secs(20),
+    )
+    .await;
+    let events = tracepoint_events(&events);
+    assert_eq!(events.len(), fired);
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        sequences,
+        (0..fired as u64).collect::<Vec<_>>(),
+        "one run, numbered on across the re-attach"
+    );
+    extractor.stop().await.unwrap();
+}
