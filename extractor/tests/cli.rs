@@ -61,3 +61,29 @@ fn unknown_tracepoint_lists_the_choices() {
     );
     assert!(stderr.contains("coin_selection"), "{stderr}");
 }
+
+#[test]
+fn without_privileges_says_what_is_needed() {
+    // As user nobody, with no capabilities: the kernel refuses the eBPF maps.
+    let simulator = simulator::binary_path("bitcoind-sim").unwrap();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_extractor"))
+        .args(["ebpf", "--bitcoind-path"])
+        .arg(&simulator)
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("tracing needs root, or CAP_BPF + CAP_PERFMON"),
+        "{stderr}"
+    );
+}

@@ -398,3 +398,291 @@ async fn replaced_binary_is_re_attached_without_a_restart() {
     );
     extractor.stop().await.unwrap();
 }
+
+/// Runs the regtest-like scenario with only the mempool tracepoints through `server`, and checks
+/// every fired event arrives at a subscriber connected with `options`.
+async fn delivers_through(
+    server: &NatsServer,
+    extractor_flags: &[&str],
+    options: async_nats::ConnectOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let truth_path = dir.path().join("truth.jsonl");
+    let client = options
+        .connect(server.url())
+        .await
+        .expect("subscriber connects");
+    let mut subscriber = client
+        .subscribe(format!("nodescope.{NODE}.>"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut args = vec![
+        "ebpf",
+        "--bitcoind-path",
+        binary.to_str().unwrap(),
+        "--node-id",
+        NODE,
+        "--stats-interval",
+        "3600",
+        "--tracepoints",
+        "mempool",
+    ];
+    let url = server.url();
+    args.extend(["--nats-url", &url]);
+    args.extend(extractor_flags);
+    let mut extractor = start_extractor(&args);
+    extractor
+        .alongside(run_simulator(
+            &binary,
+            &[
+                "--truth",
+                truth_path.to_str().unwrap(),
+                "--wait-for-tracer",
+                "mempool:added",
+                "regtest-like",
+            ],
+        ))
+        .await;
+    let truth = read_truth(&truth_path).unwrap();
+    let events = receive(
+        &mut subscriber,
+        |e| tracepoint_events(e).len() >= truth.len(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_published_as_fired(&truth, &tracepoint_events(&events));
+    extractor.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_authentication() {
+    let server = NatsServer::start_with("authorization { token: \"s3cret-token\" }");
+    delivers_through(
+        &server,
+        &["--nats-token", "s3cret-token"],
+        async_nats::ConnectOptions::with_token("s3cret-token".into()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_authentication() {
+    let server =
+        NatsServer::start_with("authorization { user: \"scope\", password: \"pa55word\" }");
+    delivers_through(
+        &server,
+        &["--nats-user", "scope", "--nats-password", "pa55word"],
+        async_nats::ConnectOptions::with_user_and_password("scope".into(), "pa55word".into()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_certificate_authority() {
+    let certs = tempfile::tempdir().unwrap();
+    let path = |name: &str| certs.path().join(name).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &path("ca.key"),
+        "-out",
+        &path("ca.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=nodescope test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &path("server.key"),
+        "-out",
+        &path("server.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        path("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path("server.csr"),
+        "-CA",
+        &path("ca.pem"),
+        "-CAkey",
+        &path("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &path("server.pem"),
+        "-days",
+        "1",
+        "-extfile",
+        &path("san.ext"),
+    ]);
+
+    let server = NatsServer::start_with(&format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        path("server.pem"),
+        path("server.key")
+    ));
+    let subscriber = async_nats::ConnectOptions::new()
+        .add_root_certificates(path("ca.pem").into())
+        .require_tls(true);
+    delivers_through(
+        &server,
+        &["--nats-tls-ca", &path("ca.pem"), "--nats-tls-required"],
+        subscriber,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_drops_the_oldest_events_and_counts_them() {
+    let port = free_port();
+    let mut server = NatsServer::stopped_on(port);
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let mut extractor = start_extractor(&[
+        "ebpf",
+        "--bitcoind-path",
+        binary.to_str().unwrap(),
+        "--nats-url",
+        &url,
+        "--node-id",
+        NODE,
+        "--stats-interval",
+        "3600",
+        "--tracepoints",
+        "net:inbound_message",
+        "--nats-buffer-mib",
+        "1",
+    ]);
+    // ~1 KiB inv events while NATS is down: several MiB, four times what the queue holds.
+    let summary = extractor
+        .alongside(run_simulator(
+            &binary,
+            &[
+                "--wait-for-tracer",
+                "net:inbound_message",
+                "load",
+                "--mix",
+                "inv=1",
+                "--count",
+                "5000",
+            ],
+        ))
+        .await;
+    let fired = fired_from_summary(&summary);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.resume();
+    let mut subscriber = subscribe(&url).await;
+    extractor.stop().await.unwrap();
+    let events = receive(
+        &mut subscriber,
+        |e| {
+            matches!(
+                e.last().and_then(|e| e.payload.as_ref()),
+                Some(Payload::ExtractorStats(_))
+            )
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+    let Some(Payload::ExtractorStats(stats)) = events.last().and_then(|e| e.payload.clone()) else {
+        panic!("no final stats event");
+    };
+    let delivered: Vec<u64> = tracepoint_events(&events)
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert!(stats.dropped_queue_full > 0, "{stats:?}");
+    assert_eq!(
+        delivered.len() as u64 + stats.dropped_queue_full,
+        fired,
+        "delivered + dropped = fired; {stats:?}"
+    );
+    let newest: Vec<u64> = (fired - delivered.len() as u64..fired).collect();
+    assert_eq!(
+        delivered, newest,
+        "the oldest were dropped, the newest kept, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_larger_than_the_server_allows_are_dropped_and_counted() {
+    let server = NatsServer::start_with("max_payload: 1MB");
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let truth_path = dir.path().join("truth.jsonl");
+    let mut subscriber = subscribe(&server.url()).await;
+    // With raw payloads kept, the scenario's 4,000,000-byte block cannot fit a 1 MB
+    // max_payload; every other message does.
+    let mut extractor = start_extractor(&[
+        "ebpf",
+        "--bitcoind-path",
+        binary.to_str().unwrap(),
+        "--nats-url",
+        &server.url(),
+        "--node-id",
+        NODE,
+        "--stats-interval",
+        "3600",
+        "--tracepoints",
+        "net",
+        "--keep-raw-payloads",
+    ]);
+    extractor
+        .alongside(run_simulator(
+            &binary,
+            &[
+                "--truth",
+                truth_path.to_str().unwrap(),
+                "--wait-for-tracer",
+                "net:inbound_message",
+                "regtest-like",
+            ],
+        ))
+        .await;
+    let fired = read_truth(&truth_path).unwrap().len() as u64;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    extractor.stop().await.unwrap();
+    let events = receive(
+        &mut subscriber,
+        |e| {
+            matches!(
+                e.last().and_then(|e| e.payload.as_ref()),
+                Some(Payload::ExtractorStats(_))
+            )
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+    let Some(Payload::ExtractorStats(stats)) = events.last().and_then(|e| e.payload.clone()) else {
+        panic!("no final stats event");
+    };
+    let delivered = tracepoint_events(&events).len() as u64;
+    assert!(stats.dropped_too_large > 0, "{stats:?}");
+    assert_eq!(delivered + stats.dropped_too_large, fired, "{stats:?}");
+}

@@ -10,7 +10,8 @@ pub struct NatsServer {
     pub port: u16,
     config: PathBuf,
     child: Option<Child>,
-    _dir: tempfile::TempDir,
+    /// Holds the configuration file for as long as the server lives.
+    _workdir: tempfile::TempDir,
 }
 
 /// A port nothing listens on right now.
@@ -45,18 +46,26 @@ impl NatsServer {
 
     /// A server that will listen on `port` once [`NatsServer::resume`] is called.
     pub fn stopped_on(port: u16) -> NatsServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("nats.conf");
-        std::fs::write(
-            &config,
-            format!("listen: 127.0.0.1:{port}\nmax_payload: 8MB\n"),
-        )
-        .expect("write config");
+        NatsServer::configured(port, "max_payload: 8MB")
+    }
+
+    /// A server on a free port with `config` (nats-server configuration lines) added.
+    pub fn start_with(config: &str) -> NatsServer {
+        let mut server = NatsServer::configured(free_port(), config);
+        server.resume();
+        server
+    }
+
+    fn configured(port: u16, config: &str) -> NatsServer {
+        let workdir = tempfile::tempdir().expect("temp dir");
+        let path = workdir.path().join("nats.conf");
+        std::fs::write(&path, format!("listen: 127.0.0.1:{port}\n{config}\n"))
+            .expect("write config");
         NatsServer {
             port,
-            config,
+            config: path,
             child: None,
-            _dir: dir,
+            _workdir: workdir,
         }
     }
 
