@@ -686,3 +686,81 @@ async fn events_larger_than_the_server_allows_are_dropped_and_counted() {
     assert!(stats.dropped_too_large > 0, "{stats:?}");
     assert_eq!(delivered + stats.dropped_too_large, fired, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_detaches_flushes_and_exits_0() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let truth_path = dir.path().join("truth.jsonl");
+    let mut subscriber = subscribe(&server.url()).await;
+    let mut extractor = Command::new(env!("CARGO_BIN_EXE_extractor"))
+        .args([
+            "ebpf",
+            "--bitcoind-path",
+            binary.to_str().unwrap(),
+            "--nats-url",
+            &server.url(),
+            "--node-id",
+            NODE,
+            "--stats-interval",
+            "3600",
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    run_simulator(
+        &binary,
+        &[
+            "--truth",
+            truth_path.to_str().unwrap(),
+            "--wait-for-tracer",
+            "all",
+            "regtest-like",
+        ],
+    )
+    .await;
+    let fired = read_truth(&truth_path).unwrap().len() as u64;
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(extractor.id().unwrap() as i32, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(10), extractor.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let events = receive(
+        &mut subscriber,
+        |e| {
+            matches!(
+                e.last().and_then(|e| e.payload.as_ref()),
+                Some(Payload::ExtractorStats(_))
+            )
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    let Some(Payload::ExtractorStats(stats)) = events.last().and_then(|e| e.payload.clone()) else {
+        panic!("no final stats event");
+    };
+    assert_eq!(stats.events_read, fired);
+    assert_eq!(
+        tracepoint_events(&events).len() as u64,
+        fired,
+        "everything read was flushed before exiting"
+    );
+    // Detached: the semaphores are down again, a new process sees no tracer.
+    let untraced = Command::new(&binary)
+        .args([
+            "--wait-for-tracer",
+            "all",
+            "--wait-timeout",
+            "1",
+            "regtest-like",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!untraced.status.success());
+}
