@@ -63,6 +63,21 @@ static PAYLOAD_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOT
 #[map]
 static EVENT_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Firings seen by `usdt_count`, the count-only program (benchmarks: the cost of the bare
+/// uprobe trap, without reading or sending anything).
+#[map]
+static COUNT_ONLY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Only counts the firing: attached instead of `usdt` to measure what the trap itself costs the
+/// traced thread.
+#[uprobe]
+pub fn usdt_count(_ctx: ProbeContext) -> u32 {
+    if let Some(count) = COUNT_ONLY.get_ptr_mut(0) {
+        unsafe { *count += 1 };
+    }
+    0
+}
+
 #[uprobe]
 pub fn usdt(ctx: ProbeContext) -> u32 {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;

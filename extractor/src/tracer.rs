@@ -56,6 +56,9 @@ pub struct TracerConfig {
     /// Most payload bytes captured per P2P message; a longer payload arrives cut to this many
     /// bytes (its size argument still says how long it was).
     pub capture_limit: u32,
+    /// Attach the count-only program instead: it reads and sends nothing, only counts firings
+    /// ([`Tracer::count_only_firings`]). For benchmarks: the cost of the bare uprobe trap.
+    pub count_only: bool,
 }
 
 /// Default ring size: room for about 8 whole 4 MB blocks, or about 50,000 small messages (about
@@ -80,6 +83,7 @@ impl TracerConfig {
             tracepoints: Tracepoint::ALL.iter().copied().collect(),
             ring_bytes: DEFAULT_RING_BYTES,
             capture_limit: DEFAULT_CAPTURE_LIMIT,
+            count_only: false,
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct Tracer {
     ring: AsyncFd<RingBuf<MapData>>,
     drops: PerCpuArray<MapData, u64>,
     payload_drops: PerCpuArray<MapData, u64>,
+    count_only: PerCpuArray<MapData, u64>,
     _ebpf: Ebpf,
     reassembler: Reassembler,
     kernel_memory_bytes: u64,
@@ -158,9 +163,14 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .load(EBPF_OBJECT)?;
         let kernel_memory_bytes = kernel_memory(&ebpf)?;
+        let program_name = if config.count_only {
+            "usdt_count"
+        } else {
+            "usdt"
+        };
         let program: &mut UProbe = ebpf
-            .program_mut("usdt")
-            .expect("the object defines the usdt program")
+            .program_mut(program_name)
+            .expect("the object defines both programs")
             .try_into()?;
         program.load()?;
         let program_fd = program.fd()?.try_clone()?;
@@ -223,6 +233,7 @@ impl Tracer {
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS"))?;
         let payload_drops =
             PerCpuArray::try_from(ebpf.take_map("PAYLOAD_DROPS").expect("PAYLOAD_DROPS"))?;
+        let count_only = PerCpuArray::try_from(ebpf.take_map("COUNT_ONLY").expect("COUNT_ONLY"))?;
         // SAFETY: the AsyncFd owns the ring map, so its descriptor outlives the registration.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
         Ok(Tracer {
@@ -230,6 +241,7 @@ impl Tracer {
             ring,
             drops,
             payload_drops,
+            count_only,
             _ebpf: ebpf,
             reassembler: Reassembler::new(WallClock::now(), config.capture_limit),
             kernel_memory_bytes,
@@ -285,6 +297,11 @@ impl Tracer {
     /// `payload_cut == Some(PayloadCut::RingFull)`.
     pub fn kernel_payload_drops(&self) -> Result<Vec<(Tracepoint, u64)>, TracerError> {
         per_tracepoint(&self.payload_drops)
+    }
+
+    /// Firings counted by the count-only program ([`TracerConfig::count_only`]) since attach.
+    pub fn count_only_firings(&self) -> Result<u64, TracerError> {
+        Ok(self.count_only.get(&0, 0)?.iter().sum())
     }
 
     /// Kernel memory held by the object's maps: the ring, the spec array, the counters and

@@ -35,6 +35,22 @@ enum Task {
         #[arg(long, env = "NODESCOPE_DEMO_SECONDS")]
         seconds: Option<u64>,
     },
+    /// Set up, build in release, then run a benchmark and print its table (needs root: eBPF).
+    Bench {
+        /// What to benchmark.
+        #[arg(value_enum)]
+        what: BenchTarget,
+        /// Short steps: a smoke run (rougher figures).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchTarget {
+    /// The eBPF extractor: lossless rates, latency, CPU, memory, block burst, traced-thread cost
+    /// (extractor/examples/bench.rs).
+    Extractor,
 }
 
 fn main() -> Result<()> {
@@ -47,6 +63,10 @@ fn main() -> Result<()> {
         Task::Demo { pace_ms, seconds } => {
             setup()?;
             demo(pace_ms, seconds)
+        }
+        Task::Bench { what, quick } => {
+            setup()?;
+            bench(what, quick)
         }
     }
 }
@@ -96,6 +116,39 @@ fn test(cargo_args: &[String]) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn bench(what: BenchTarget, quick: bool) -> Result<()> {
+    match what {
+        BenchTarget::Extractor => {
+            check(
+                cargo(&[
+                    "build",
+                    "--release",
+                    "--package",
+                    "extractor",
+                    "--package",
+                    "simulator",
+                    "--bins",
+                ])
+                .status()?,
+                "building the extractor and the simulator (release)",
+            )?;
+            let mut args = vec![
+                "run",
+                "--release",
+                "--package",
+                "extractor",
+                "--example",
+                "bench",
+                "--",
+            ];
+            if quick {
+                args.push("--quick");
+            }
+            check(cargo(&args).status()?, "the extractor benchmark")
+        }
+    }
 }
 
 /// Children that are stopped (SIGTERM, then reaped) when the demo ends, however it ends.
