@@ -10,7 +10,7 @@ use futures::StreamExt;
 use nodescope_bus::test_server::{free_port, NatsServer};
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p::DecodeOptions;
-use nodescope_proto::{tracepoint_payload, Category, Event, ExtractorKind};
+use nodescope_proto::{tracepoint_payload, Category, Event, ExtractorKind, ExtractorStats};
 use prost::Message;
 use simulator::truth::{read_truth, TruthRecord};
 use tokio::process::Command;
@@ -60,6 +60,29 @@ async fn receive(
         }
     }
     events
+}
+
+/// Receives until an `extractor_stats` event arrives (the final one, after a stop); returns
+/// everything received and those stats.
+async fn until_stats(
+    subscriber: &mut async_nats::Subscriber,
+    timeout: Duration,
+) -> (Vec<Event>, ExtractorStats) {
+    let events = receive(
+        subscriber,
+        |e| {
+            matches!(
+                e.last().and_then(|e| e.payload.as_ref()),
+                Some(Payload::ExtractorStats(_))
+            )
+        },
+        timeout,
+    )
+    .await;
+    let Some(Payload::ExtractorStats(stats)) = events.last().and_then(|e| e.payload.clone()) else {
+        panic!("no stats event among {} received", events.len());
+    };
+    (events, stats)
 }
 
 fn tracepoint_events(events: &[Event]) -> Vec<&Event> {
@@ -177,10 +200,7 @@ async fn regtest_like_scenario_is_published_exactly_as_fired() {
 
     // Shutting down publishes the final stats: everything read was published, nothing dropped.
     extractor.stop().await.unwrap();
-    let stats = receive(&mut subscriber, |e| !e.is_empty(), Duration::from_secs(10)).await;
-    let Some(Payload::ExtractorStats(stats)) = stats.last().and_then(|e| e.payload.clone()) else {
-        panic!("no final stats event");
-    };
+    let (_, stats) = until_stats(&mut subscriber, Duration::from_secs(10)).await;
     assert_eq!(stats.events_read, truth.len() as u64);
     assert!(stats.published >= truth.len() as u64);
     assert_eq!(
@@ -297,23 +317,8 @@ async fn nats_killed_mid_stream_every_event_is_delivered_or_counted() {
     let fired = fired_from_summary(&summary);
     assert_eq!(fired, 20_000);
     extractor.stop().await.unwrap();
-    events.extend(
-        receive(
-            &mut subscriber,
-            |e| {
-                matches!(
-                    e.last().and_then(|e| e.payload.as_ref()),
-                    Some(Payload::ExtractorStats(_))
-                )
-            },
-            Duration::from_secs(20),
-        )
-        .await,
-    );
-
-    let Some(Payload::ExtractorStats(stats)) = events.last().and_then(|e| e.payload.clone()) else {
-        panic!("no final stats event");
-    };
+    let (rest, stats) = until_stats(&mut subscriber, Duration::from_secs(20)).await;
+    events.extend(rest);
     let delivered: std::collections::BTreeSet<u64> = tracepoint_events(&events)
         .iter()
         .map(|e| e.sequence)
@@ -599,20 +604,7 @@ async fn a_long_outage_drops_the_oldest_events_and_counts_them() {
     server.resume();
     let mut subscriber = subscribe(&url).await;
     extractor.stop().await.unwrap();
-    let events = receive(
-        &mut subscriber,
-        |e| {
-            matches!(
-                e.last().and_then(|e| e.payload.as_ref()),
-                Some(Payload::ExtractorStats(_))
-            )
-        },
-        Duration::from_secs(20),
-    )
-    .await;
-    let Some(Payload::ExtractorStats(stats)) = events.last().and_then(|e| e.payload.clone()) else {
-        panic!("no final stats event");
-    };
+    let (events, stats) = until_stats(&mut subscriber, Duration::from_secs(20)).await;
     let delivered: Vec<u64> = tracepoint_events(&events)
         .iter()
         .map(|e| e.sequence)
@@ -668,20 +660,7 @@ async fn events_larger_than_the_server_allows_are_dropped_and_counted() {
     let fired = read_truth(&truth_path).unwrap().len() as u64;
     tokio::time::sleep(Duration::from_millis(500)).await;
     extractor.stop().await.unwrap();
-    let events = receive(
-        &mut subscriber,
-        |e| {
-            matches!(
-                e.last().and_then(|e| e.payload.as_ref()),
-                Some(Payload::ExtractorStats(_))
-            )
-        },
-        Duration::from_secs(20),
-    )
-    .await;
-    let Some(Payload::ExtractorStats(stats)) = events.last().and_then(|e| e.payload.clone()) else {
-        panic!("no final stats event");
-    };
+    let (events, stats) = until_stats(&mut subscriber, Duration::from_secs(20)).await;
     let delivered = tracepoint_events(&events).len() as u64;
     assert!(stats.dropped_too_large > 0, "{stats:?}");
     assert_eq!(delivered + stats.dropped_too_large, fired, "{stats:?}");
@@ -730,20 +709,7 @@ async fn sigterm_detaches_flushes_and_exits_0() {
         .expect("exits")
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    let events = receive(
-        &mut subscriber,
-        |e| {
-            matches!(
-                e.last().and_then(|e| e.payload.as_ref()),
-                Some(Payload::ExtractorStats(_))
-            )
-        },
-        Duration::from_secs(10),
-    )
-    .await;
-    let Some(Payload::ExtractorStats(stats)) = events.last().and_then(|e| e.payload.clone()) else {
-        panic!("no final stats event");
-    };
+    let (events, stats) = until_stats(&mut subscriber, Duration::from_secs(10)).await;
     assert_eq!(stats.events_read, fired);
     assert_eq!(
         tracepoint_events(&events).len() as u64,
