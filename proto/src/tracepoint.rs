@@ -401,33 +401,24 @@ mod tests {
 
     #[test]
     fn flush_mode_has_both_meanings() {
-        let args = [
-            ArgValue::Signed(10),
-            ArgValue::Unsigned(3),
-            ArgValue::Unsigned(1),
-            ArgValue::Unsigned(2),
-            ArgValue::Bool(false),
-        ];
-        let Payload::UtxocacheFlush(flush) =
-            tracepoint_payload(Tracepoint::UtxocacheFlush, &args, DecodeOptions::default()).payload
-        else {
-            panic!()
+        let flush = |mode: u64| {
+            let args = [
+                ArgValue::Signed(10),
+                ArgValue::Unsigned(mode),
+                ArgValue::Unsigned(1),
+                ArgValue::Unsigned(2),
+                ArgValue::Bool(false),
+            ];
+            match tracepoint_payload(Tracepoint::UtxocacheFlush, &args, DecodeOptions::default())
+                .payload
+            {
+                Payload::UtxocacheFlush(flush) => flush,
+                other => panic!("{other:?}"),
+            }
         };
-        assert_eq!(flush.mode_v30, FlushModeV30::Always as i32);
-        assert_eq!(flush.mode_v31, FlushModeV31::ForceFlush as i32);
-        let args = [
-            ArgValue::Signed(10),
-            ArgValue::Unsigned(4),
-            ArgValue::Unsigned(1),
-            ArgValue::Unsigned(2),
-            ArgValue::Bool(false),
-        ];
-        let Payload::UtxocacheFlush(flush) =
-            tracepoint_payload(Tracepoint::UtxocacheFlush, &args, DecodeOptions::default()).payload
-        else {
-            panic!()
-        };
-        assert_eq!(flush.mode_v30, 4, "no v30 name: the number stays");
-        assert_eq!(flush.mode_v31, FlushModeV31::ForceSync as i32);
+        assert_eq!(flush(3).mode_v30, FlushModeV30::Always as i32);
+        assert_eq!(flush(3).mode_v31, FlushModeV31::ForceFlush as i32);
+        assert_eq!(flush(4).mode_v30, 4, "no v30 name: the number stays");
+        assert_eq!(flush(4).mode_v31, FlushModeV31::ForceSync as i32);
     }
 }
