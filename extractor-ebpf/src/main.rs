@@ -23,6 +23,7 @@ use aya_ebpf::{
     programs::ProbeContext,
     EbpfContext,
 };
+use aya_log_ebpf::{error, warn};
 use extractor_common::usdt::{
     capture, chunk_flags, flags, location, max_chunks, record_kind, ChunkHeader, PayloadChunk,
     TraceRecord, UsdtArgSpec, UsdtSpec, DEFAULT_CAPTURE_LIMIT, HASH_LEN, HASH_SLOTS, LARGE_CHUNK,
@@ -81,8 +82,12 @@ pub fn usdt_count(_ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn usdt(ctx: ProbeContext) -> u32 {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-    if let Some(spec) = USDT_SPECS.get(cookie) {
-        emit(&ctx, spec);
+    match USDT_SPECS.get(cookie) {
+        Some(spec) => emit(&ctx, spec),
+        None => error!(
+            &ctx,
+            "no argument spec for attach cookie {}: event lost", cookie
+        ),
     }
     0
 }
@@ -190,7 +195,16 @@ fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
     }
     let payload_len = record.payload_len;
     let tracepoint = record.tracepoint;
+    let read_failed = record.flags & flags::READ_FAILED != 0;
     entry.submit(wakeup_flags());
+    if read_failed {
+        warn!(
+            ctx,
+            "tracepoint #{}: an argument could not be read from the traced process (pid {}); the event carries an error mark",
+            tracepoint,
+            (pid_tgid >> 32) as u32
+        );
+    }
 
     if payload_len > 0 {
         let mut copy = PayloadCopy {

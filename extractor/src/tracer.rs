@@ -106,6 +106,7 @@ pub struct Tracer {
     payload_drops: PerCpuArray<MapData, u64>,
     count_only: PerCpuArray<MapData, u64>,
     _ebpf: Ebpf,
+    _kernel_log: KernelLog,
     reassembler: Reassembler,
     kernel_memory_bytes: u64,
     pub attached: Vec<AttachedProbe>,
@@ -113,6 +114,43 @@ pub struct Tracer {
     pub missing: Vec<Tracepoint>,
     /// Probes whose argument specs could not be parsed, with the reason.
     pub unreadable: Vec<(Tracepoint, String)>,
+}
+
+/// Forwards the kernel program's diagnostics (aya-log) into this process's log while it lives.
+struct KernelLog(Option<tokio::task::JoinHandle<()>>);
+
+impl KernelLog {
+    fn forward(ebpf: &mut Ebpf) -> KernelLog {
+        let logger = match aya_log::EbpfLogger::init(ebpf) {
+            Ok(logger) => logger,
+            Err(error) => {
+                tracing::warn!(%error, "kernel-side diagnostics will not be shown");
+                return KernelLog(None);
+            }
+        };
+        // SAFETY: the AsyncFd owns the logger, so its descriptor outlives the registration.
+        let mut logger = match unsafe { AsyncFd::register(logger) } {
+            Ok(logger) => logger,
+            Err(error) => {
+                tracing::warn!(error = %error.into_parts().1, "kernel-side diagnostics will not be shown");
+                return KernelLog(None);
+            }
+        };
+        KernelLog(Some(tokio::spawn(async move {
+            while let Ok(mut ready) = logger.readable_mut().await {
+                ready.get_inner_mut().flush();
+                ready.clear_ready();
+            }
+        })))
+    }
+}
+
+impl Drop for KernelLog {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Which capture slot each argument of a tracepoint uses: strings and hashes are numbered in
@@ -163,6 +201,7 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .load(EBPF_OBJECT)?;
         let kernel_memory_bytes = kernel_memory(&ebpf)?;
+        let kernel_log = KernelLog::forward(&mut ebpf);
         let program_name = if config.count_only {
             "usdt_count"
         } else {
@@ -243,6 +282,7 @@ impl Tracer {
             payload_drops,
             count_only,
             _ebpf: ebpf,
+            _kernel_log: kernel_log,
             reassembler: Reassembler::new(WallClock::now(), config.capture_limit),
             kernel_memory_bytes,
             attached,
