@@ -15,8 +15,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: the eBPF compiler (Debian's rustc-web with matching core source), LLVM for
-# bpf-linker, sys/sdt.h for the tracepoint simulator, binutils for readelf, python for nats-server.
-APT_PACKAGES=(rustc-web cargo-web rust-web-src libstd-rust-web-dev systemtap-sdt-dev binutils
+# bpf-linker, sys/sdt.h for the tracepoint simulator, binutils for readelf, openssl for the TLS
+# test certificates, python for nats-server.
+APT_PACKAGES=(rustc-web cargo-web rust-web-src libstd-rust-web-dev systemtap-sdt-dev binutils openssl
               gcc python3-pip pkg-config)
 
 apt_missing() {
