@@ -234,17 +234,19 @@ impl Pipeline {
         envelope: &mut Envelope,
         publisher: &Publisher,
     ) {
-        for trace in events.drain(..) {
-            self.counts.read += 1;
-            self.counts.read_errors += trace.read_failed as u64;
+        let counts = &mut self.counts;
+        let printing = &mut self.printing;
+        publisher.send(events.drain(..).map(|trace| {
+            counts.read += 1;
+            counts.read_errors += trace.read_failed as u64;
             let (subject, event) = envelope.trace(&trace);
-            self.counts.decode_errors += decode_failed(&event) as u64;
-            if self.printing && writeln!(std::io::stdout().lock(), "{trace}").is_err() {
+            counts.decode_errors += decode_failed(&event) as u64;
+            if *printing && writeln!(std::io::stdout().lock(), "{trace}").is_err() {
                 // Reader went away (closed pipe): stop printing, keep publishing.
-                self.printing = false;
+                *printing = false;
             }
-            publisher.send(subject.to_string(), event.encode_to_vec().into());
-        }
+            (subject, event.encode_to_vec().into())
+        }));
     }
 }
 
@@ -350,7 +352,7 @@ fn publish_stats(
     };
     let (subject, event) =
         envelope.wrap(std::process::id(), now_ns(), Payload::ExtractorStats(stats));
-    publisher.send(subject.to_string(), event.encode_to_vec().into());
+    publisher.send([(subject, event.encode_to_vec().into())]);
     Ok(())
 }
 

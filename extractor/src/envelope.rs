@@ -1,6 +1,7 @@
 //! Turning tracepoint firings into protobuf `Event`s: the envelope (node, run, per-category
 //! sequence, time) around the payload `nodescope-proto` builds from the arguments.
 
+use async_nats::Subject;
 use nodescope_proto::p2p::DecodeOptions;
 use nodescope_proto::subjects::{self, Category, SubjectError};
 use nodescope_proto::{event::Payload, tracepoint_payload, Event, ExtractorKind};
@@ -14,7 +15,7 @@ pub struct Envelope {
     /// Next sequence number per category (indexed like `Category::ALL`): a consumer of one
     /// category sees consecutive numbers, so any jump is a loss.
     next_sequence: Vec<u64>,
-    subjects: Vec<String>,
+    subjects: Vec<Subject>,
     decode: DecodeOptions,
 }
 
@@ -60,7 +61,7 @@ impl Envelope {
     ) -> Result<Envelope, SubjectError> {
         let subjects = Category::ALL
             .iter()
-            .map(|category| subjects::subject(prefix, node_id, *category))
+            .map(|category| subjects::subject(prefix, node_id, *category).map(Subject::from))
             .collect::<Result<_, _>>()?;
         Ok(Envelope {
             node_id: node_id.to_string(),
@@ -78,7 +79,7 @@ impl Envelope {
     }
 
     /// Wraps a payload; returns the subject to publish on and the event.
-    pub fn wrap(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (&str, Event) {
+    pub fn wrap(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (Subject, Event) {
         let index = category_index(Category::of(&payload));
         let sequence = self.next_sequence[index];
         self.next_sequence[index] += 1;
@@ -92,11 +93,11 @@ impl Envelope {
             payload: Some(payload),
             ..Event::default()
         };
-        (&self.subjects[index], event)
+        (self.subjects[index].clone(), event)
     }
 
     /// The event for one tracepoint firing.
-    pub fn trace(&mut self, trace: &TraceEvent) -> (&str, Event) {
+    pub fn trace(&mut self, trace: &TraceEvent) -> (Subject, Event) {
         let converted = tracepoint_payload(trace.tracepoint, &trace.args, self.decode);
         let mut error = converted.error;
         let mut note = |text: &str| {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use async_nats::Client;
+use async_nats::{Client, Subject};
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -27,8 +27,11 @@ const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Confirmed events younger than this are sent again after a reconnection: the server that
 /// confirmed them may have died before delivering them.
 const REPLAY_WINDOW: Duration = Duration::from_secs(1);
-/// Most bytes kept for replay.
-const REPLAY_BYTES: usize = 32 * 1024 * 1024;
+/// Most memory kept for replay, per-event bookkeeping included: at hundreds of thousands of
+/// small events a second the bookkeeping, not the payloads, is what fills it.
+const REPLAY_BYTES: usize = 16 * 1024 * 1024;
+/// Memory an event costs in the replay window besides its payload.
+const REPLAY_ENTRY_OVERHEAD: usize = std::mem::size_of::<(Instant, Outgoing)>() + 16;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -56,7 +59,8 @@ pub struct PublisherStats {
 }
 
 struct Outgoing {
-    subject: String,
+    /// Shared per category: cloning it is a reference count, not a copy.
+    subject: Subject,
     payload: Bytes,
     /// The server confirmed it once already: a replay does not count it as published again.
     confirmed: bool,
@@ -97,15 +101,17 @@ impl Publisher {
         Publisher { shared, task }
     }
 
-    /// Queues an event; never waits. Drops (and counts) the oldest events when over the limit.
-    pub fn send(&self, subject: String, payload: Bytes) {
+    /// Queues events; never waits. Drops (and counts) the oldest events when over the limit.
+    pub fn send(&self, events: impl IntoIterator<Item = (Subject, Bytes)>) {
         let mut queue = self.shared.queue.lock().expect("publisher queue");
-        queue.bytes += payload.len();
-        queue.items.push_back(Outgoing {
-            subject,
-            payload,
-            confirmed: false,
-        });
+        for (subject, payload) in events {
+            queue.bytes += payload.len();
+            queue.items.push_back(Outgoing {
+                subject,
+                payload,
+                confirmed: false,
+            });
+        }
         let mut dropped = 0;
         while queue.bytes > self.shared.limit_bytes && queue.items.len() > 1 {
             let oldest = queue.items.pop_front().expect("non-empty");
@@ -203,14 +209,14 @@ impl Recent {
     fn keep(&mut self, confirmed: Vec<Outgoing>) {
         let now = Instant::now();
         for item in confirmed {
-            self.bytes += item.payload.len();
+            self.bytes += item.payload.len() + REPLAY_ENTRY_OVERHEAD;
             self.items.push_back((now, item));
         }
         while let Some((at, item)) = self.items.front() {
             if now.duration_since(*at) <= REPLAY_WINDOW && self.bytes <= REPLAY_BYTES {
                 break;
             }
-            self.bytes -= item.payload.len();
+            self.bytes -= item.payload.len() + REPLAY_ENTRY_OVERHEAD;
             self.items.pop_front();
         }
     }
