@@ -195,6 +195,15 @@ fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
             .context("starting nats-server (run `cargo xtask setup`)")?,
     ));
 
+    // The extractor would cope with a late NATS, but the demo should not open with a warning.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect("127.0.0.1:4222").is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("nats-server did not start listening on 127.0.0.1:4222 (is the port taken?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
     println!(
         "demo: starting the extractor on {}",
         bin("bitcoind-sim").display()
