@@ -388,3 +388,132 @@ async fn an_overloaded_tiny_ring_counts_every_loss() {
         }
     }
 }
+
+/// Runs `bitcoind-sim unreadable` under `tracer`; returns the ground truth and the events.
+async fn run_unreadable_scenario(
+    tracer: &mut Tracer,
+    binary: &Path,
+    truth: &Path,
+) -> (Vec<TruthRecord>, Vec<TraceEvent>) {
+    let child = Command::new(binary)
+        .arg("--truth")
+        .arg(truth)
+        .args(["--wait-for-tracer", "all", "unreadable"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start simulator");
+    let events = collect(tracer, &mut [child], || {
+        read_truth(truth).map(|r| r.len()).unwrap_or(0)
+    })
+    .await;
+    (read_truth(truth).unwrap(), events)
+}
+
+#[tokio::test]
+async fn unreadable_arguments_are_marked_and_the_events_around_them_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let truth_path = dir.path().join("truth.jsonl");
+    let mut tracer = attach(&binary);
+    let (truth, events) = run_unreadable_scenario(&mut tracer, &binary, &truth_path).await;
+
+    // A string, a hash and a payload, each between two normal firings of its tracepoint.
+    assert_eq!(truth.len(), 9, "the scenario fires nine events");
+    assert_eq!(events.len(), truth.len(), "every event arrives, none more");
+    let mut marked = (0, 0);
+    for (i, (fired, event)) in truth.iter().zip(&events).enumerate() {
+        let at = format!("event {i} ({})", fired.tracepoint);
+        let unreadable: Vec<usize> = (0..fired.args.len())
+            .filter(|&n| fired.args[n].as_unreadable().is_some())
+            .collect();
+        if unreadable.is_empty() {
+            // The normal ones are exact, including those right after an unreadable one.
+            assert_same(
+                std::slice::from_ref(fired),
+                std::slice::from_ref(event),
+                usize::MAX,
+            );
+            continue;
+        }
+        assert_eq!(event.tracepoint.to_string(), fired.tracepoint, "{at}");
+        assert_eq!((event.pid, event.tid), (fired.pid, fired.tid), "{at}");
+        assert_eq!(event.args.len(), fired.args.len(), "{at}: argument count");
+        let expected = fired.arg_values();
+        for (n, got) in event.args.iter().enumerate() {
+            let at = format!("{at} argument {n} ({})", event.tracepoint.arg_names()[n]);
+            if !unreadable.contains(&n) {
+                assert_eq!(
+                    *got, expected[n],
+                    "{at}: a readable argument of the same event"
+                );
+                continue;
+            }
+            match got {
+                // Unreadable strings and hashes show as "" and zeros, and mark the event.
+                ArgValue::Str { bytes, truncated } => {
+                    assert!(bytes.is_empty() && !truncated, "{at}: {got:?}");
+                    assert!(event.read_failed, "{at}: not marked read_failed");
+                    assert_eq!(event.payload_cut, None, "{at}");
+                    marked.0 += 1;
+                }
+                ArgValue::Hash(hash) => {
+                    assert_eq!(*hash, [0; 32], "{at}");
+                    assert!(event.read_failed, "{at}: not marked read_failed");
+                    assert_eq!(event.payload_cut, None, "{at}");
+                    marked.0 += 1;
+                }
+                // An unreadable payload is cut to nothing and says why; the pointer itself and
+                // every other argument were read.
+                ArgValue::Bytes(bytes) => {
+                    assert!(bytes.is_empty(), "{at}: {} bytes", bytes.len());
+                    assert_eq!(event.payload_cut, Some(PayloadCut::ReadFailed), "{at}");
+                    assert!(
+                        !event.read_failed,
+                        "{at}: the arguments themselves were read"
+                    );
+                    marked.1 += 1;
+                }
+                other => panic!("{at}: fired an unreadable pointer, received {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        marked,
+        (2, 1),
+        "(unreadable strings and hashes, unreadable payloads)"
+    );
+    assert!(
+        tracer.kernel_drops().unwrap().is_empty(),
+        "kernel dropped events"
+    );
+    assert!(
+        tracer.kernel_payload_drops().unwrap().is_empty(),
+        "an unreadable payload is not a ring-full drop"
+    );
+
+    // The tracer keeps working afterwards: a second run arrives just as well.
+    let again = dir.path().join("again.jsonl");
+    let (truth, events) = run_unreadable_scenario(&mut tracer, &binary, &again).await;
+    assert_eq!(events.len(), truth.len());
+    let flags: Vec<(bool, Option<PayloadCut>)> = events
+        .iter()
+        .map(|e| (e.read_failed, e.payload_cut))
+        .collect();
+    let read_failed = (true, None);
+    let payload = (false, Some(PayloadCut::ReadFailed));
+    let fine = (false, None);
+    assert_eq!(
+        flags,
+        [
+            fine,
+            read_failed,
+            fine,
+            fine,
+            read_failed,
+            fine,
+            fine,
+            payload,
+            fine
+        ]
+    );
+}

@@ -730,3 +730,177 @@ async fn sigterm_detaches_flushes_and_exits_0() {
         .unwrap();
     assert!(!untraced.status.success());
 }
+
+/// `text` without ANSI colour sequences (`ESC [ … letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_arguments_are_logged_by_the_kernel_published_with_an_error_and_counted() {
+    use extractor_common::Tracepoint;
+    use tokio::io::AsyncReadExt;
+
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = private_binary(dir.path(), "bitcoind-sim");
+    let truth_path = dir.path().join("truth.jsonl");
+    let mut subscriber = subscribe(&server.url()).await;
+    let mut extractor = Command::new(env!("CARGO_BIN_EXE_extractor"))
+        .args([
+            "ebpf",
+            "--bitcoind-path",
+            binary.to_str().unwrap(),
+            "--nats-url",
+            &server.url(),
+            "--node-id",
+            NODE,
+            "--stats-interval",
+            "3600",
+        ])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Read stderr as it comes, so that the extractor never blocks on a full pipe.
+    let mut stderr_pipe = extractor.stderr.take().expect("piped stderr");
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        stderr_pipe.read_to_string(&mut text).await.unwrap();
+        text
+    });
+    run_simulator(
+        &binary,
+        &[
+            "--truth",
+            truth_path.to_str().unwrap(),
+            "--wait-for-tracer",
+            "all",
+            "unreadable",
+        ],
+    )
+    .await;
+    let truth = read_truth(&truth_path).unwrap();
+    assert_eq!(truth.len(), 9, "the scenario fires nine events");
+    let events = receive(
+        &mut subscriber,
+        |e| tracepoint_events(e).len() >= truth.len(),
+        Duration::from_secs(20),
+    )
+    .await;
+    // Give the kernel log forwarder a moment: its ring is read apart from the events'.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(extractor.id().unwrap() as i32, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(10), extractor.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let stderr = strip_ansi(&stderr.await.unwrap());
+    let (rest, stats) = until_stats(&mut subscriber, Duration::from_secs(10)).await;
+    assert!(
+        tracepoint_events(&rest).is_empty(),
+        "everything was published before the stop"
+    );
+
+    // Published in firing order per category: the unreadable ones carry an error, the normal
+    // ones around them are exact.
+    let events = tracepoint_events(&events);
+    assert_eq!(events.len(), truth.len(), "published vs fired");
+    let mut by_category: BTreeMap<Category, Vec<&Event>> = BTreeMap::new();
+    for event in &events {
+        by_category
+            .entry(event.category().unwrap())
+            .or_default()
+            .push(event);
+    }
+    let mut unreadable_values = 0u64;
+    let mut position: BTreeMap<Category, usize> = BTreeMap::new();
+    for (i, record) in truth.iter().enumerate() {
+        let expected = tracepoint_payload(
+            record.tracepoint().unwrap(),
+            &record.arg_values(),
+            DecodeOptions::default(),
+        );
+        let category = Category::of(&expected.payload);
+        let n = position.entry(category).or_default();
+        let event = by_category[&category][*n];
+        *n += 1;
+        let at = format!("event {i} ({})", record.tracepoint);
+        assert_eq!(event.pid, record.pid, "{at}");
+        assert_eq!(event.category(), Some(category), "{at}");
+        let unreadable: Vec<&simulator::TruthArg> = record
+            .args
+            .iter()
+            .filter(|a| a.as_unreadable().is_some())
+            .collect();
+        if unreadable.is_empty() {
+            assert_eq!(event.payload.as_ref(), Some(&expected.payload), "{at}");
+            assert!(event.error.is_empty(), "{at}: {}", event.error);
+            continue;
+        }
+        assert!(
+            event
+                .error
+                .contains("could not be read from the traced process"),
+            "{at}: error {:?}",
+            event.error
+        );
+        // Strings and hashes (not payloads) are what the kernel marks as read errors.
+        let kinds = record.tracepoint().unwrap().args();
+        unreadable_values += record
+            .args
+            .iter()
+            .zip(kinds)
+            .filter(|(a, kind)| {
+                a.as_unreadable().is_some() && **kind != extractor_common::ArgKind::Bytes
+            })
+            .count() as u64;
+    }
+    assert_eq!(unreadable_values, 2, "one string, one hash");
+
+    assert_eq!(stats.events_read, truth.len() as u64, "{stats:?}");
+    assert!(
+        stats.read_errors >= unreadable_values,
+        "read_errors counts the unreadable strings and hashes: {stats:?}"
+    );
+    assert!(stats.kernel_drops.is_empty(), "{stats:?}");
+
+    // The kernel program said so through aya-log, under its own target, with the pid.
+    let pid = truth[0].pid;
+    let kernel_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("could not be read from the traced process"))
+        .collect();
+    for tracepoint in [
+        Tracepoint::NetMisbehavingConnection,
+        Tracepoint::MempoolAdded,
+    ] {
+        let wanted = format!(
+            "tracepoint #{}: an argument could not be read from the traced process (pid {pid})",
+            tracepoint as u16
+        );
+        assert!(
+            kernel_lines
+                .iter()
+                .any(|l| l.contains("extractor_ebpf") && l.contains(&wanted)),
+            "no kernel log line {wanted:?} (target extractor_ebpf) in the extractor's stderr:\n{stderr}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use crate::probes::{Flavour, Probes};
 use crate::scenario::{regtest_like, Fixtures};
 use crate::sim::{install_stop_handlers, stop_requested, Sim};
 use crate::truth::TruthWriter;
+use crate::unreadable::unreadable_scenario;
 
 pub const DEFAULT_SEED: u64 = 0x6e6f_6465_7363_6f70; // "nodescop"
 
@@ -57,7 +58,7 @@ pub struct Cli {
         conflicts_with = "repeat"
     )]
     pub forever: bool,
-    /// Sleep this long between events (regtest-like).
+    /// Sleep this long between events (regtest-like, unreadable).
     #[arg(
         long,
         value_name = "MILLIS",
@@ -79,6 +80,9 @@ pub enum ScenarioCmd {
     RegtestLike,
     /// net:inbound_message / net:outbound_message load.
     Load(LoadArgs),
+    /// Pointer arguments the tracer cannot read (a string, a hash, a payload), each between two
+    /// normal firings of its tracepoint.
+    Unreadable,
 }
 
 #[derive(clap::Args, Debug)]
@@ -132,7 +136,7 @@ where
     }
     let truth = cli.truth.as_deref().map(TruthWriter::create).transpose()?;
     let pace = match cli.scenario {
-        ScenarioCmd::RegtestLike => Duration::from_millis(cli.pace),
+        ScenarioCmd::RegtestLike | ScenarioCmd::Unreadable => Duration::from_millis(cli.pace),
         ScenarioCmd::Load(_) => Duration::ZERO,
     };
     let mut sim = Sim::new(&probes, truth, pace);
@@ -149,6 +153,15 @@ where
             Ok(())
         }
         ScenarioCmd::Load(args) => run_load_cmd(&mut sim, args, cli.seed, runs),
+        ScenarioCmd::Unreadable => {
+            for run in 0..runs {
+                if stop_requested() {
+                    break;
+                }
+                unreadable_scenario(&mut sim, run);
+            }
+            Ok(())
+        }
     };
     let flushed = sim.finish();
     result.and(flushed)

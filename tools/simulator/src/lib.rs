@@ -1,6 +1,7 @@
 //! `bitcoind-sim`: a stand-in for Bitcoin Core v30.0 as seen by a USDT tracer. It fires the
 //! same 20 tracepoints (same ELF notes, argument types and semaphores; see `c/tracepoints.c`)
-//! with realistic, valid content, and writes a ground truth of every event that fired.
+//! with realistic, valid content (and, in the `unreadable` scenario, deliberately unreadable
+//! pointers), and writes a ground truth of every event that fired.
 //!
 //! The C probes are linked by the two binaries, not by this library: see [`probes`].
 
@@ -12,6 +13,7 @@ pub mod probes;
 pub mod scenario;
 pub mod sim;
 pub mod truth;
+pub mod unreadable;
 
 pub use cli::run;
 pub use locate::binary_path;

@@ -236,6 +236,10 @@ pub enum Arg<'a> {
     Str(&'a CStr),
     /// A payload, or a 32-byte hash in internal byte order.
     Bytes(&'a [u8]),
+    /// A pointer argument (string, hash or payload) whose value is this raw address, which must
+    /// not be readable by the tracer (e.g. 0x10, in the never-mapped first page). Neither the
+    /// simulator nor the C probe function dereferences it: only the tracer tries to.
+    Unreadable(usize),
 }
 
 impl Arg<'_> {
@@ -258,6 +262,7 @@ impl Arg<'_> {
     fn cstr(&self) -> *const c_char {
         match self {
             Arg::Str(s) => s.as_ptr(),
+            Arg::Unreadable(address) => *address as *const c_char,
             other => panic!("expected a string probe argument, got {other:?}"),
         }
     }
@@ -265,6 +270,7 @@ impl Arg<'_> {
     fn ptr(&self) -> *const u8 {
         match self {
             Arg::Bytes(b) => b.as_ptr(),
+            Arg::Unreadable(address) => *address as *const u8,
             other => panic!("expected a byte-buffer probe argument, got {other:?}"),
         }
     }
@@ -280,13 +286,15 @@ impl Arg<'_> {
             (Arg::Str(_), ArgKind::CStr) => true,
             (Arg::Bytes(b), ArgKind::Hash32) => b.len() == 32,
             (Arg::Bytes(_), ArgKind::Bytes) => true,
+            (Arg::Unreadable(_), ArgKind::CStr | ArgKind::Hash32 | ArgKind::Bytes) => true,
             _ => false,
         }
     }
 }
 
 /// Panics unless `args` matches the catalogue's signature for `tp` (count, kinds, ranges, and
-/// payload length equal to the preceding size argument).
+/// payload length equal to the preceding size argument; an unreadable payload may claim any
+/// size).
 pub fn check_args(tp: Tracepoint, args: &[Arg<'_>]) {
     let kinds = tp.args();
     assert_eq!(args.len(), kinds.len(), "{tp}: wrong number of arguments");
@@ -321,8 +329,10 @@ impl Probes {
         }
         assert_eq!(a.len(), tp.args().len(), "{tp}: wrong number of arguments");
         use Tracepoint as T;
-        // SAFETY: every pointer comes from a live `&CStr` / `&[u8]` borrowed for this call, the
-        // C side only hands them to the probe, and integer conversions are range-checked.
+        // SAFETY: every pointer comes from a live `&CStr` / `&[u8]` borrowed for this call or is
+        // an `Arg::Unreadable` address nobody here dereferences; the C side only hands them to
+        // the probe (a tracer reads them with fault-tolerant reads), and integer conversions are
+        // range-checked.
         let fired = unsafe {
             match tp {
                 T::NetInboundMessage => (self.net_inbound_message)(

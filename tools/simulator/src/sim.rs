@@ -47,6 +47,8 @@ pub enum Value {
     Int(i128),
     Str(CString),
     Bytes(Vec<u8>),
+    /// A pointer argument with this raw, unreadable address (see [`Arg::Unreadable`]).
+    Unreadable(usize),
 }
 
 impl Value {
@@ -55,6 +57,7 @@ impl Value {
             Value::Int(v) => Arg::Int(*v),
             Value::Str(s) => Arg::Str(s),
             Value::Bytes(b) => Arg::Bytes(b),
+            Value::Unreadable(address) => Arg::Unreadable(*address),
         }
     }
 }
@@ -69,6 +72,11 @@ pub fn string(s: &str) -> Value {
 
 pub fn bytes(b: impl Into<Vec<u8>>) -> Value {
     Value::Bytes(b.into())
+}
+
+/// A pointer argument the tracer cannot read: `address` is handed to the probe as is.
+pub fn unreadable(address: usize) -> Value {
+    Value::Unreadable(address)
 }
 
 pub struct Sim<'p> {

@@ -4,6 +4,9 @@
 //! `{"seq":0,"pid":1234,"tid":1234,"ts_ns":1732200000000000000,"tracepoint":"net:inbound_message",
 //!   "args":[{"int":3},{"str":"127.0.0.1:18444"},{"str":"inbound"},{"str":"version"},{"int":102},
 //!   {"bytes":"80110100..."}]}`
+//!
+//! A pointer argument the simulator made unreadable on purpose (the `unreadable` scenario) is
+//! `{"unreadable":16}`: its raw address.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -38,6 +41,9 @@ pub enum TruthArg {
     Str(String),
     /// What a pointer argument points to (payload or 32-byte hash, memory order), lowercase hex.
     Bytes(#[serde(with = "hex_bytes")] Vec<u8>),
+    /// A pointer argument (string, hash or payload) whose target cannot be read: its raw address.
+    /// A tracer sees the pointer but none of what it points to.
+    Unreadable(u64),
 }
 
 impl TruthArg {
@@ -46,6 +52,7 @@ impl TruthArg {
             Arg::Int(v) => TruthArg::Int(*v),
             Arg::Str(s) => TruthArg::Str(String::from_utf8_lossy(s.to_bytes()).into_owned()),
             Arg::Bytes(b) => TruthArg::Bytes(b.to_vec()),
+            Arg::Unreadable(address) => TruthArg::Unreadable(*address as u64),
         }
     }
 
@@ -66,6 +73,14 @@ impl TruthArg {
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             TruthArg::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The raw address of an unreadable pointer argument.
+    pub fn as_unreadable(&self) -> Option<u64> {
+        match self {
+            TruthArg::Unreadable(address) => Some(*address),
             _ => None,
         }
     }
@@ -96,6 +111,7 @@ impl TruthRecord {
                     }
                 }
                 (TruthArg::Bytes(b), _) => ArgValue::Bytes(b.clone()),
+                (TruthArg::Unreadable(address), _) => ArgValue::Pointer(*address),
             })
             .collect()
     }
@@ -229,6 +245,27 @@ mod tests {
         );
         assert_eq!(record.tracepoint(), Some(Tracepoint::NetInboundMessage));
         assert_eq!(serde_json::to_string(&record).unwrap(), line);
+    }
+
+    #[test]
+    fn unreadable_pointers_round_trip_and_are_bare_pointers() {
+        let line = r#"{"seq":1,"pid":1234,"tid":1234,"ts_ns":1732200000000000000,"tracepoint":"mempool:added","args":[{"unreadable":16},{"int":141},{"int":1410}]}"#;
+        let record: TruthRecord = serde_json::from_str(line).unwrap();
+        assert_eq!(record.args[0], TruthArg::Unreadable(16));
+        assert_eq!(record.args[0].as_unreadable(), Some(16));
+        assert_eq!(
+            record.arg_values(),
+            vec![
+                ArgValue::Pointer(16),
+                ArgValue::Signed(141),
+                ArgValue::Signed(1410)
+            ]
+        );
+        assert_eq!(serde_json::to_string(&record).unwrap(), line);
+        assert_eq!(
+            TruthArg::from_arg(&Arg::Unreadable(0x10)),
+            TruthArg::Unreadable(16)
+        );
     }
 
     #[test]
