@@ -239,12 +239,12 @@ impl Pipeline {
         publisher.send(events.drain(..).map(|trace| {
             counts.read += 1;
             counts.read_errors += trace.read_failed as u64;
-            let (subject, event) = envelope.trace(&trace);
-            counts.decode_errors += decode_failed(&event) as u64;
             if *printing && writeln!(std::io::stdout().lock(), "{trace}").is_err() {
                 // Reader went away (closed pipe): stop printing, keep publishing.
                 *printing = false;
             }
+            let (subject, event) = envelope.trace(trace);
+            counts.decode_errors += decode_failed(&event) as u64;
             (subject, event.encode_to_vec().into())
         }));
     }

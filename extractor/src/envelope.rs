@@ -97,8 +97,8 @@ impl Envelope {
     }
 
     /// The event for one tracepoint firing.
-    pub fn trace(&mut self, trace: &TraceEvent) -> (Subject, Event) {
-        let converted = tracepoint_payload(trace.tracepoint, &trace.args, self.decode);
+    pub fn trace(&mut self, trace: TraceEvent) -> (Subject, Event) {
+        let converted = tracepoint_payload(trace.tracepoint, trace.args, self.decode);
         let mut error = converted.error;
         let mut note = |text: &str| {
             if !error.is_empty() {

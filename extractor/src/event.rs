@@ -2,6 +2,35 @@
 //! its payload (if any) put back together from the chunk records that follow it.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hashes the reassembler's integer keys (event ids, thread ids) with one multiply: they are
+/// produced by our own kernel program, not an adversary, and SipHash was a visible share of the
+/// per-event cost.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(*byte as u64);
+        }
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(value as u64);
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type IdHasher = BuildHasherDefault<IntHasher>;
 use std::time::{Duration, Instant};
 
 use extractor_common::usdt::{capture, chunk_flags, flags, record_kind, ChunkHeader, TraceRecord};
@@ -165,9 +194,9 @@ pub struct Reassembler {
     queue: VecDeque<Pending>,
     first: u64,
     /// Events still receiving chunks: event id → sequence number.
-    open: HashMap<u64, u64>,
+    open: HashMap<u64, u64, IdHasher>,
     /// The open event of each thread: tid → event id.
-    open_by_thread: HashMap<u32, u64>,
+    open_by_thread: HashMap<u32, u64, IdHasher>,
     /// Chunks of no open event (their event already closed): should stay 0.
     pub stray_chunks: u64,
 }
@@ -192,8 +221,8 @@ impl Reassembler {
             capture_limit,
             queue: VecDeque::new(),
             first: 0,
-            open: HashMap::new(),
-            open_by_thread: HashMap::new(),
+            open: HashMap::default(),
+            open_by_thread: HashMap::default(),
             stray_chunks: 0,
         }
     }

@@ -120,7 +120,7 @@ fn assert_published_as_fired(truth: &[TruthRecord], events: &[&Event]) {
     for record in truth {
         let expected = tracepoint_payload(
             record.tracepoint().unwrap(),
-            &record.arg_values(),
+            record.arg_values(),
             DecodeOptions::default(),
         );
         fired
@@ -143,7 +143,7 @@ fn assert_published_as_fired(truth: &[TruthRecord], events: &[&Event]) {
             assert_eq!(event.pid, record.pid);
             let expected = tracepoint_payload(
                 record.tracepoint().unwrap(),
-                &record.arg_values(),
+                record.arg_values(),
                 DecodeOptions::default(),
             );
             assert_eq!(
@@ -835,7 +835,7 @@ async fn unreadable_arguments_are_logged_by_the_kernel_published_with_an_error_a
     for (i, record) in truth.iter().enumerate() {
         let expected = tracepoint_payload(
             record.tracepoint().unwrap(),
-            &record.arg_values(),
+            record.arg_values(),
             DecodeOptions::default(),
         );
         let category = Category::of(&expected.payload);

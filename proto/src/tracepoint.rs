@@ -28,21 +28,25 @@ pub struct TracepointPayload {
     pub error: String,
 }
 
-/// Reads arguments by position, noting what is missing, mistyped or truncated.
-struct Args<'a> {
+/// Reads arguments by position, noting what is missing, mistyped or truncated. Strings and
+/// payloads are moved out, not copied: this runs for every event.
+struct Args {
     tracepoint: Tracepoint,
-    values: &'a [ArgValue],
+    values: Vec<ArgValue>,
     truncated: Vec<String>,
     problems: Vec<String>,
 }
 
-impl<'a> Args<'a> {
-    fn get(&mut self, index: usize) -> Option<&'a ArgValue> {
-        let value = self.values.get(index);
-        if value.is_none() {
-            self.problem(index, "missing");
+impl Args {
+    /// Takes argument `index` out (noting it if missing).
+    fn take(&mut self, index: usize) -> Option<ArgValue> {
+        match self.values.get_mut(index) {
+            Some(value) => Some(std::mem::replace(value, ArgValue::Pointer(0))),
+            None => {
+                self.problem(index, "missing");
+                None
+            }
         }
-        value
     }
 
     fn problem(&mut self, index: usize, what: &str) {
@@ -57,12 +61,16 @@ impl<'a> Args<'a> {
     }
 
     fn int(&mut self, index: usize) -> i128 {
-        match self.get(index) {
-            Some(value) => value.as_i128().unwrap_or_else(|| {
+        match self.values.get(index).map(ArgValue::as_i128) {
+            Some(Some(value)) => value,
+            Some(None) => {
                 self.problem(index, "is not an integer");
                 0
-            }),
-            None => 0,
+            }
+            None => {
+                self.problem(index, "missing");
+                0
+            }
         }
     }
 
@@ -88,12 +96,13 @@ impl<'a> Args<'a> {
 
     /// A string argument; `field` names it in `truncated_fields` if it was cut.
     fn string(&mut self, index: usize, field: &str) -> String {
-        match self.get(index) {
+        match self.take(index) {
             Some(ArgValue::Str { bytes, truncated }) => {
-                if *truncated {
+                if truncated {
                     self.truncated.push(field.to_string());
                 }
-                String::from_utf8_lossy(bytes).into_owned()
+                String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
             }
             Some(_) => {
                 self.problem(index, "is not a string");
@@ -105,13 +114,21 @@ impl<'a> Args<'a> {
 
     /// A 32-byte hash argument, in display order.
     fn hash(&mut self, index: usize) -> Vec<u8> {
-        match self.get(index) {
+        match self.take(index) {
             Some(ArgValue::Hash(bytes)) => bytes.iter().rev().copied().collect(),
             Some(_) => {
                 self.problem(index, "is not a 32-byte hash");
                 Vec::new()
             }
             None => Vec::new(),
+        }
+    }
+
+    /// The captured bytes of a payload argument (none when it was not captured).
+    fn payload(&mut self, index: usize) -> Vec<u8> {
+        match self.take(index) {
+            Some(ArgValue::Bytes(bytes)) => bytes,
+            _ => Vec::new(),
         }
     }
 
@@ -160,9 +177,10 @@ fn removal_reason(text: &str) -> RemovalReason {
 /// The payload of one firing of `tracepoint` with `args` in the tracepoint's order.
 pub fn tracepoint_payload(
     tracepoint: Tracepoint,
-    args: &[ArgValue],
+    args: Vec<ArgValue>,
     options: DecodeOptions,
 ) -> TracepointPayload {
+    let argument_count = args.len();
     let mut a = Args {
         tracepoint,
         values: args,
@@ -175,11 +193,8 @@ pub fn tracepoint_payload(
             let peer = a.peer();
             let msg_type = a.string(3, "message.msg_type");
             let size = a.u64(4);
-            let captured: &[u8] = match a.get(5) {
-                Some(ArgValue::Bytes(bytes)) => bytes,
-                _ => &[],
-            };
-            let message = decode_p2p(&msg_type, captured, size, options);
+            let captured = a.payload(5);
+            let message = decode_p2p(&msg_type, &captured, size, options);
             if message.truncated {
                 a.truncated.push("message.raw".to_string());
             }
@@ -309,7 +324,7 @@ pub fn tracepoint_payload(
             replacement_vsize: a.i32(5),
             replacement_fee: a.i64(6),
             // v25-v28 pass 7 arguments; their replacement was always a transaction.
-            replaced_by_transaction: if args.len() > 7 { a.bool(7) } else { true },
+            replaced_by_transaction: if argument_count > 7 { a.bool(7) } else { true },
         }),
         T::MempoolRejected => Payload::MempoolRejected(MempoolRejected {
             txid: a.hash(0),
@@ -338,7 +353,7 @@ mod tests {
     fn missing_and_mistyped_arguments_are_noted_not_fatal() {
         let converted = tracepoint_payload(
             Tracepoint::MempoolAdded,
-            &[ArgValue::Unsigned(5), ArgValue::Signed(141)],
+            vec![ArgValue::Unsigned(5), ArgValue::Signed(141)],
             DecodeOptions::default(),
         );
         let Payload::MempoolAdded(added) = converted.payload else {
@@ -365,7 +380,7 @@ mod tests {
         ];
         let converted = tracepoint_payload(
             Tracepoint::NetOutboundConnection,
-            &args,
+            args.to_vec(),
             DecodeOptions::default(),
         );
         assert_eq!(converted.truncated_fields, ["peer.addr"]);
@@ -390,8 +405,11 @@ mod tests {
             ArgValue::Signed(4),
             ArgValue::Signed(5),
         ];
-        let converted =
-            tracepoint_payload(Tracepoint::MempoolReplaced, &args, DecodeOptions::default());
+        let converted = tracepoint_payload(
+            Tracepoint::MempoolReplaced,
+            args.to_vec(),
+            DecodeOptions::default(),
+        );
         let Payload::MempoolReplaced(replaced) = converted.payload else {
             panic!()
         };
@@ -409,8 +427,12 @@ mod tests {
                 ArgValue::Unsigned(2),
                 ArgValue::Bool(false),
             ];
-            match tracepoint_payload(Tracepoint::UtxocacheFlush, &args, DecodeOptions::default())
-                .payload
+            match tracepoint_payload(
+                Tracepoint::UtxocacheFlush,
+                args.to_vec(),
+                DecodeOptions::default(),
+            )
+            .payload
             {
                 Payload::UtxocacheFlush(flush) => flush,
                 other => panic!("{other:?}"),

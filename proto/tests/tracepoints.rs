@@ -179,7 +179,7 @@ fn every_tracepoint_payload_from_the_simulator_ground_truth() {
     for record in &truth {
         let tp = record.tracepoint().unwrap();
         seen.insert(tp);
-        let converted = tracepoint_payload(tp, &record.arg_values(), DecodeOptions::default());
+        let converted = tracepoint_payload(tp, record.arg_values(), DecodeOptions::default());
         assert!(converted.error.is_empty(), "{tp}: {}", converted.error);
         assert!(
             converted.truncated_fields.is_empty(),
