@@ -53,6 +53,10 @@ static USDT_SPECS: Array<UsdtSpec> = Array::with_max_entries(MAX_ATTACH_POINTS, 
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Records that found no room in `EVENTS`, per tracepoint.
+/// Per CPU: unread ring data, in multiples of `WAKEUP_BYTES`, at this CPU's last submission.
+#[map]
+static WAKEUP_LEVEL: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 
@@ -99,11 +103,21 @@ fn count(counters: &PerCpuArray<u64>, tracepoint: u16) {
     }
 }
 
-/// Submission flags: wake the reader only once enough data waits for it.
+/// Submission flags: wake the reader when the unread data crosses another multiple of
+/// `WAKEUP_BYTES` — once per crossing, not on every submission while above it (each forced
+/// wakeup costs the traced thread; the reader also drains on its own timer, which catches a
+/// crossing another CPU's submission hid).
 #[inline(always)]
 fn wakeup_flags() -> u64 {
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if waiting > unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) } {
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }.max(1);
+    let level = waiting / threshold;
+    let Some(last_level) = WAKEUP_LEVEL.get_ptr_mut(0) else {
+        return BPF_RB_NO_WAKEUP as u64;
+    };
+    let previous = unsafe { *last_level };
+    unsafe { *last_level = level };
+    if level > previous {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

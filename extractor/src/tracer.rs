@@ -72,8 +72,10 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
 /// Most records decoded per drain, so that a flood of records still lets events out.
 const DRAIN_BATCH: usize = 65_536;
 
-/// The kernel wakes the reader once this fraction of the ring is unread.
-const WAKEUP_FRACTION: u32 = 8;
+/// The kernel wakes the reader once this much is unread (or an eighth of a smaller ring): at
+/// high rates that is every few hundred events — a wakeup's cost spread thin — and events wait
+/// well under the drain timer's millisecond; at low rates the timer delivers them.
+const WAKEUP_BYTES: u32 = 64 * 1024;
 
 impl TracerConfig {
     pub fn new(binary: impl Into<PathBuf>) -> TracerConfig {
@@ -194,7 +196,7 @@ impl Tracer {
     /// Must be called within a tokio runtime.
     pub fn attach(config: &TracerConfig) -> Result<Tracer, TracerError> {
         let probes = usdt::read_probes(&config.binary)?;
-        let wakeup_bytes = (config.ring_bytes / WAKEUP_FRACTION) as u64;
+        let wakeup_bytes = WAKEUP_BYTES.min(config.ring_bytes / 8) as u64;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", config.ring_bytes)
             .override_global("CAPTURE_LIMIT", &config.capture_limit, true)
