@@ -63,9 +63,9 @@ pub struct EbpfArgs {
     /// Also publish each P2P message's raw payload bytes (decoded fields are always published).
     #[arg(long, env = "NODESCOPE_KEEP_RAW_PAYLOADS")]
     pub keep_raw_payloads: bool,
-    /// Most MiB of events held while NATS is unreachable; beyond it the oldest are dropped
-    /// (and counted).
-    #[arg(long, env = "NODESCOPE_NATS_BUFFER_MIB", default_value_t = 256)]
+    /// Most MiB of memory for events waiting for NATS (unreachable, or slower than bitcoind);
+    /// beyond it the oldest are dropped (and counted).
+    #[arg(long, env = "NODESCOPE_NATS_BUFFER_MIB", default_value_t = 64)]
     pub nats_buffer_mib: usize,
     /// Seconds between `extractor` stats events (and log lines).
     #[arg(long, env = "NODESCOPE_STATS_INTERVAL", default_value_t = 10)]
@@ -146,8 +146,8 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     );
     report_attach_problems(&tracer);
 
-    let client = args.nats.connect("nodescope-extractor").await?;
-    let publisher = Publisher::start(client, args.nats_buffer_mib * 1024 * 1024);
+    let connection = args.nats.connect("nodescope-extractor").await?;
+    let publisher = Publisher::start(connection, args.nats_buffer_mib * 1024 * 1024);
     let mut pipeline = Pipeline {
         counts: Counts::default(),
         printing: args.print,

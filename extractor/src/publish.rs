@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use async_nats::{Client, Subject};
+use async_nats::Subject;
 use bytes::Bytes;
+use nodescope_bus::Connection;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -32,6 +33,9 @@ const REPLAY_WINDOW: Duration = Duration::from_secs(1);
 const REPLAY_BYTES: usize = 16 * 1024 * 1024;
 /// Memory an event costs in the replay window besides its payload.
 const REPLAY_ENTRY_OVERHEAD: usize = std::mem::size_of::<(Instant, Outgoing)>() + 16;
+/// Memory an event costs in the queue besides its payload: counted, so that the limit bounds
+/// the process's memory, not just the payload bytes.
+const QUEUE_ENTRY_OVERHEAD: usize = std::mem::size_of::<Outgoing>() + 16;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -85,8 +89,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts publishing through `client`, queueing at most `limit_bytes` meanwhile.
-    pub fn start(client: Client, limit_bytes: usize) -> Publisher {
+    /// Starts publishing through `connection`, queueing at most `limit_bytes` meanwhile.
+    pub fn start(connection: Connection, limit_bytes: usize) -> Publisher {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
@@ -97,7 +101,7 @@ impl Publisher {
             wake: Notify::new(),
             counters: Counters::default(),
         });
-        let task = tokio::spawn(run(client, shared.clone()));
+        let task = tokio::spawn(run(connection, shared.clone()));
         Publisher { shared, task }
     }
 
@@ -105,7 +109,7 @@ impl Publisher {
     pub fn send(&self, events: impl IntoIterator<Item = (Subject, Bytes)>) {
         let mut queue = self.shared.queue.lock().expect("publisher queue");
         for (subject, payload) in events {
-            queue.bytes += payload.len();
+            queue.bytes += payload.len() + QUEUE_ENTRY_OVERHEAD;
             queue.items.push_back(Outgoing {
                 subject,
                 payload,
@@ -115,7 +119,7 @@ impl Publisher {
         let mut dropped = 0;
         while queue.bytes > self.shared.limit_bytes && queue.items.len() > 1 {
             let oldest = queue.items.pop_front().expect("non-empty");
-            queue.bytes -= oldest.payload.len();
+            queue.bytes -= oldest.payload.len() + QUEUE_ENTRY_OVERHEAD;
             dropped += 1;
         }
         drop(queue);
@@ -174,7 +178,7 @@ async fn next_batch(shared: &Shared) -> Option<Vec<Outgoing>> {
                     bytes += item.payload.len();
                     batch.push(queue.items.pop_front().expect("front exists"));
                 }
-                queue.bytes -= bytes;
+                queue.bytes -= bytes + batch.len() * QUEUE_ENTRY_OVERHEAD;
                 return Some(batch);
             }
             if queue.closed {
@@ -193,7 +197,7 @@ fn requeue(shared: &Shared, items: impl DoubleEndedIterator<Item = Outgoing>, re
         if resent {
             shared.counters.resent.fetch_add(1, Ordering::Relaxed);
         }
-        queue.bytes += item.payload.len();
+        queue.bytes += item.payload.len() + QUEUE_ENTRY_OVERHEAD;
         queue.items.push_front(item);
     }
 }
@@ -229,20 +233,22 @@ impl Recent {
     }
 }
 
-async fn run(client: Client, shared: Arc<Shared>) {
+async fn run(connection: Connection, shared: Arc<Shared>) {
+    let client = connection.client.clone();
     let mut warned_payload_limit = false;
     let mut recent = Recent::default();
-    let mut connection = 0;
+    // Connections seen so far: a higher count means the server may have lost what it confirmed.
+    let mut seen_connects = 0;
     while let Some(batch) = next_batch(&shared).await {
         // Hold the batch while disconnected rather than filling the client's own buffer, which
         // would block us and hide what is lost.
         while client.connection_state() != State::Connected {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let connects = client.statistics().connects.load(Ordering::Relaxed);
-        if connects != connection {
-            let reconnected = connection != 0;
-            connection = connects;
+        let connects = connection.connects();
+        if connects != seen_connects {
+            let reconnected = seen_connects != 0;
+            seen_connects = connects;
             if reconnected && !recent.items.is_empty() {
                 requeue(&shared, batch.into_iter(), false);
                 requeue(&shared, recent.take(), true);

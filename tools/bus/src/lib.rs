@@ -4,7 +4,7 @@
 //! in the background and says so in the log.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +72,21 @@ pub struct NatsArgs {
     pub subject_prefix: String,
 }
 
+/// A client and how many times it has connected (1 after the first connection, +1 for every
+/// reconnection): a publisher compares counts to learn that the server may have lost what it had
+/// confirmed. (async-nats' own `Statistics::connects` is never incremented in 0.51.)
+#[derive(Clone)]
+pub struct Connection {
+    pub client: Client,
+    connects: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Connection {
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Acquire)
+    }
+}
+
 /// Backoff between connection attempts: 100 ms doubling to 5 s.
 pub fn backoff(attempt: usize) -> Duration {
     let exponent = attempt.saturating_sub(1).min(6) as u32;
@@ -82,7 +97,7 @@ impl NatsArgs {
     /// Connects in the background: returns at once even when no server is up yet; the client
     /// buffers and keeps retrying (with [`backoff`]), logging the first failure and every
     /// tenth after it, and logs when the connection is up, lost and back.
-    pub async fn connect(&self, client_name: &str) -> Result<Client, BusError> {
+    pub async fn connect(&self, client_name: &str) -> Result<Connection, BusError> {
         let mut options = ConnectOptions::new()
             .name(client_name)
             .retry_on_initial_connect()
@@ -140,15 +155,16 @@ impl NatsArgs {
             }
             delay
         });
-        let ever_connected = Arc::new(AtomicBool::new(false));
+        let connects = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = connects.clone();
         let event_url = url.clone();
         options = options.event_callback(move |event| {
             let url = event_url.clone();
-            let ever_connected = ever_connected.clone();
+            let counter = counter.clone();
             async move {
                 match event {
                     Event::Connected => {
-                        let again = ever_connected.swap(true, Ordering::Relaxed);
+                        let again = counter.fetch_add(1, Ordering::AcqRel) > 0;
                         tracing::info!(%url, "{}", if again { "reconnected to NATS" } else { "connected to NATS" });
                     }
                     Event::Disconnected => tracing::warn!(%url, "lost the NATS connection; reconnecting"),
@@ -159,13 +175,14 @@ impl NatsArgs {
                 }
             }
         });
-        options
+        let client = options
             .connect(url.as_str())
             .await
             .map_err(|error| BusError::Connect {
                 url,
                 error: error.to_string(),
-            })
+            })?;
+        Ok(Connection { client, connects })
     }
 }
 
