@@ -85,6 +85,26 @@ async fn until_stats(
     (events, stats)
 }
 
+/// Makes NATS appear on `port` only now: forwards connections on it to `server`. A test starts
+/// it once its subscriber is subscribed, so the extractor cannot deliver before anyone listens.
+async fn open_port_to(port: u16, server: &NatsServer) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind forwarder");
+    let target = server.port;
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
 fn tracepoint_events(events: &[Event]) -> Vec<&Event> {
     events
         .iter()
@@ -218,9 +238,9 @@ async fn regtest_like_scenario_is_published_exactly_as_fired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_for_nats_started_after_the_extractor() {
+    let server = NatsServer::start();
     let port = free_port();
-    let mut server = NatsServer::stopped_on(port);
-    let url = server.url();
+    let url = format!("nats://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let binary = private_binary(dir.path(), "bitcoind-sim");
     let truth_path = dir.path().join("truth.jsonl");
@@ -250,8 +270,8 @@ async fn events_wait_for_nats_started_after_the_extractor() {
         ))
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    server.resume();
-    let mut subscriber = subscribe(&url).await;
+    let mut subscriber = subscribe(&server.url()).await;
+    let _nats_reachable = open_port_to(port, &server).await;
     let truth = read_truth(&truth_path).unwrap();
     let events = receive(
         &mut subscriber,
@@ -564,9 +584,9 @@ async fn tls_with_a_private_certificate_authority() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_outage_drops_the_oldest_events_and_counts_them() {
+    let server = NatsServer::start();
     let port = free_port();
-    let mut server = NatsServer::stopped_on(port);
-    let url = server.url();
+    let url = format!("nats://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let binary = private_binary(dir.path(), "bitcoind-sim");
     let mut extractor = start_extractor(&[
@@ -601,10 +621,13 @@ async fn a_long_outage_drops_the_oldest_events_and_counts_them() {
         .await;
     let fired = fired_from_summary(&summary);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    server.resume();
-    let mut subscriber = subscribe(&url).await;
+    let mut subscriber = subscribe(&server.url()).await;
+    let _nats_reachable = open_port_to(port, &server).await;
+    // Stop only once delivery has begun: the extractor's next retry may be seconds away.
+    let mut events = receive(&mut subscriber, |e| !e.is_empty(), Duration::from_secs(20)).await;
     extractor.stop().await.unwrap();
-    let (events, stats) = until_stats(&mut subscriber, Duration::from_secs(20)).await;
+    let (rest, stats) = until_stats(&mut subscriber, Duration::from_secs(20)).await;
+    events.extend(rest);
     let delivered: Vec<u64> = tracepoint_events(&events)
         .iter()
         .map(|e| e.sequence)
