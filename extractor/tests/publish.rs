@@ -85,6 +85,26 @@ async fn until_stats(
     (events, stats)
 }
 
+/// `ebpf` arguments of an extractor tracing `binary` (a `&str` path) for node [`NODE`] through
+/// NATS at `url`, stats only at exit, plus `extra`.
+fn extractor_args(binary: &str, url: &str, extra: &[&str]) -> Vec<String> {
+    [
+        "ebpf",
+        "--bitcoind-path",
+        binary,
+        "--nats-url",
+        url,
+        "--node-id",
+        NODE,
+        "--stats-interval",
+        "3600",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|arg| arg.to_string())
+    .collect()
+}
+
 /// Makes NATS appear on `port` only now: forwards connections on it to `server`. A test starts
 /// it once its subscriber is subscribed, so the extractor cannot deliver before anyone listens.
 async fn open_port_to(port: u16, server: &NatsServer) -> tokio::task::JoinHandle<()> {
@@ -185,17 +205,11 @@ async fn regtest_like_scenario_is_published_exactly_as_fired() {
     let binary = private_binary(dir.path(), "bitcoind-sim");
     let truth_path = dir.path().join("truth.jsonl");
     let mut subscriber = subscribe(&server.url()).await;
-    let mut extractor = start_extractor(&[
-        "ebpf",
-        "--bitcoind-path",
+    let mut extractor = start_extractor(&extractor_args(
         binary.to_str().unwrap(),
-        "--nats-url",
         &server.url(),
-        "--node-id",
-        NODE,
-        "--stats-interval",
-        "3600",
-    ]);
+        &[],
+    ));
 
     extractor
         .alongside(run_simulator(
@@ -244,17 +258,7 @@ async fn events_wait_for_nats_started_after_the_extractor() {
     let dir = tempfile::tempdir().unwrap();
     let binary = private_binary(dir.path(), "bitcoind-sim");
     let truth_path = dir.path().join("truth.jsonl");
-    let mut extractor = start_extractor(&[
-        "ebpf",
-        "--bitcoind-path",
-        binary.to_str().unwrap(),
-        "--nats-url",
-        &url,
-        "--node-id",
-        NODE,
-        "--stats-interval",
-        "3600",
-    ]);
+    let mut extractor = start_extractor(&extractor_args(binary.to_str().unwrap(), &url, &[]));
 
     // Everything fires while NATS is down; the extractor neither hangs nor loses it.
     extractor
@@ -290,19 +294,11 @@ async fn nats_killed_mid_stream_every_event_is_delivered_or_counted() {
     let dir = tempfile::tempdir().unwrap();
     let binary = private_binary(dir.path(), "bitcoind-sim");
     let mut subscriber = subscribe(&url).await;
-    let mut extractor = start_extractor(&[
-        "ebpf",
-        "--bitcoind-path",
+    let mut extractor = start_extractor(&extractor_args(
         binary.to_str().unwrap(),
-        "--nats-url",
         &url,
-        "--node-id",
-        NODE,
-        "--stats-interval",
-        "3600",
-        "--tracepoints",
-        "net:inbound_message",
-    ]);
+        &["--tracepoints", "net:inbound_message"],
+    ));
 
     let load = tokio::spawn({
         let binary = binary.clone();
@@ -367,19 +363,11 @@ async fn replaced_binary_is_re_attached_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let binary = private_binary(dir.path(), "bitcoind-sim");
     let mut subscriber = subscribe(&server.url()).await;
-    let mut extractor = start_extractor(&[
-        "ebpf",
-        "--bitcoind-path",
+    let mut extractor = start_extractor(&extractor_args(
         binary.to_str().unwrap(),
-        "--nats-url",
         &server.url(),
-        "--node-id",
-        NODE,
-        "--stats-interval",
-        "3600",
-        "--tracepoints",
-        "mempool",
-    ]);
+        &["--tracepoints", "mempool"],
+    ));
     let run = |truth: &'static str| {
         let (binary, truth) = (binary.clone(), dir.path().join(truth));
         async move {
@@ -443,20 +431,12 @@ async fn delivers_through(
         .await
         .unwrap();
     client.flush().await.unwrap();
-    let mut args = vec![
-        "ebpf",
-        "--bitcoind-path",
+    let mut args = extractor_args(
         binary.to_str().unwrap(),
-        "--node-id",
-        NODE,
-        "--stats-interval",
-        "3600",
-        "--tracepoints",
-        "mempool",
-    ];
-    let url = server.url();
-    args.extend(["--nats-url", &url]);
-    args.extend(extractor_flags);
+        &server.url(),
+        &["--tracepoints", "mempool"],
+    );
+    args.extend(extractor_flags.iter().map(|flag| flag.to_string()));
     let mut extractor = start_extractor(&args);
     extractor
         .alongside(run_simulator(
@@ -589,21 +569,16 @@ async fn a_long_outage_drops_the_oldest_events_and_counts_them() {
     let url = format!("nats://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let binary = private_binary(dir.path(), "bitcoind-sim");
-    let mut extractor = start_extractor(&[
-        "ebpf",
-        "--bitcoind-path",
+    let mut extractor = start_extractor(&extractor_args(
         binary.to_str().unwrap(),
-        "--nats-url",
         &url,
-        "--node-id",
-        NODE,
-        "--stats-interval",
-        "3600",
-        "--tracepoints",
-        "net:inbound_message",
-        "--nats-buffer-mib",
-        "1",
-    ]);
+        &[
+            "--tracepoints",
+            "net:inbound_message",
+            "--nats-buffer-mib",
+            "1",
+        ],
+    ));
     // ~1 KiB inv events while NATS is down: several MiB, four times what the queue holds.
     let summary = extractor
         .alongside(run_simulator(
@@ -654,20 +629,11 @@ async fn events_larger_than_the_server_allows_are_dropped_and_counted() {
     let mut subscriber = subscribe(&server.url()).await;
     // With raw payloads kept, the scenario's 4,000,000-byte block cannot fit a 1 MB
     // max_payload; every other message does.
-    let mut extractor = start_extractor(&[
-        "ebpf",
-        "--bitcoind-path",
+    let mut extractor = start_extractor(&extractor_args(
         binary.to_str().unwrap(),
-        "--nats-url",
         &server.url(),
-        "--node-id",
-        NODE,
-        "--stats-interval",
-        "3600",
-        "--tracepoints",
-        "net",
-        "--keep-raw-payloads",
-    ]);
+        &["--tracepoints", "net", "--keep-raw-payloads"],
+    ));
     extractor
         .alongside(run_simulator(
             &binary,
@@ -697,17 +663,7 @@ async fn sigterm_detaches_flushes_and_exits_0() {
     let truth_path = dir.path().join("truth.jsonl");
     let mut subscriber = subscribe(&server.url()).await;
     let mut extractor = Command::new(env!("CARGO_BIN_EXE_extractor"))
-        .args([
-            "ebpf",
-            "--bitcoind-path",
-            binary.to_str().unwrap(),
-            "--nats-url",
-            &server.url(),
-            "--node-id",
-            NODE,
-            "--stats-interval",
-            "3600",
-        ])
+        .args(extractor_args(binary.to_str().unwrap(), &server.url(), &[]))
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -783,17 +739,7 @@ async fn unreadable_arguments_are_logged_by_the_kernel_published_with_an_error_a
     let truth_path = dir.path().join("truth.jsonl");
     let mut subscriber = subscribe(&server.url()).await;
     let mut extractor = Command::new(env!("CARGO_BIN_EXE_extractor"))
-        .args([
-            "ebpf",
-            "--bitcoind-path",
-            binary.to_str().unwrap(),
-            "--nats-url",
-            &server.url(),
-            "--node-id",
-            NODE,
-            "--stats-interval",
-            "3600",
-        ])
+        .args(extractor_args(binary.to_str().unwrap(), &server.url(), &[]))
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

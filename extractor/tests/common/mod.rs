@@ -41,10 +41,11 @@ pub struct Running {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-pub fn start_extractor(args: &[&str]) -> Running {
+pub fn start_extractor(args: &[impl AsRef<str>]) -> Running {
     assert_root();
-    let cli =
-        extractor::cli::Cli::parse_from(std::iter::once("extractor").chain(args.iter().copied()));
+    let cli = extractor::cli::Cli::parse_from(
+        std::iter::once("extractor").chain(args.iter().map(AsRef::as_ref)),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(extractor::cli::run(cli, async {
         let _ = stopped.await;
