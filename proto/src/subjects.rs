@@ -143,13 +143,13 @@ pub fn subject(prefix: &str, node: &str, category: Category) -> Result<String, S
 }
 
 /// The node and category of a subject under `prefix`, if it is one of ours.
-pub fn parse(prefix: &str, subject: &str) -> Option<(String, Category)> {
+pub fn parse<'a>(prefix: &str, subject: &'a str) -> Option<(&'a str, Category)> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
     let (node, category) = rest.split_once('.')?;
     if !valid_token(node) {
         return None;
     }
-    Some((node.to_string(), category.parse().ok()?))
+    Some((node, category.parse().ok()?))
 }
 
 /// The subscription filters covering `nodes` (all when empty) × `categories` (all when empty).
@@ -190,10 +190,7 @@ mod tests {
     fn subjects_round_trip_for_every_category() {
         for category in Category::ALL {
             let subject = subject("nodescope", "node-a", *category).unwrap();
-            assert_eq!(
-                parse("nodescope", &subject),
-                Some(("node-a".to_string(), *category))
-            );
+            assert_eq!(parse("nodescope", &subject), Some(("node-a", *category)));
         }
         assert_eq!(
             subject("org.acme", "n1", Category::NetMessage).unwrap(),
@@ -201,7 +198,7 @@ mod tests {
         );
         assert_eq!(
             parse("org.acme", "org.acme.n1.net.message"),
-            Some(("n1".into(), Category::NetMessage))
+            Some(("n1", Category::NetMessage))
         );
     }
 

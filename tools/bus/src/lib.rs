@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
 
+pub mod process;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 

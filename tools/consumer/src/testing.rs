@@ -1,0 +1,87 @@
+//! For tool tests: events stamped and published exactly as an extractor publishes them (subject
+//! `<prefix>.<node>.<category>`, sequence per run and category from 0), and tool arguments
+//! pointing at a test server.
+
+use clap::Parser;
+use nodescope_proto::event::Payload;
+use nodescope_proto::{subjects, Category, Event, ExtractorKind};
+use prost::Message;
+
+use crate::ConsumerArgs;
+
+pub use nodescope_bus::test_server::{free_port, NatsServer};
+
+/// One extractor run of one node: numbers its events like the real one.
+pub struct EventSource {
+    pub node: String,
+    pub run_id: u64,
+    pub extractor: ExtractorKind,
+    next_sequence: [u64; Category::ALL.len()],
+}
+
+impl EventSource {
+    pub fn new(node: &str, run_id: u64) -> EventSource {
+        EventSource {
+            node: node.to_string(),
+            run_id,
+            extractor: ExtractorKind::Ebpf,
+            next_sequence: [0; Category::ALL.len()],
+        }
+    }
+
+    /// The next event of this run carrying `payload`, timestamped now.
+    pub fn stamp(&mut self, payload: Payload) -> Event {
+        let index = Category::ALL
+            .iter()
+            .position(|c| *c == Category::of(&payload))
+            .expect("every category is listed");
+        let sequence = self.next_sequence[index];
+        self.next_sequence[index] += 1;
+        Event {
+            node_id: self.node.clone(),
+            extractor: self.extractor as i32,
+            pid: 4242,
+            sequence,
+            run_id: self.run_id,
+            timestamp_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
+            payload: Some(payload),
+            ..Event::default()
+        }
+    }
+
+    /// Skips `count` numbers of `category`, as if those events were lost.
+    pub fn lose(&mut self, category: Category, count: u64) {
+        let index = Category::ALL.iter().position(|c| *c == category).unwrap();
+        self.next_sequence[index] += count;
+    }
+}
+
+/// Publishes `event` on its subject under the default prefix.
+pub async fn publish(client: &async_nats::Client, event: &Event) {
+    let category = event.category().expect("a payload");
+    let subject = subjects::subject(subjects::DEFAULT_PREFIX, &event.node_id, category).unwrap();
+    client
+        .publish(subject, event.encode_to_vec().into())
+        .await
+        .expect("publish");
+}
+
+/// A plain client of the test server, for publishing.
+pub async fn client(server: &NatsServer) -> async_nats::Client {
+    async_nats::connect(server.url()).await.expect("connect")
+}
+
+/// Consumer flags pointing at `url`, then more consumer flags (`--nodes a,b`).
+pub fn consumer_args(url: &str, extra: &[&str]) -> ConsumerArgs {
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ConsumerArgs,
+    }
+    let mut argv = vec!["tool", "--nats-url", url];
+    argv.extend_from_slice(extra);
+    Wrapper::parse_from(argv).args
+}
