@@ -16,9 +16,9 @@ fi
 
 # Debian packages: the eBPF compiler (Debian's rustc-web with matching core source), LLVM for
 # bpf-linker, sys/sdt.h for the tracepoint simulator, binutils for readelf, openssl for the TLS
-# test certificates, python for nats-server.
+# test certificates, python for nats-server, Prometheus and promtool for the metrics tool's tests.
 APT_PACKAGES=(rustc-web cargo-web rust-web-src libstd-rust-web-dev systemtap-sdt-dev binutils openssl
-              gcc python3-pip pkg-config)
+              gcc python3-pip pkg-config prometheus)
 
 apt_missing() {
   local missing=()
