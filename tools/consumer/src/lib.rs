@@ -88,6 +88,7 @@ pub enum Item {
 }
 
 pub struct Consumer {
+    client: async_nats::Client,
     messages: SelectAll<async_nats::Subscriber>,
     prefix: String,
     sequences: SequenceTracker,
@@ -124,6 +125,7 @@ impl Consumer {
         let _ = tokio::time::timeout(Duration::from_secs(2), connection.client.flush()).await;
         tracing::info!(subjects = %filters.join(" "), "subscribed");
         Ok(Consumer {
+            client: connection.client,
             messages,
             prefix: args.nats.subject_prefix.clone(),
             sequences: SequenceTracker::default(),
@@ -131,6 +133,12 @@ impl Consumer {
             undecodable_log: Throttle::default(),
             replay_log: Throttle::default(),
         })
+    }
+
+    /// A handle that tells whether NATS is connected right now (for health checks), usable
+    /// while the consumer is borrowed by its loop.
+    pub fn health(&self) -> Health {
+        Health(self.client.clone())
     }
 
     /// The next message, decoded; `None` once the connection is closed for good.
@@ -202,6 +210,15 @@ impl Consumer {
             subject: subject.to_string(),
             error,
         })
+    }
+}
+
+#[derive(Clone)]
+pub struct Health(async_nats::Client);
+
+impl Health {
+    pub fn nats_connected(&self) -> bool {
+        self.0.connection_state() == async_nats::connection::State::Connected
     }
 }
 

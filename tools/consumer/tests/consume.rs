@@ -126,6 +126,8 @@ async fn a_consumer_started_before_nats_receives_once_it_is_up() {
     .await
     .expect("subscribing does not wait for NATS");
     let mut consumer = subscribing.unwrap();
+    let health = consumer.health();
+    assert!(!health.nats_connected());
     server.resume();
     let publisher = client(&server).await;
     let mut run = EventSource::new("node-a", 1);
@@ -143,4 +145,5 @@ async fn a_consumer_started_before_nats_receives_once_it_is_up() {
     .await
     .expect("events once NATS is up");
     assert!(matches!(received, Item::Event(_)));
+    assert!(health.nats_connected());
 }
