@@ -9,6 +9,7 @@ mod generated {
 pub use generated::*;
 
 pub mod json;
+mod names;
 pub mod p2p;
 pub mod subjects;
 pub mod tracepoint;

@@ -1,0 +1,142 @@
+//! Short lowercase names of payloads and enum values, the same as the JSON rendering uses, as
+//! `&'static str` for log lines and metric labels (closed sets: no allocation, bounded
+//! cardinality).
+
+use crate::event::Payload;
+use crate::{ConnectionType, Network, RemovalReason};
+
+impl Payload {
+    /// The payload's field name in `Event`, which is also the tracepoint's name
+    /// (`inbound_message`, `mempool_added`, …).
+    pub fn name(&self) -> &'static str {
+        use Payload as P;
+        match self {
+            P::InboundMessage(_) => "inbound_message",
+            P::OutboundMessage(_) => "outbound_message",
+            P::InboundConnection(_) => "inbound_connection",
+            P::OutboundConnection(_) => "outbound_connection",
+            P::EvictedInboundConnection(_) => "evicted_inbound_connection",
+            P::MisbehavingConnection(_) => "misbehaving_connection",
+            P::ClosedConnection(_) => "closed_connection",
+            P::BlockConnected(_) => "block_connected",
+            P::UtxocacheFlush(_) => "utxocache_flush",
+            P::UtxocacheAdd(_) => "utxocache_add",
+            P::UtxocacheSpent(_) => "utxocache_spent",
+            P::UtxocacheUncache(_) => "utxocache_uncache",
+            P::SelectedCoins(_) => "selected_coins",
+            P::NormalCreateTxInternal(_) => "normal_create_tx_internal",
+            P::AttemptingApsCreateTx(_) => "attempting_aps_create_tx",
+            P::ApsCreateTxInternal(_) => "aps_create_tx_internal",
+            P::MempoolAdded(_) => "mempool_added",
+            P::MempoolRemoved(_) => "mempool_removed",
+            P::MempoolReplaced(_) => "mempool_replaced",
+            P::MempoolRejected(_) => "mempool_rejected",
+            P::ExtractorStats(_) => "extractor_stats",
+        }
+    }
+}
+
+impl ConnectionType {
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionType::Unknown => "unknown",
+            ConnectionType::Inbound => "inbound",
+            ConnectionType::OutboundFullRelay => "outbound_full_relay",
+            ConnectionType::Manual => "manual",
+            ConnectionType::Feeler => "feeler",
+            ConnectionType::BlockRelayOnly => "block_relay_only",
+            ConnectionType::AddrFetch => "addr_fetch",
+        }
+    }
+}
+
+impl Network {
+    pub fn label(self) -> &'static str {
+        match self {
+            Network::Unroutable => "unroutable",
+            Network::Ipv4 => "ipv4",
+            Network::Ipv6 => "ipv6",
+            Network::Onion => "onion",
+            Network::I2p => "i2p",
+            Network::Cjdns => "cjdns",
+            Network::Internal => "internal",
+        }
+    }
+}
+
+impl RemovalReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            RemovalReason::Unknown => "unknown",
+            RemovalReason::Expiry => "expiry",
+            RemovalReason::Sizelimit => "sizelimit",
+            RemovalReason::Reorg => "reorg",
+            RemovalReason::Block => "block",
+            RemovalReason::Conflict => "conflict",
+            RemovalReason::Replaced => "replaced",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::json::to_json;
+    use crate::{ConnectionType, Event, Network, Peer, RemovalReason};
+
+    /// The names here and the JSON rendering's cannot drift apart.
+    #[test]
+    fn labels_are_the_json_names() {
+        for value in 0..=6 {
+            let conn_type = ConnectionType::try_from(value).unwrap();
+            let peer = Peer {
+                conn_type: value,
+                ..Peer::default()
+            };
+            assert_eq!(to_json(&peer)["conn_type"], conn_type.label());
+            let network = Network::try_from(value).unwrap();
+            let reason = RemovalReason::try_from(value).unwrap();
+            let connection = crate::InboundConnection {
+                network: value,
+                ..Default::default()
+            };
+            assert_eq!(to_json(&connection)["network"], network.label());
+            let removed = crate::MempoolRemoved {
+                reason: value,
+                ..Default::default()
+            };
+            assert_eq!(to_json(&removed)["reason"], reason.label());
+        }
+        use crate::event::Payload as P;
+        let payloads = [
+            P::InboundMessage(Default::default()),
+            P::OutboundMessage(Default::default()),
+            P::InboundConnection(Default::default()),
+            P::OutboundConnection(Default::default()),
+            P::EvictedInboundConnection(Default::default()),
+            P::MisbehavingConnection(Default::default()),
+            P::ClosedConnection(Default::default()),
+            P::BlockConnected(Default::default()),
+            P::UtxocacheFlush(Default::default()),
+            P::UtxocacheAdd(Default::default()),
+            P::UtxocacheSpent(Default::default()),
+            P::UtxocacheUncache(Default::default()),
+            P::SelectedCoins(Default::default()),
+            P::NormalCreateTxInternal(Default::default()),
+            P::AttemptingApsCreateTx(Default::default()),
+            P::ApsCreateTxInternal(Default::default()),
+            P::MempoolAdded(Default::default()),
+            P::MempoolRemoved(Default::default()),
+            P::MempoolReplaced(Default::default()),
+            P::MempoolRejected(Default::default()),
+            P::ExtractorStats(Default::default()),
+        ];
+        for payload in payloads {
+            let name = payload.name();
+            let event = Event {
+                payload: Some(payload),
+                ..Event::default()
+            };
+            assert!(to_json(&event).get(name).is_some(), "{name}");
+        }
+    }
+}
