@@ -40,10 +40,13 @@ struct Stream {
     last: u64,
 }
 
+/// A node's streams by (extractor kind, category): a handful, so a list.
+type NodeStreams = Vec<((i32, Category), Stream)>;
+
 /// The last sequence number per stream. Looking up a known node allocates nothing.
 #[derive(Debug, Default)]
 pub struct SequenceTracker {
-    nodes: HashMap<String, Vec<((i32, Category), Stream)>>,
+    nodes: HashMap<String, NodeStreams>,
 }
 
 impl SequenceTracker {

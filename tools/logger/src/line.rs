@@ -412,7 +412,7 @@ mod tests {
                 conn_type: ConnectionType::OutboundFullRelay as i32,
                 conn_type_other: String::new(),
             }),
-            message: Some(message.into()),
+            message: Some(message),
         }))
     }
 
