@@ -1,0 +1,126 @@
+//! What the bus task hands to clients: events rendered to JSON once, on a broadcast channel each
+//! client reads at its own pace, and the nodes' states rendered a few times a second, on a
+//! watch channel (a client always gets the newest).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodescope_consumer::{Health, Received};
+use nodescope_proto::Category;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Nodes;
+use crate::Args;
+
+/// One event, ready to send: `{"type":"event","category":…,"event":{…}}`.
+#[derive(Debug)]
+pub struct Frame {
+    pub node: String,
+    pub category: Category,
+    pub text: Utf8Bytes,
+}
+
+/// The nodes' latest state frames, each with a version that grows when it changes, and the
+/// feed's own counters.
+#[derive(Debug, Default, Clone)]
+pub struct States {
+    pub nodes: BTreeMap<String, (u64, Utf8Bytes)>,
+    pub feed: Utf8Bytes,
+}
+
+/// Every drop and disconnection the feed causes, for `/healthz`, the page and the logs.
+#[derive(Debug, Default, Serialize)]
+pub struct FeedCounters {
+    /// Clients connected now.
+    pub clients: AtomicU64,
+    /// Websocket connections accepted since start.
+    pub connections: AtomicU64,
+    /// Events clients lost by falling a whole queue behind.
+    pub lagged_events: AtomicU64,
+    /// Clients disconnected because a write to them stalled.
+    pub stalled_disconnects: AtomicU64,
+    /// Upgrade requests refused for their Origin.
+    pub refused_origins: AtomicU64,
+}
+
+pub struct Feed {
+    pub events: broadcast::Sender<Arc<Frame>>,
+    pub states: watch::Sender<States>,
+    pub counters: FeedCounters,
+    pub health: Health,
+    pub stopping: CancellationToken,
+    pub allowed_origins: Vec<String>,
+    pub send_timeout: Duration,
+    next_version: AtomicU64,
+}
+
+impl Feed {
+    pub fn new(args: &Args, health: Health, stopping: CancellationToken) -> Feed {
+        Feed {
+            events: broadcast::channel(args.client_queue.max(1)).0,
+            states: watch::channel(States::default()).0,
+            counters: FeedCounters::default(),
+            health,
+            stopping,
+            allowed_origins: args.allowed_origins.clone(),
+            send_timeout: Duration::from_secs_f64(args.send_timeout.max(0.01)),
+            next_version: AtomicU64::new(1),
+        }
+    }
+
+    /// Renders and broadcasts an event, unless no client wants events.
+    pub fn publish_event(&self, received: &Received) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let mut frame = serde_json::Map::new();
+        frame.insert("type".into(), "event".into());
+        frame.insert("category".into(), received.category.as_str().into());
+        frame.insert(
+            "event".into(),
+            nodescope_proto::json::to_json(&received.event),
+        );
+        let _ = self.events.send(Arc::new(Frame {
+            node: received.event.node_id.clone(),
+            category: received.category,
+            text: serde_json::Value::Object(frame).to_string().into(),
+        }));
+    }
+
+    /// Renders the states that changed since last time, and the feed's counters.
+    pub fn publish_states(&self, nodes: &mut Nodes) {
+        let mut changed = Vec::new();
+        for state in nodes.nodes.values_mut().filter(|s| s.changed) {
+            state.changed = false;
+            let text = serde_json::json!({"type": "state", "node": state.node, "state": state})
+                .to_string();
+            let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+            changed.push((state.node.clone(), (version, Utf8Bytes::from(text))));
+        }
+        let feed = serde_json::json!({
+            "type": "feed",
+            "nats_connected": self.health.nats_connected(),
+            "counters": &self.counters,
+        })
+        .to_string();
+        self.states.send_modify(|states| {
+            states.nodes.extend(changed);
+            states.feed = feed.into();
+        });
+    }
+
+    /// Gives connected clients up to `limit` to say goodbye.
+    pub async fn wait_for_clients(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.counters.clients.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
