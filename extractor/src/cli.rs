@@ -15,7 +15,7 @@ use nodescope_proto::event::Payload;
 use nodescope_proto::ExtractorStats;
 use prost::Message;
 
-use crate::envelope::{self, Envelope};
+use crate::envelope::{self, Envelope, EventBuffer};
 use crate::publish::Publisher;
 use crate::tracer::{Tracer, TracerConfig};
 
@@ -151,6 +151,8 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut pipeline = Pipeline {
         counts: Counts::default(),
         printing: args.print,
+        buffer: EventBuffer::default(),
+        outgoing: Vec::new(),
     };
     let mut events = Vec::new();
     let mut stats = tokio::time::interval(Duration::from_secs(args.stats_interval.max(1)));
@@ -225,6 +227,9 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_millis(50);
 struct Pipeline {
     counts: Counts,
     printing: bool,
+    buffer: EventBuffer,
+    /// Encoded events on their way to the publisher (kept to reuse its allocation).
+    outgoing: Vec<(async_nats::Subject, bytes::Bytes)>,
 }
 
 impl Pipeline {
@@ -234,19 +239,20 @@ impl Pipeline {
         envelope: &mut Envelope,
         publisher: &Publisher,
     ) {
-        let counts = &mut self.counts;
-        let printing = &mut self.printing;
-        publisher.send(events.drain(..).map(|trace| {
-            counts.read += 1;
-            counts.read_errors += trace.read_failed as u64;
-            if *printing && writeln!(std::io::stdout().lock(), "{trace}").is_err() {
+        // Encoded before taking the publisher's lock, so that its task can hand the previous
+        // batch to NATS meanwhile.
+        for trace in events.drain(..) {
+            self.counts.read += 1;
+            self.counts.read_errors += trace.read_failed as u64;
+            if self.printing && writeln!(std::io::stdout().lock(), "{trace}").is_err() {
                 // Reader went away (closed pipe): stop printing, keep publishing.
-                *printing = false;
+                self.printing = false;
             }
-            let (subject, event) = envelope.trace(trace);
-            counts.decode_errors += decode_failed(&event) as u64;
-            (subject, event.encode_to_vec().into())
-        }));
+            let (subject, encoded, decode_failed) = envelope.trace_encoded(trace, &mut self.buffer);
+            self.counts.decode_errors += decode_failed as u64;
+            self.outgoing.push((subject, encoded));
+        }
+        publisher.send(self.outgoing.drain(..));
     }
 }
 
@@ -255,17 +261,6 @@ struct Counts {
     read: u64,
     read_errors: u64,
     decode_errors: u64,
-}
-
-fn decode_failed(event: &nodescope_proto::Event) -> bool {
-    use nodescope_proto::event::Payload;
-    match &event.payload {
-        Some(Payload::InboundMessage(m) | Payload::OutboundMessage(m)) => m
-            .message
-            .as_ref()
-            .is_some_and(|m| !m.decode_error.is_empty()),
-        _ => false,
-    }
 }
 
 fn report_attach_problems(tracer: &Tracer) {

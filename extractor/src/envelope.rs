@@ -2,15 +2,20 @@
 //! sequence, time) around the payload `nodescope-proto` builds from the arguments.
 
 use async_nats::Subject;
+use bytes::{Bytes, BytesMut};
 use nodescope_proto::p2p::DecodeOptions;
 use nodescope_proto::subjects::{self, Category, SubjectError};
 use nodescope_proto::{event::Payload, tracepoint_payload, Event, ExtractorKind};
+use prost::Message;
 
 use crate::event::{PayloadCut, TraceEvent};
 
 /// Numbers and addresses the events of one extractor run.
 pub struct Envelope {
     node_id: String,
+    /// `node_id` encoded as field 1 of `Event`, written before each event's other fields (see
+    /// [`Envelope::trace_encoded`]).
+    node_id_field: Vec<u8>,
     run_id: u64,
     /// Next sequence number per category (indexed like `Category::ALL`): a consumer of one
     /// category sees consecutive numbers, so any jump is a loss.
@@ -63,8 +68,13 @@ impl Envelope {
             .iter()
             .map(|category| subjects::subject(prefix, node_id, *category).map(Subject::from))
             .collect::<Result<_, _>>()?;
+        let mut node_id_field = Vec::new();
+        if !node_id.is_empty() {
+            prost::encoding::string::encode(1, &node_id.to_string(), &mut node_id_field);
+        }
         Ok(Envelope {
             node_id: node_id.to_string(),
+            node_id_field,
             run_id,
             next_sequence: vec![0; Category::ALL.len()],
             subjects,
@@ -80,11 +90,17 @@ impl Envelope {
 
     /// Wraps a payload; returns the subject to publish on and the event.
     pub fn wrap(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (Subject, Event) {
+        let (subject, mut event) = self.wrap_unnamed(pid, timestamp_ns, payload);
+        event.node_id = self.node_id.clone();
+        (subject, event)
+    }
+
+    /// [`Envelope::wrap`] leaving `node_id` empty (the caller adds it).
+    fn wrap_unnamed(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (Subject, Event) {
         let index = category_index(Category::of(&payload));
         let sequence = self.next_sequence[index];
         self.next_sequence[index] += 1;
         let event = Event {
-            node_id: self.node_id.clone(),
             extractor: ExtractorKind::Ebpf as i32,
             pid,
             sequence,
@@ -98,6 +114,27 @@ impl Envelope {
 
     /// The event for one tracepoint firing.
     pub fn trace(&mut self, trace: TraceEvent) -> (Subject, Event) {
+        let (subject, mut event) = self.trace_unnamed(trace);
+        event.node_id = self.node_id.clone();
+        (subject, event)
+    }
+
+    /// The event for one tracepoint firing, encoded into `buffer`, and whether its P2P message
+    /// failed to decode. The bytes are exactly `trace`'s event encoded: `node_id` is field 1, so
+    /// writing it first and then the other fields is the same encoding, without copying the node
+    /// id into every event.
+    pub fn trace_encoded(
+        &mut self,
+        trace: TraceEvent,
+        buffer: &mut EventBuffer,
+    ) -> (Subject, Bytes, bool) {
+        let (subject, event) = self.trace_unnamed(trace);
+        let encoded = buffer.encode(&self.node_id_field, &event);
+        (subject, encoded, decode_failed(&event))
+    }
+
+    /// [`Envelope::trace`] leaving `node_id` empty.
+    fn trace_unnamed(&mut self, trace: TraceEvent) -> (Subject, Event) {
         let converted = tracepoint_payload(trace.tracepoint, trace.args, self.decode);
         let mut error = converted.error;
         let mut note = |text: &str| {
@@ -119,9 +156,134 @@ impl Envelope {
             // A capture-limit cut is the operator's choice: `truncated_fields` says it.
             Some(PayloadCut::CaptureLimit) | None => {}
         }
-        let (subject, mut event) = self.wrap(trace.pid, trace.time_ns, converted.payload);
+        let (subject, mut event) = self.wrap_unnamed(trace.pid, trace.time_ns, converted.payload);
         event.truncated_fields = converted.truncated_fields;
         event.error = error;
         (subject, event)
+    }
+}
+
+/// Whether the event carries a P2P message that failed to decode.
+pub fn decode_failed(event: &Event) -> bool {
+    match &event.payload {
+        Some(Payload::InboundMessage(m) | Payload::OutboundMessage(m)) => m
+            .message
+            .as_ref()
+            .is_some_and(|m| !m.decode_error.is_empty()),
+        _ => false,
+    }
+}
+
+/// Where events are encoded: each event's bytes are a slice of a shared block, so encoding
+/// costs one allocation per block rather than an allocation (and later a free) per event. A
+/// block is freed once all its events are published and out of the replay window, which keeps
+/// the memory held beyond what the publisher counts to about one block.
+#[derive(Default)]
+pub struct EventBuffer {
+    block: BytesMut,
+    /// Events are encoded here first, then copied to `block` at once.
+    scratch: Scratch,
+}
+
+/// A `Vec` as prost's output. prost writes varints a byte at a time with `put_u8`, which `Vec`
+/// and `BytesMut` implement as a one-byte `put_slice`: a call and a `memcpy` per byte, a visible
+/// share of the per-event cost. Here it is a push.
+#[derive(Default)]
+struct Scratch(Vec<u8>);
+
+// SAFETY: every method delegates to `Vec<u8>`'s implementation, except `put_u8`, whose push
+// keeps the same contract (the byte is written and the length advances by one).
+unsafe impl bytes::BufMut for Scratch {
+    fn remaining_mut(&self) -> usize {
+        self.0.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.0.advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.0.chunk_mut()
+    }
+
+    #[inline]
+    fn put_slice(&mut self, src: &[u8]) {
+        self.0.extend_from_slice(src);
+    }
+
+    #[inline]
+    fn put_u8(&mut self, n: u8) {
+        self.0.push(n);
+    }
+}
+
+/// Bytes allocated at a time for encoding events (a larger event gets a block of its size).
+const BLOCK_BYTES: usize = 64 * 1024;
+
+impl EventBuffer {
+    /// `prefix` followed by `event`'s encoding.
+    fn encode(&mut self, prefix: &[u8], event: &Event) -> Bytes {
+        let scratch = &mut self.scratch.0;
+        scratch.clear();
+        scratch.extend_from_slice(prefix);
+        event.encode_raw(&mut self.scratch);
+        let scratch = &mut self.scratch.0;
+        let len = scratch.len();
+        if self.block.capacity() < len {
+            self.block = BytesMut::with_capacity(len.max(BLOCK_BYTES));
+        }
+        self.block.extend_from_slice(scratch);
+        if scratch.capacity() > BLOCK_BYTES {
+            // A 4 MB block passed through: do not keep its memory for small events.
+            *scratch = Vec::new();
+        }
+        self.block.split().freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use extractor_common::{ArgValue, Tracepoint};
+
+    #[test]
+    fn encoded_events_are_the_events_encoding() {
+        let mut envelope = Envelope::new("nodescope", "node-a", 42, false).unwrap();
+        let mut buffer = EventBuffer::default();
+        let trace = |time_ns| TraceEvent {
+            tracepoint: Tracepoint::NetInboundMessage,
+            pid: 7,
+            tid: 8,
+            time_ns,
+            args: vec![
+                ArgValue::Signed(3),
+                ArgValue::Str {
+                    bytes: b"127.0.0.1:8333".to_vec(),
+                    truncated: false,
+                },
+                ArgValue::Str {
+                    bytes: b"inbound".to_vec(),
+                    truncated: false,
+                },
+                ArgValue::Str {
+                    bytes: b"ping".to_vec(),
+                    truncated: false,
+                },
+                ArgValue::Unsigned(8),
+                ArgValue::Bytes(vec![1, 2, 3, 4, 5, 6, 7, 8]),
+            ],
+            read_failed: false,
+            payload_cut: None,
+        };
+        let (subject, event) = envelope.trace(trace(1));
+        let (subject_encoded, bytes, failed) = envelope.trace_encoded(trace(1), &mut buffer);
+        assert_eq!(subject, subject_encoded);
+        assert!(!failed);
+        let expected = Event {
+            sequence: 1,
+            ..event
+        };
+        assert_eq!(bytes, expected.encode_to_vec());
     }
 }

@@ -37,7 +37,7 @@ use extractor_common::usdt::{capture, chunk_flags, flags, record_kind, ChunkHead
 pub use extractor_common::ArgValue;
 use extractor_common::{ArgKind, Tracepoint};
 
-use crate::tracer::{arg_value, capture_slots};
+use crate::tracer::{arg_value, capture_plan};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceEvent {
@@ -100,15 +100,15 @@ impl TraceEvent {
     pub fn decode(record: &TraceRecord, clock: &WallClock) -> TraceEvent {
         let tracepoint = Tracepoint::from_index(record.tracepoint)
             .expect("kernel sent a tracepoint we never attached");
-        let slots = capture_slots(tracepoint);
+        let mut slots = capture_plan(tracepoint);
         let args = (0..record.arg_count as usize)
-            .map(|i| match slots.get(i) {
-                Some(&(capture::CSTRING, slot)) => ArgValue::Str {
+            .map(|i| match slots.next() {
+                Some((capture::CSTRING, slot)) => ArgValue::Str {
                     bytes: record.string(slot as usize).to_vec(),
                     truncated: record.string_truncated(slot as usize),
                 },
-                Some(&(capture::HASH, slot)) => ArgValue::Hash(record.hashes[slot as usize]),
-                Some(&(capture::PAYLOAD, _)) => {
+                Some((capture::HASH, slot)) => ArgValue::Hash(record.hashes[slot as usize]),
+                Some((capture::PAYLOAD, _)) => {
                     ArgValue::Bytes(Vec::with_capacity(record.payload_len as usize))
                 }
                 _ => arg_value(tracepoint, i, record.args[i]),
@@ -136,9 +136,9 @@ impl TraceEvent {
     }
 }
 
-/// One record read from the ring buffer.
+/// One record read from the ring buffer, borrowed from it (no copy: this runs for every event).
 pub enum RingRecord<'a> {
-    Event(Box<TraceRecord>),
+    Event(&'a TraceRecord),
     Chunk { header: ChunkHeader, data: &'a [u8] },
 }
 
@@ -151,11 +151,14 @@ impl<'a> RingRecord<'a> {
                     bytes.len() >= std::mem::size_of::<TraceRecord>(),
                     "short event record"
                 );
-                // SAFETY: TraceRecord is plain data valid for any bit pattern; read_unaligned
-                // copes with the ring's 8-byte alignment not being guaranteed to the compiler.
-                let record: TraceRecord =
-                    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-                RingRecord::Event(Box::new(record))
+                // The kernel aligns every ring record to 8 bytes, TraceRecord's alignment.
+                assert!(
+                    bytes.as_ptr().cast::<TraceRecord>().is_aligned(),
+                    "misaligned event record"
+                );
+                // SAFETY: TraceRecord is plain data valid for any bit pattern; the bytes are long
+                // enough and aligned (checked above) and borrowed for the reference's lifetime.
+                RingRecord::Event(unsafe { &*bytes.as_ptr().cast::<TraceRecord>() })
             }
             Some(&record_kind::PAYLOAD_CHUNK) => {
                 let header_len = std::mem::size_of::<ChunkHeader>();
@@ -230,7 +233,7 @@ impl Reassembler {
     /// Takes one ring record.
     pub fn push(&mut self, record: RingRecord<'_>, now: Instant) {
         match record {
-            RingRecord::Event(record) => self.push_event(&record, now),
+            RingRecord::Event(record) => self.push_event(record, now),
             RingRecord::Chunk { header, data } => self.push_chunk(&header, data, now),
         }
     }
@@ -396,7 +399,7 @@ mod tests {
     fn message(event_id: u64, tid: u32, size: u64, announced: u32) -> RingRecord<'static> {
         let mut args = [0; MAX_ARGS];
         args[4] = size;
-        RingRecord::Event(Box::new(TraceRecord {
+        RingRecord::Event(Box::leak(Box::new(TraceRecord {
             kind: record_kind::EVENT,
             flags: 0,
             tracepoint: Tracepoint::NetInboundMessage as u16,
@@ -413,7 +416,7 @@ mod tests {
             string0: [0; STRING_CAPACITY[0]],
             string1: [0; STRING_CAPACITY[1]],
             string2: [0; STRING_CAPACITY[2]],
-        }))
+        })))
     }
 
     fn chunk(event_id: u64, offset: u32, data: &[u8], flags: u8) -> RingRecord<'_> {

@@ -9,7 +9,7 @@
 use extractor_common::{ArgValue, Tracepoint};
 
 use crate::event::Payload;
-use crate::p2p::{decode_p2p, DecodeOptions};
+use crate::p2p::{decode_p2p_owned, DecodeOptions};
 use crate::{
     ApsCreateTx, AttemptingApsCreateTx, BlockConnected, ClosedConnection, ConnectionType,
     EvictedInboundConnection, FlushModeV30, FlushModeV31, InboundConnection, MempoolAdded,
@@ -194,7 +194,7 @@ pub fn tracepoint_payload(
             let msg_type = a.string(3, "message.msg_type");
             let size = a.u64(4);
             let captured = a.payload(5);
-            let message = decode_p2p(&msg_type, &captured, size, options);
+            let message = decode_p2p_owned(msg_type, &captured, size, options);
             if message.truncated {
                 a.truncated.push("message.raw".to_string());
             }

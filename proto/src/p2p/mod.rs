@@ -75,16 +75,30 @@ pub fn is_known_type(msg_type: &str) -> bool {
 /// Never panics, for any input: should a decoder bug panic, the panic is caught and reported as
 /// a decode error.
 pub fn decode_p2p(msg_type: &str, payload: &[u8], size: u64, options: DecodeOptions) -> P2pMessage {
-    match std::panic::catch_unwind(|| decode_p2p_unguarded(msg_type, payload, size, options)) {
-        Ok(message) => message,
-        Err(_) => {
-            let mut message = header(msg_type, payload, size);
-            message.decode_error =
-                format!("{msg_type}: internal decoder error (panic), please report");
-            message.raw = payload.to_vec();
-            message
-        }
-    }
+    decode_p2p_owned(msg_type.to_string(), payload, size, options)
+}
+
+/// [`decode_p2p`] taking the message type as an owned string, which becomes the message's
+/// `msg_type` without a copy (the extractor decodes every message it traces).
+pub fn decode_p2p_owned(
+    msg_type: String,
+    payload: &[u8],
+    size: u64,
+    options: DecodeOptions,
+) -> P2pMessage {
+    let mut message =
+        match std::panic::catch_unwind(|| decode_unnamed(&msg_type, payload, size, options)) {
+            Ok(message) => message,
+            Err(_) => {
+                let mut message = header(payload, size);
+                message.decode_error =
+                    format!("{msg_type}: internal decoder error (panic), please report");
+                message.raw = payload.to_vec();
+                message
+            }
+        };
+    message.msg_type = msg_type;
+    message
 }
 
 /// [`decode_p2p`] without the panic guard, for fuzzing (a panic here is a bug to fix).
@@ -95,7 +109,15 @@ pub fn decode_p2p_unguarded(
     size: u64,
     options: DecodeOptions,
 ) -> P2pMessage {
-    let mut message = header(msg_type, payload, size);
+    P2pMessage {
+        msg_type: msg_type.to_string(),
+        ..decode_unnamed(msg_type, payload, size, options)
+    }
+}
+
+/// Decodes everything but `msg_type`, which the caller fills in.
+fn decode_unnamed(msg_type: &str, payload: &[u8], size: u64, options: DecodeOptions) -> P2pMessage {
+    let mut message = header(payload, size);
     if !is_known_type(msg_type) {
         message.unknown_type = true;
         message.raw = payload.to_vec();
@@ -121,9 +143,8 @@ pub fn decode_p2p_unguarded(
     message
 }
 
-fn header(msg_type: &str, payload: &[u8], size: u64) -> P2pMessage {
+fn header(payload: &[u8], size: u64) -> P2pMessage {
     P2pMessage {
-        msg_type: msg_type.to_string(),
         size,
         truncated: (payload.len() as u64) < size,
         ..Default::default()
