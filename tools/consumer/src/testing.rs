@@ -85,3 +85,30 @@ pub fn consumer_args(url: &str, extra: &[&str]) -> ConsumerArgs {
     argv.extend_from_slice(extra);
     Wrapper::parse_from(argv).args
 }
+
+/// `GET url` (`http://host:port/path`, plain HTTP) → (status, body). HTTP/1.0, so the server
+/// closes the connection after a body that is never chunked: the body is all that follows the
+/// headers. Panics on a connection error (a test failure).
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .unwrap_or_else(|error| panic!("connecting to {host}: {error}"));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("receive");
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
+}

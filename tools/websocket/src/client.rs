@@ -407,12 +407,27 @@ async fn session(socket: Socket, filter: Filter, feed: Arc<Feed>) {
     }
     .await;
     if let Err(Stop::Stalled) = outcome {
+        // What it had not received yet is lost to it too.
+        let mut lost = 0;
+        if let Some(receiver) = events.as_mut() {
+            loop {
+                match receiver.try_recv() {
+                    Ok(_) => lost += 1,
+                    Err(TryRecvError::Lagged(n)) => lost += n,
+                    Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
+                }
+            }
+        }
+        feed.counters
+            .lagged_events
+            .fetch_add(lost, Ordering::Relaxed);
         feed.counters
             .stalled_disconnects
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             timeout_s = feed.send_timeout.as_secs_f64(),
-            "disconnected a websocket client that stopped reading"
+            lost,
+            "disconnected a websocket client that stopped reading; events it had not received are lost to it"
         );
     }
     feed.counters.clients.fetch_sub(1, Ordering::Relaxed);

@@ -1,0 +1,459 @@
+//! The websocket tool against a real nats-server, events published as the extractor publishes
+//! them: what each client receives with its filters, the snapshot on connect, a stalled client
+//! next to a live one, hundreds of clients, origins, health and shutdown.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use nodescope_consumer::testing::{client, http_get, publish, EventSource, NatsServer};
+use nodescope_proto::event::Payload;
+use nodescope_proto::{
+    BlockConnected, ConnectionType, Event, InboundConnection, MempoolAdded, NetMessage, Network,
+    P2pMessage, Peer,
+};
+use nodescope_websocket::{run_on, Args};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Tool {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Tool {
+    async fn start(server: &NatsServer, flags: &[&str]) -> Tool {
+        let url = server.url();
+        let mut argv = vec!["websocket", "--nats-url", url.as_str()];
+        argv.extend_from_slice(flags);
+        let args = Args::parse_from(argv);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run_on(listener, args, async move {
+            let _ = stopped.await;
+        }));
+        Tool {
+            address,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// A client of `/ws?query`, once the tool confirmed its subscription.
+    async fn connect(&self, query: &str) -> Client {
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(format!("ws://{}/ws?{query}", self.address))
+                .await
+                .expect("websocket handshake");
+        let hello = next_json(&mut socket).await;
+        assert_eq!(hello["type"], "subscribed", "{hello}");
+        socket
+    }
+
+    /// A client that reads its handshake reply and nothing after, with a small receive buffer
+    /// so that it stalls the tool's writes soon.
+    async fn connect_stalling(&self) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(self.address).await.unwrap();
+        let (mut socket, _) = tokio_tungstenite::client_async(
+            format!("ws://{}/ws", self.address),
+            MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .expect("websocket handshake");
+        assert_eq!(next_json(&mut socket).await["type"], "subscribed");
+        socket
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the tool stops")
+            .unwrap()
+            .expect("cleanly");
+    }
+}
+
+async fn next_json(socket: &mut Client) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the socket is open")
+            .expect("a valid frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// The next event frames, skipping state and feed frames.
+async fn next_events(socket: &mut Client, count: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    while events.len() < count {
+        let frame = next_json(socket).await;
+        if frame["type"] == "event" {
+            events.push(frame);
+        }
+    }
+    events
+}
+
+/// Nothing more arrives within `wait`.
+async fn quiet(socket: &mut Client, wait: Duration) {
+    if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, socket.next()).await {
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        assert_ne!(frame["type"], "event", "unexpected {frame}");
+    }
+}
+
+fn expected(event: &Event) -> Value {
+    serde_json::json!({
+        "type": "event",
+        "category": event.category().unwrap().as_str(),
+        "event": nodescope_proto::json::to_json(event),
+    })
+}
+
+fn added(vsize: i32) -> Payload {
+    Payload::MempoolAdded(MempoolAdded {
+        txid: vec![0x42; 32],
+        vsize,
+        fee: 1000,
+    })
+}
+
+fn peer(id: i64) -> Option<Peer> {
+    Some(Peer {
+        id,
+        addr: format!("192.0.2.{id}:8333"),
+        conn_type: ConnectionType::Inbound as i32,
+        conn_type_other: String::new(),
+    })
+}
+
+fn message(id: i64, msg_type: &str, size: u64) -> Payload {
+    Payload::InboundMessage(NetMessage {
+        peer: peer(id),
+        message: Some(P2pMessage {
+            msg_type: msg_type.into(),
+            size,
+            ..P2pMessage::default()
+        }),
+    })
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_receive_exactly_the_events_they_asked_for() {
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let tool = Tool::start(&server, &[]).await;
+    let mut everything = tool.connect("").await;
+    let mut mempool_of_a = tool.connect("nodes=node-a&categories=mempool").await;
+    let mut changing = tool.connect("nodes=node-b").await;
+
+    let mut a = EventSource::new("node-a", 1);
+    let mut b = EventSource::new("node-b", 1);
+    let events = [
+        a.stamp(added(100)),
+        b.stamp(added(200)),
+        a.stamp(message(1, "ping", 8)),
+        a.stamp(added(101)),
+    ];
+    for event in &events {
+        publish(&publisher, event).await;
+    }
+    let all = next_events(&mut everything, 4).await;
+    assert_eq!(all, events.iter().map(expected).collect::<Vec<_>>());
+    let mine = next_events(&mut mempool_of_a, 2).await;
+    assert_eq!(mine, [expected(&events[0]), expected(&events[3])]);
+    assert_eq!(next_events(&mut changing, 1).await, [expected(&events[1])]);
+
+    // Change the filter with a message: node-a's net.message only.
+    changing
+        .send(Message::Text(
+            r#"{"type":"subscribe","nodes":["node-a"],"categories":["net.message"]}"#.into(),
+        ))
+        .await
+        .unwrap();
+    let confirmation = next_json(&mut changing).await;
+    assert_eq!(confirmation["type"], "subscribed");
+    assert_eq!(confirmation["nodes"], serde_json::json!(["node-a"]));
+    assert_eq!(
+        confirmation["categories"],
+        serde_json::json!(["net.message"])
+    );
+    let later = [a.stamp(added(102)), a.stamp(message(2, "inv", 37))];
+    for event in &later {
+        publish(&publisher, event).await;
+    }
+    assert_eq!(next_events(&mut changing, 1).await, [expected(&later[1])]);
+    assert_eq!(
+        next_events(&mut mempool_of_a, 1).await,
+        [expected(&later[0])]
+    );
+    quiet(&mut mempool_of_a, Duration::from_millis(300)).await;
+    quiet(&mut changing, Duration::from_millis(300)).await;
+
+    // A bad subscribe message is answered with what is wrong; the client stays connected.
+    changing
+        .send(Message::Text(
+            r#"{"type":"subscribe","categories":["mempol"]}"#.into(),
+        ))
+        .await
+        .unwrap();
+    let error = next_json(&mut changing).await;
+    assert_eq!(error["type"], "error");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown category \"mempol\""));
+    tool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_gets_the_current_state_at_once_on_connect() {
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let tool = Tool::start(&server, &["--state-interval-ms", "50"]).await;
+    // Something must be subscribed to know the tool hears the bus: a plain client.
+    let mut probe = tool.connect("").await;
+    let mut a = EventSource::new("node-a", 1);
+    let connected = a.stamp(Payload::InboundConnection(InboundConnection {
+        peer: peer(7),
+        network: Network::Ipv6 as i32,
+        inbound_count: 1,
+    }));
+    let block = a.stamp(Payload::BlockConnected(BlockConnected {
+        hash: vec![0xbb; 32],
+        height: 101,
+        transactions: 3,
+        inputs: 4,
+        sigop_cost: 5,
+        duration_ns: 2_500_000,
+    }));
+    for event in [&connected, &a.stamp(message(7, "ping", 8)), &block] {
+        publish(&publisher, event).await;
+    }
+    next_events(&mut probe, 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A page opened now sees the peer that connected before it, the block and the counts.
+    let mut page = tool.connect("events=0&state=1").await;
+    let frame = next_json(&mut page).await;
+    assert_eq!(frame["type"], "state", "{frame}");
+    assert_eq!(frame["node"], "node-a");
+    let state = &frame["state"];
+    assert_eq!(state["peers"]["7"]["addr"], "192.0.2.7:8333");
+    assert_eq!(state["peers"]["7"]["network"], "ipv6");
+    assert_eq!(state["peers"]["7"]["msgs_in"], 1);
+    assert_eq!(state["peers"]["7"]["bytes_in"], 8);
+    assert_eq!(
+        state["peers"]["7"]["connected_since"],
+        connected.timestamp_ns / 1_000_000_000
+    );
+    assert_eq!(state["blocks"][0]["height"], 101);
+    assert_eq!(state["blocks"][0]["duration_ns"], 2_500_000);
+    assert_eq!(state["messages"]["ping"]["msgs_in"], 1);
+    assert_eq!(state["pipeline"]["events"], 3);
+    let feed = next_json(&mut page).await;
+    assert_eq!(feed["type"], "feed");
+    assert_eq!(feed["nats_connected"], true);
+    tool.stop().await;
+}
+
+/// A client that stops reading must not delay another: the live client's latency while its
+/// neighbour is stalled stays close to what it was alone, and the stalled one falls behind,
+/// loses events (counted) and is finally disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_does_not_delay_the_others() {
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let tool = Tool::start(&server, &["--client-queue", "128", "--send-timeout", "1"]).await;
+    let mut live = tool.connect("").await;
+    let mut source = EventSource::new("node-a", 1);
+
+    let alone = measure(&publisher, &mut source, &mut live, 1500).await;
+    let _stalled = tool.connect_stalling().await;
+    let beside_stalled = measure(&publisher, &mut source, &mut live, 2000).await;
+    println!("live client latency alone: {alone}; beside a stalled client: {beside_stalled}");
+    assert!(
+        beside_stalled.p99 <= 3.0 * alone.p99 + 100.0,
+        "the stalled client delayed the live one: {beside_stalled} vs {alone}"
+    );
+
+    let (status, health) = http_get(&format!("http://{}/healthz", tool.address)).await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["counters"]["stalled_disconnects"], 1, "{health}");
+    assert!(
+        health["counters"]["lagged_events"].as_u64().unwrap() > 0,
+        "{health}"
+    );
+    assert_eq!(health["counters"]["clients"], 1, "{health}");
+    tool.stop().await;
+}
+
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.p50, self.p99, self.max
+        )
+    }
+}
+
+/// Publishes `count` ~8 KB events at 500 a second while the live client reads them: its
+/// latencies (receive − publish time); it must miss none.
+async fn measure(
+    publisher: &async_nats::Client,
+    source: &mut EventSource,
+    live: &mut Client,
+    count: usize,
+) -> Latency {
+    let publisher = publisher.clone();
+    let events: Vec<Event> = (0..count)
+        .map(|_| {
+            let mut event = source.stamp(message(1, "tx", 8000));
+            event.error = "x".repeat(8000);
+            event
+        })
+        .collect();
+    let mut expected_sequence = events[0].sequence;
+    let publishing = tokio::spawn(async move {
+        let start = Instant::now();
+        for (n, mut event) in events.into_iter().enumerate() {
+            tokio::time::sleep_until((start + Duration::from_micros(2000 * n as u64)).into()).await;
+            event.timestamp_ns = now_ns();
+            publish(&publisher, &event).await;
+            publisher.flush().await.unwrap();
+        }
+    });
+    let mut latencies = Vec::with_capacity(count);
+    while latencies.len() < count {
+        let frame = next_json(live).await;
+        if frame["type"] != "event" {
+            continue;
+        }
+        let event = &frame["event"];
+        assert_eq!(
+            event["sequence"], expected_sequence,
+            "the live client misses nothing"
+        );
+        expected_sequence += 1;
+        let sent = event["timestamp_ns"].as_u64().unwrap();
+        latencies.push(now_ns().saturating_sub(sent) as f64 / 1e6);
+    }
+    publishing.await.unwrap();
+    latencies.sort_by(f64::total_cmp);
+    Latency {
+        p50: latencies[count / 2],
+        p99: latencies[count * 99 / 100],
+        max: latencies[count - 1],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_clients_each_get_every_event() {
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let tool = Tool::start(&server, &[]).await;
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        clients.push(tool.connect("categories=mempool").await);
+    }
+    let mut a = EventSource::new("node-a", 1);
+    let events: Vec<Event> = (0..50).map(|n| a.stamp(added(n))).collect();
+    for event in &events {
+        publish(&publisher, event).await;
+    }
+    let expected: Vec<Value> = events.iter().map(expected).collect();
+    let receiving = clients.into_iter().map(|mut socket| {
+        let expected = expected.clone();
+        tokio::spawn(async move {
+            assert_eq!(next_events(&mut socket, 50).await, expected);
+        })
+    });
+    for client in futures::future::join_all(receiving).await {
+        client.unwrap();
+    }
+    tool.stop().await;
+}
+
+#[tokio::test]
+async fn health_page_origins_and_a_clean_shutdown() {
+    let server = NatsServer::start();
+    let tool = Tool::start(&server, &["--allowed-origins", "https://ops.example"]).await;
+    let base = format!("http://{}", tool.address);
+    let (status, page) = http_get(&format!("{base}/")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>nodescope — live</title>"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+    assert_eq!(http_get(&format!("{base}/healthz")).await.0, 200);
+    assert_eq!(http_get(&format!("{base}/nope")).await.0, 404);
+    assert_eq!(http_get(&format!("{base}/ws")).await.0, 400);
+
+    let upgrade = |origin: &str| {
+        let mut request = format!("ws://{}/ws", tool.address)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let refused = upgrade("https://evil.example").await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    upgrade("https://ops.example")
+        .await
+        .expect("an allowed origin");
+    upgrade(&format!("http://{}", tool.address))
+        .await
+        .expect("the page's own origin");
+
+    let mut socket = tool.connect("").await;
+    let stopping = tokio::spawn(tool.stop());
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a close frame")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        close.unwrap().reason.as_str(),
+        "the websocket tool is stopping"
+    );
+    stopping.await.unwrap();
+}
