@@ -1,0 +1,48 @@
+//! What the exporter answers over the consumer layer's HTTP listener: `/metrics` (OpenMetrics
+//! text, as prometheus-client writes it), `/healthz` (200 while NATS is connected, 503 with the
+//! reason otherwise), 404 for anything else.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use nodescope_consumer::http::{response, Body};
+use nodescope_consumer::Health;
+use prometheus_client::registry::Registry;
+
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+pub fn respond(
+    request: &Request<Incoming>,
+    registry: &Arc<Registry>,
+    health: &Health,
+) -> Response<Body> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n");
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let mut body = String::new();
+            match prometheus_client::encoding::text::encode(&mut body, registry) {
+                Ok(()) => response(StatusCode::OK, OPENMETRICS, body),
+                Err(error) => response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    format!("cannot encode the metrics: {error}\n"),
+                ),
+            }
+        }
+        "/healthz" if health.nats_connected() => response(StatusCode::OK, TEXT, "ok\n"),
+        "/healthz" => response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "not connected to NATS (reconnecting)\n",
+        ),
+        _ => response(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found: try /metrics or /healthz\n",
+        ),
+    }
+}

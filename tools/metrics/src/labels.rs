@@ -1,0 +1,309 @@
+//! Every label value the exporter writes, each from a closed set: whatever a peer, a node or a
+//! publisher sends, the number of series stays bounded. Free-form strings (message types,
+//! reasons, algorithms) map to their known values or to `other`. The README lists these sets.
+
+use std::sync::LazyLock;
+
+use extractor_common::tracepoint::Tracepoint;
+use nodescope_proto::{AddrNetwork, ConnectionType, InventoryType, Network, RemovalReason};
+
+pub const OTHER: &str = "other";
+
+pub const INBOUND: &str = "inbound";
+pub const OUTBOUND: &str = "outbound";
+
+/// A P2P message type: one of the 36 nodescope decodes, or `other`.
+pub fn msg_type(msg_type: &str) -> &'static str {
+    nodescope_proto::p2p::MESSAGE_TYPES
+        .iter()
+        .find(|known| **known == msg_type)
+        .copied()
+        .unwrap_or(OTHER)
+}
+
+/// A connection type (`Peer::conn_type`); a string the schema does not know is `other`.
+pub fn conn_type(conn_type: i32) -> &'static str {
+    match ConnectionType::try_from(conn_type) {
+        Ok(ConnectionType::Inbound) => "inbound",
+        Ok(ConnectionType::OutboundFullRelay) => "outbound_full_relay",
+        Ok(ConnectionType::Manual) => "manual",
+        Ok(ConnectionType::Feeler) => "feeler",
+        Ok(ConnectionType::BlockRelayOnly) => "block_relay_only",
+        Ok(ConnectionType::AddrFetch) => "addr_fetch",
+        Ok(ConnectionType::Unknown) | Err(_) => OTHER,
+    }
+}
+
+/// The direction a connection type implies: only `inbound` connections are inbound.
+pub fn conn_direction(conn_type: i32) -> &'static str {
+    if conn_type == ConnectionType::Inbound as i32 {
+        INBOUND
+    } else {
+        OUTBOUND
+    }
+}
+
+/// bitcoind's `Network` of a connection.
+pub fn network(network: i32) -> &'static str {
+    match Network::try_from(network) {
+        Ok(Network::Unroutable) => "unroutable",
+        Ok(Network::Ipv4) => "ipv4",
+        Ok(Network::Ipv6) => "ipv6",
+        Ok(Network::Onion) => "onion",
+        Ok(Network::I2p) => "i2p",
+        Ok(Network::Cjdns) => "cjdns",
+        Ok(Network::Internal) => "internal",
+        Err(_) => OTHER,
+    }
+}
+
+/// The address family of an address announced in addr/addrv2 (BIP155 networks).
+pub fn address_family(network: i32) -> &'static str {
+    match AddrNetwork::try_from(network) {
+        Ok(AddrNetwork::Ipv4) => "ipv4",
+        Ok(AddrNetwork::Ipv6) => "ipv6",
+        Ok(AddrNetwork::Torv2) => "torv2",
+        Ok(AddrNetwork::Torv3) => "torv3",
+        Ok(AddrNetwork::I2p) => "i2p",
+        Ok(AddrNetwork::Cjdns) => "cjdns",
+        Ok(AddrNetwork::Unknown) | Err(_) => OTHER,
+    }
+}
+
+/// The type of an inventory entry.
+pub fn inv_type(inv_type: i32) -> &'static str {
+    match InventoryType::try_from(inv_type) {
+        Ok(InventoryType::Error) => "error",
+        Ok(InventoryType::Tx) => "tx",
+        Ok(InventoryType::Block) => "block",
+        Ok(InventoryType::FilteredBlock) => "filtered_block",
+        Ok(InventoryType::CompactBlock) => "compact_block",
+        Ok(InventoryType::Wtx) => "wtx",
+        Ok(InventoryType::WitnessTx) => "witness_tx",
+        Ok(InventoryType::WitnessBlock) => "witness_block",
+        Ok(InventoryType::FilteredWitnessBlock) => "filtered_witness_block",
+        Ok(InventoryType::Unknown) | Err(_) => OTHER,
+    }
+}
+
+/// Why a transaction left the mempool.
+pub fn removal_reason(reason: i32) -> &'static str {
+    match RemovalReason::try_from(reason) {
+        Ok(RemovalReason::Expiry) => "expiry",
+        Ok(RemovalReason::Sizelimit) => "sizelimit",
+        Ok(RemovalReason::Reorg) => "reorg",
+        Ok(RemovalReason::Block) => "block",
+        Ok(RemovalReason::Conflict) => "conflict",
+        Ok(RemovalReason::Replaced) => "replaced",
+        Ok(RemovalReason::Unknown) | Err(_) => OTHER,
+    }
+}
+
+/// The class of a mempool reject reason (`TxValidationState::GetRejectReason()` of Bitcoin Core
+/// v30, e.g. `min relay fee not met`, `txn-mempool-conflict`). Reasons may carry a debug suffix
+/// (`mandatory-script-verify-flag-failed (…)`), hence prefixes.
+pub fn reject_class(reason: &str) -> &'static str {
+    const CLASSES: &[(&str, &[&str])] = &[
+        (
+            "fee",
+            &[
+                "min relay fee not met",
+                "mempool min fee not met",
+                "insufficient fee",
+                "min-fee-not-met",
+                "max-fee-exceeded",
+                "absurdly-high-fee",
+            ],
+        ),
+        (
+            "duplicate",
+            &[
+                "txn-already-in-mempool",
+                "txn-already-known",
+                "txn-same-nonwitness-data-in-mempool",
+            ],
+        ),
+        (
+            "missing_inputs",
+            &["bad-txns-inputs-missingorspent", "missing-inputs"],
+        ),
+        (
+            "conflict",
+            &[
+                "txn-mempool-conflict",
+                "bip125-replacement-disallowed",
+                "too many potential replacements",
+                "replacement-adds-unconfirmed",
+                "bad-txns-spends-conflicting-tx",
+            ],
+        ),
+        ("non_final", &["non-final", "non-BIP68-final"]),
+        (
+            "mempool_limits",
+            &[
+                "too-long-mempool-chain",
+                "too-large-cluster",
+                "mempool full",
+                "package-mempool-limits",
+            ],
+        ),
+        (
+            "nonstandard",
+            &[
+                "version",
+                "tx-size",
+                "scriptsig-size",
+                "scriptsig-not-pushonly",
+                "scriptpubkey",
+                "bare-multisig",
+                "dust",
+                "multi-op-return",
+                "datacarrier",
+                "bad-txns-nonstandard-inputs",
+                "bad-witness-nonstandard",
+                "bad-txns-too-many-sigops",
+                "non-mandatory-script-verify-flag",
+                "tx-size-small",
+                "unexpected-witness",
+                "non-witness-inputs",
+            ],
+        ),
+        (
+            "consensus",
+            &[
+                "mandatory-script-verify-flag-failed",
+                "bad-txns-",
+                "bad-tx",
+                "coinbase",
+            ],
+        ),
+    ];
+    CLASSES
+        .iter()
+        .find(|(_, prefixes)| prefixes.iter().any(|p| reason.starts_with(p)))
+        .map_or(OTHER, |(class, _)| class)
+}
+
+/// The class of a `Misbehaving()` message of Bitcoin Core v30 (net_processing.cpp). Since v28
+/// every misbehaviour discourages the peer; the message says why.
+pub fn misbehaving_class(message: &str) -> &'static str {
+    match message {
+        // MaybePunishNodeForBlock/-Tx on a consensus failure pass no message.
+        "" => "consensus",
+        "header with invalid proof of work"
+        | "non-continuous headers sequence"
+        | "invalid header received" => "invalid_header",
+        "mutated block" => "invalid_block",
+        _ if message.starts_with("invalid compact block") => "invalid_block",
+        "getblocktxn with out-of-bounds tx indices" => "invalid_request",
+        "too-large bloom filter" | "bad filteradd message" => "bloom_filter",
+        // "addr message size = 1001", "inv message size = …", "headers message size = …"
+        _ if message.contains(" message size = ") => "oversized_message",
+        _ => OTHER,
+    }
+}
+
+/// A coin selection algorithm (`SelectionAlgorithm` names).
+pub fn algorithm(algorithm: &str) -> &'static str {
+    match algorithm {
+        "bnb" => "bnb",
+        "knapsack" => "knapsack",
+        "srd" => "srd",
+        "cg" => "cg",
+        "manual" => "manual",
+        _ => OTHER,
+    }
+}
+
+/// Which Bitcoin Core numbering of `FlushStateMode` names the flush modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlushModes {
+    V30,
+    V31,
+}
+
+pub fn flush_mode(mode: u32, modes: FlushModes) -> &'static str {
+    const V30: &[&str] = &["none", "if_needed", "periodic", "always"];
+    const V31: &[&str] = &["none", "if_needed", "periodic", "force_flush", "force_sync"];
+    let names = match modes {
+        FlushModes::V30 => V30,
+        FlushModes::V31 => V31,
+    };
+    names.get(mode as usize).copied().unwrap_or(OTHER)
+}
+
+pub fn bool_label(value: bool) -> &'static str {
+    if value {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// `provider:name` of every tracepoint the extractor reports drops for, made once.
+static TRACEPOINTS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    Tracepoint::ALL
+        .iter()
+        .map(|tp| &*Box::leak(tp.to_string().into_boxed_str()))
+        .collect()
+});
+
+/// The tracepoints of Bitcoin Core v30 (`provider:name`), then `other`.
+pub fn tracepoints() -> impl Iterator<Item = &'static str> {
+    TRACEPOINTS.iter().copied().chain([OTHER])
+}
+
+/// A tracepoint name from an `ExtractorStats` map key.
+pub fn tracepoint(key: &str) -> &'static str {
+    TRACEPOINTS
+        .iter()
+        .find(|tp| **tp == key)
+        .copied()
+        .unwrap_or(OTHER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_form_strings_fall_into_closed_sets() {
+        assert_eq!(msg_type("inv"), "inv");
+        assert_eq!(msg_type("nonsense"), OTHER);
+        assert_eq!(reject_class("min relay fee not met"), "fee");
+        assert_eq!(reject_class("insufficient fee"), "fee");
+        assert_eq!(reject_class("txn-mempool-conflict"), "conflict");
+        assert_eq!(
+            reject_class("bad-txns-inputs-missingorspent"),
+            "missing_inputs"
+        );
+        assert_eq!(
+            reject_class("mandatory-script-verify-flag-failed (Script evaluated without error but finished with a false/empty top stack element)"),
+            "consensus"
+        );
+        assert_eq!(reject_class("bad-txns-vout-negative"), "consensus");
+        assert_eq!(reject_class("dust"), "nonstandard");
+        assert_eq!(reject_class("too-long-mempool-chain"), "mempool_limits");
+        assert_eq!(reject_class("something new"), OTHER);
+        assert_eq!(
+            misbehaving_class("addr message size = 1001"),
+            "oversized_message"
+        );
+        assert_eq!(
+            misbehaving_class("header with invalid proof of work"),
+            "invalid_header"
+        );
+        assert_eq!(
+            misbehaving_class("invalid compact block/non-matching block transactions"),
+            "invalid_block"
+        );
+        assert_eq!(misbehaving_class(""), "consensus");
+        assert_eq!(misbehaving_class("who knows"), OTHER);
+        assert_eq!(flush_mode(3, FlushModes::V30), "always");
+        assert_eq!(flush_mode(3, FlushModes::V31), "force_flush");
+        assert_eq!(flush_mode(9, FlushModes::V31), OTHER);
+        assert_eq!(tracepoint("net:inbound_message"), "net:inbound_message");
+        assert_eq!(tracepoint("net:nope"), OTHER);
+        assert_eq!(tracepoints().count(), 21);
+    }
+}

@@ -1,0 +1,942 @@
+//! Crafted events, published as the extractor publishes them to a real nats-server, then a
+//! scrape of /metrics: every family with its exact values.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{message, net, peer, value, Tool};
+use nodescope_consumer::testing::{publish, EventSource};
+use nodescope_proto::event::Payload;
+use nodescope_proto::p2p::{decode_p2p, samples, DecodeOptions};
+use nodescope_proto::p2p_message::Body;
+use nodescope_proto::*;
+
+const T0: u64 = 1_700_000_100_000_000_000;
+
+fn inventory(types: &[InventoryType]) -> P2pInventory {
+    P2pInventory {
+        items: types
+            .iter()
+            .map(|t| InventoryItem {
+                r#type: *t as i32,
+                type_raw: 0,
+                hash: vec![1; 32],
+            })
+            .collect(),
+        ..P2pInventory::default()
+    }
+}
+
+fn addresses(networks: &[AddrNetwork]) -> P2pAddr {
+    P2pAddr {
+        addresses: networks
+            .iter()
+            .map(|n| NetAddress {
+                network: *n as i32,
+                ..NetAddress::default()
+            })
+            .collect(),
+    }
+}
+
+fn version(user_agent: &str) -> Body {
+    Body::Version(P2pVersion {
+        user_agent: user_agent.into(),
+        ..P2pVersion::default()
+    })
+}
+
+/// Every payload kind, with values whose metrics are worked out by hand below. Events are
+/// timestamped T0 + `at` ms where time matters.
+fn node_a_events() -> (Vec<Event>, Event) {
+    use ConnectionType::{BlockRelayOnly, Inbound, Manual, OutboundFullRelay};
+    let mut run = EventSource::new("node-a", 1);
+    let mut events = Vec::new();
+    let mut at = |run: &mut EventSource, ms: u64, payload: Payload| {
+        let mut event = run.stamp(payload);
+        event.timestamp_ns = T0 + ms * 1_000_000;
+        events.push(event);
+    };
+    let (p1, p2, p3) = (
+        peer(1, Inbound),
+        peer(2, OutboundFullRelay),
+        peer(3, BlockRelayOnly),
+    );
+
+    // Connections: 3 opened; peer 1 evicted and closed after 100 s; peer 9 (opened before the
+    // exporter started) closed.
+    at(
+        &mut run,
+        0,
+        Payload::InboundConnection(InboundConnection {
+            peer: Some(p1.clone()),
+            network: Network::Ipv4 as i32,
+            inbound_count: 1,
+        }),
+    );
+    at(
+        &mut run,
+        0,
+        Payload::OutboundConnection(OutboundConnection {
+            peer: Some(p2.clone()),
+            network: Network::Onion as i32,
+            outbound_count: 1,
+        }),
+    );
+    at(
+        &mut run,
+        0,
+        Payload::OutboundConnection(OutboundConnection {
+            peer: Some(p3.clone()),
+            network: Network::Ipv6 as i32,
+            outbound_count: 2,
+        }),
+    );
+
+    // Messages.
+    at(
+        &mut run,
+        0,
+        message(
+            true,
+            p1.clone(),
+            "version",
+            102,
+            version("/Satoshi:30.0.0/"),
+        ),
+    );
+    at(
+        &mut run,
+        0,
+        message(
+            false,
+            p2.clone(),
+            "version",
+            102,
+            version("/Satoshi:30.0.0/"),
+        ),
+    );
+    at(
+        &mut run,
+        0,
+        message(
+            true,
+            p3.clone(),
+            "version",
+            103,
+            version("/Satoshi:29.0.0/"),
+        ),
+    );
+    // A third user agent: beyond --user-agents 2.
+    at(
+        &mut run,
+        0,
+        message(true, p2.clone(), "version", 98, version("/btcd:0.24.2/")),
+    );
+    // Our ping answered 50 ms later; a pong with a wrong nonce matches nothing; the peer's ping
+    // answered by the node in 2 ms.
+    at(
+        &mut run,
+        1000,
+        message(
+            false,
+            p2.clone(),
+            "ping",
+            8,
+            Body::Ping(P2pPing { nonce: 7 }),
+        ),
+    );
+    at(
+        &mut run,
+        1040,
+        message(
+            true,
+            p2.clone(),
+            "pong",
+            8,
+            Body::Pong(P2pPing { nonce: 8 }),
+        ),
+    );
+    at(
+        &mut run,
+        1050,
+        message(
+            true,
+            p2.clone(),
+            "pong",
+            8,
+            Body::Pong(P2pPing { nonce: 7 }),
+        ),
+    );
+    at(
+        &mut run,
+        2000,
+        message(
+            true,
+            p3.clone(),
+            "ping",
+            8,
+            Body::Ping(P2pPing { nonce: 9 }),
+        ),
+    );
+    at(
+        &mut run,
+        2002,
+        message(
+            false,
+            p3.clone(),
+            "pong",
+            8,
+            Body::Pong(P2pPing { nonce: 9 }),
+        ),
+    );
+    use InventoryType::{Block, Tx, Wtx};
+    at(
+        &mut run,
+        0,
+        message(
+            true,
+            p2.clone(),
+            "inv",
+            109,
+            Body::Inv(inventory(&[Wtx, Wtx, Block])),
+        ),
+    );
+    at(
+        &mut run,
+        0,
+        message(
+            false,
+            p2.clone(),
+            "getdata",
+            37,
+            Body::Getdata(inventory(&[Wtx])),
+        ),
+    );
+    at(
+        &mut run,
+        0,
+        message(
+            true,
+            p2.clone(),
+            "notfound",
+            37,
+            Body::Notfound(inventory(&[Tx])),
+        ),
+    );
+    use AddrNetwork::{I2p, Ipv4, Ipv6, Torv3, Unknown};
+    at(
+        &mut run,
+        0,
+        message(
+            true,
+            p2.clone(),
+            "addr",
+            91,
+            Body::Addr(addresses(&[Ipv4, Ipv4, Ipv6])),
+        ),
+    );
+    at(
+        &mut run,
+        0,
+        message(
+            true,
+            p2.clone(),
+            "addrv2",
+            120,
+            Body::Addrv2(addresses(&[Torv3, I2p, Unknown])),
+        ),
+    );
+    at(
+        &mut run,
+        0,
+        message(
+            true,
+            p2.clone(),
+            "feefilter",
+            8,
+            Body::Feefilter(P2pFeeFilter { fee_rate: 1000 }),
+        ),
+    );
+    at(
+        &mut run,
+        0,
+        message(
+            false,
+            p2.clone(),
+            "feefilter",
+            8,
+            Body::Feefilter(P2pFeeFilter { fee_rate: 2500 }),
+        ),
+    );
+    // A real transaction as the extractor decodes it.
+    let tx = samples::sample_payloads()
+        .into_iter()
+        .find(|(t, _)| *t == "tx")
+        .unwrap()
+        .1;
+    let decoded = decode_p2p("tx", &tx, tx.len() as u64, DecodeOptions::default());
+    assert!(decoded.body.is_some());
+    at(&mut run, 0, net(true, p2.clone(), decoded));
+    // An unknown message type, and an inv that does not decode.
+    at(
+        &mut run,
+        0,
+        net(
+            true,
+            p1.clone(),
+            decode_p2p("sendtxrcncl", &[0; 12], 12, DecodeOptions::default()),
+        ),
+    );
+    let bad = decode_p2p("inv", &[0xfd], 1, DecodeOptions::default());
+    assert!(!bad.decode_error.is_empty());
+    at(&mut run, 0, net(true, p1.clone(), bad));
+
+    at(
+        &mut run,
+        0,
+        Payload::EvictedInboundConnection(EvictedInboundConnection {
+            peer: Some(p1.clone()),
+            network: Network::Ipv4 as i32,
+            connected_since: 1_700_000_000,
+        }),
+    );
+    for reason in ["addr message size = 1001", "", "a reason of v31"] {
+        at(
+            &mut run,
+            0,
+            Payload::MisbehavingConnection(MisbehavingConnection {
+                peer_id: 1,
+                message: reason.into(),
+            }),
+        );
+    }
+    at(
+        &mut run,
+        0,
+        Payload::ClosedConnection(ClosedConnection {
+            peer: Some(p1.clone()),
+            network: Network::Ipv4 as i32,
+            connected_since: 1_700_000_000,
+        }),
+    );
+    at(
+        &mut run,
+        0,
+        Payload::ClosedConnection(ClosedConnection {
+            peer: Some(peer(9, Manual)),
+            network: Network::Ipv4 as i32,
+            connected_since: 1_700_000_095,
+        }),
+    );
+
+    // Mempool: 5 sat/vB and 1.5 sat/vB; then 3 events lost.
+    at(
+        &mut run,
+        0,
+        Payload::MempoolAdded(MempoolAdded {
+            txid: vec![1; 32],
+            vsize: 200,
+            fee: 1000,
+        }),
+    );
+    at(
+        &mut run,
+        0,
+        Payload::MempoolAdded(MempoolAdded {
+            txid: vec![2; 32],
+            vsize: 100,
+            fee: 150,
+        }),
+    );
+    for reason in [RemovalReason::Block, RemovalReason::Unknown] {
+        at(
+            &mut run,
+            0,
+            Payload::MempoolRemoved(MempoolRemoved {
+                txid: vec![1; 32],
+                reason: reason as i32,
+                reason_other: "new-reason".into(),
+                vsize: 200,
+                fee: 1000,
+                entry_time: 1_700_000_000,
+            }),
+        );
+    }
+    for by_tx in [true, false] {
+        at(
+            &mut run,
+            0,
+            Payload::MempoolReplaced(MempoolReplaced {
+                replaced_by_transaction: by_tx,
+                ..MempoolReplaced::default()
+            }),
+        );
+    }
+    run.lose(Category::Mempool, 3);
+    for reason in [
+        "min relay fee not met",
+        "txn-mempool-conflict",
+        "something else",
+    ] {
+        at(
+            &mut run,
+            0,
+            Payload::MempoolRejected(MempoolRejected {
+                txid: vec![3; 32],
+                reason: reason.into(),
+            }),
+        );
+    }
+
+    // Blocks.
+    at(
+        &mut run,
+        0,
+        Payload::BlockConnected(BlockConnected {
+            hash: vec![4; 32],
+            height: 100,
+            transactions: 3,
+            inputs: 4,
+            sigop_cost: 8,
+            duration_ns: 2_000_000,
+        }),
+    );
+    at(
+        &mut run,
+        0,
+        Payload::BlockConnected(BlockConnected {
+            hash: vec![5; 32],
+            height: 101,
+            transactions: 1,
+            inputs: 1,
+            sigop_cost: 4,
+            duration_ns: 500_000_000,
+        }),
+    );
+
+    // UTXO cache.
+    at(
+        &mut run,
+        0,
+        Payload::UtxocacheFlush(UtxoCacheFlush {
+            duration_us: 1500,
+            mode: 1,
+            coins_count: 1000,
+            coins_mem_usage: 65536,
+            for_prune: false,
+            ..UtxoCacheFlush::default()
+        }),
+    );
+    at(
+        &mut run,
+        0,
+        Payload::UtxocacheFlush(UtxoCacheFlush {
+            duration_us: 250_000,
+            mode: 3,
+            coins_count: 10,
+            coins_mem_usage: 4096,
+            for_prune: true,
+            ..UtxoCacheFlush::default()
+        }),
+    );
+    let coin = |value| UtxoCacheCoin {
+        txid: vec![6; 32],
+        vout: 0,
+        height: 100,
+        value,
+        coinbase: false,
+    };
+    at(&mut run, 0, Payload::UtxocacheAdd(coin(5000)));
+    at(&mut run, 0, Payload::UtxocacheAdd(coin(5000)));
+    at(&mut run, 0, Payload::UtxocacheSpent(coin(5000)));
+    at(&mut run, 0, Payload::UtxocacheUncache(coin(100)));
+
+    // Coin selection.
+    for (algorithm, value) in [("bnb", 10_000), ("knapsack", 20_000), ("future-algo", 5)] {
+        at(
+            &mut run,
+            0,
+            Payload::SelectedCoins(SelectedCoins {
+                wallet: "w".into(),
+                algorithm: algorithm.into(),
+                target: 1,
+                waste: -3,
+                selected_value: value,
+            }),
+        );
+    }
+    at(
+        &mut run,
+        0,
+        Payload::NormalCreateTxInternal(NormalCreateTx {
+            wallet: "w".into(),
+            success: true,
+            fee: 300,
+            change_pos: 1,
+        }),
+    );
+    at(
+        &mut run,
+        0,
+        Payload::AttemptingApsCreateTx(AttemptingApsCreateTx { wallet: "w".into() }),
+    );
+    at(
+        &mut run,
+        0,
+        Payload::ApsCreateTxInternal(ApsCreateTx {
+            wallet: "w".into(),
+            use_aps: true,
+            success: true,
+            fee: 310,
+            change_pos: -1,
+        }),
+    );
+
+    // The extractor's stats of run 1, then it restarts: run 2's totals replace them.
+    at(
+        &mut run,
+        0,
+        Payload::ExtractorStats(ExtractorStats {
+            events_read: 100,
+            kernel_drops: [
+                ("net:inbound_message".to_string(), 5),
+                ("bogus:tracepoint".to_string(), 2),
+            ]
+            .into(),
+            published: 90,
+            dropped_queue_full: 3,
+            dropped_too_large: 1,
+            resent: 4,
+            queued: 2,
+            queued_bytes: 300,
+            decode_errors: 6,
+            read_errors: 7,
+            attached_locations: 20,
+            kernel_payload_drops: [("net:inbound_message".to_string(), 1)].into(),
+            kernel_memory_bytes: 33_800_000,
+        }),
+    );
+    let mut restarted = EventSource::new("node-a", 2);
+    at(
+        &mut restarted,
+        0,
+        Payload::ExtractorStats(ExtractorStats {
+            events_read: 10,
+            published: 9,
+            attached_locations: 20,
+            kernel_memory_bytes: 33_800_000,
+            ..ExtractorStats::default()
+        }),
+    );
+    let replayed = events
+        .iter()
+        .find(|e| matches!(e.payload, Some(Payload::MempoolAdded(_))))
+        .unwrap()
+        .clone();
+    (events, replayed)
+}
+
+/// The expected samples: every series of every family, `_bucket` lines excepted (only those
+/// listed are checked).
+const EXPECTED: &str = r#"
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="version",conn_type="inbound"} 1
+nodescope_p2p_messages_total{node="node-a",direction="outbound",msg_type="version",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="version",conn_type="block_relay_only"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="version",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="outbound",msg_type="ping",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="pong",conn_type="outbound_full_relay"} 2
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="ping",conn_type="block_relay_only"} 1
+nodescope_p2p_messages_total{node="node-a",direction="outbound",msg_type="pong",conn_type="block_relay_only"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="inv",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="outbound",msg_type="getdata",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="notfound",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="addr",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="addrv2",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="feefilter",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="outbound",msg_type="feefilter",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="tx",conn_type="outbound_full_relay"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="other",conn_type="inbound"} 1
+nodescope_p2p_messages_total{node="node-a",direction="inbound",msg_type="inv",conn_type="inbound"} 1
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="version",conn_type="inbound"} 102
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="outbound",msg_type="version",conn_type="outbound_full_relay"} 102
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="version",conn_type="block_relay_only"} 103
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="version",conn_type="outbound_full_relay"} 98
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="outbound",msg_type="ping",conn_type="outbound_full_relay"} 8
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="pong",conn_type="outbound_full_relay"} 16
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="ping",conn_type="block_relay_only"} 8
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="outbound",msg_type="pong",conn_type="block_relay_only"} 8
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="inv",conn_type="outbound_full_relay"} 109
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="outbound",msg_type="getdata",conn_type="outbound_full_relay"} 37
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="notfound",conn_type="outbound_full_relay"} 37
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="addr",conn_type="outbound_full_relay"} 91
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="addrv2",conn_type="outbound_full_relay"} 120
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="feefilter",conn_type="outbound_full_relay"} 8
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="outbound",msg_type="feefilter",conn_type="outbound_full_relay"} 8
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="tx",conn_type="outbound_full_relay"} TX_SIZE
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="other",conn_type="inbound"} 12
+nodescope_p2p_message_payload_bytes_total{node="node-a",direction="inbound",msg_type="inv",conn_type="inbound"} 1
+nodescope_p2p_message_decode_errors_total{node="node-a",direction="inbound",msg_type="inv"} 1
+nodescope_p2p_addresses_total{node="node-a",direction="inbound",msg_type="addr",family="ipv4"} 2
+nodescope_p2p_addresses_total{node="node-a",direction="inbound",msg_type="addr",family="ipv6"} 1
+nodescope_p2p_addresses_total{node="node-a",direction="inbound",msg_type="addrv2",family="torv3"} 1
+nodescope_p2p_addresses_total{node="node-a",direction="inbound",msg_type="addrv2",family="i2p"} 1
+nodescope_p2p_addresses_total{node="node-a",direction="inbound",msg_type="addrv2",family="other"} 1
+nodescope_p2p_inv_entries_total{node="node-a",direction="inbound",msg_type="inv",inv_type="wtx"} 2
+nodescope_p2p_inv_entries_total{node="node-a",direction="inbound",msg_type="inv",inv_type="block"} 1
+nodescope_p2p_inv_entries_total{node="node-a",direction="outbound",msg_type="getdata",inv_type="wtx"} 1
+nodescope_p2p_inv_entries_total{node="node-a",direction="inbound",msg_type="notfound",inv_type="tx"} 1
+nodescope_p2p_feefilter_sat_per_vbyte_sum{node="node-a",direction="inbound"} 1.0
+nodescope_p2p_feefilter_sat_per_vbyte_count{node="node-a",direction="inbound"} 1
+nodescope_p2p_feefilter_sat_per_vbyte_bucket{le="1.0",node="node-a",direction="inbound"} 1
+nodescope_p2p_feefilter_sat_per_vbyte_bucket{le="0.5",node="node-a",direction="inbound"} 0
+nodescope_p2p_feefilter_sat_per_vbyte_sum{node="node-a",direction="outbound"} 2.5
+nodescope_p2p_feefilter_sat_per_vbyte_count{node="node-a",direction="outbound"} 1
+nodescope_p2p_feefilter_sat_per_vbyte_bucket{le="2.0",node="node-a",direction="outbound"} 0
+nodescope_p2p_feefilter_sat_per_vbyte_bucket{le="3.0",node="node-a",direction="outbound"} 1
+nodescope_p2p_version_user_agents_total{node="node-a",direction="inbound",user_agent="/Satoshi:30.0.0/"} 1
+nodescope_p2p_version_user_agents_total{node="node-a",direction="outbound",user_agent="/Satoshi:30.0.0/"} 1
+nodescope_p2p_version_user_agents_total{node="node-a",direction="inbound",user_agent="/Satoshi:29.0.0/"} 1
+nodescope_p2p_version_user_agents_total{node="node-a",direction="inbound",user_agent="other"} 1
+nodescope_p2p_ping_rtt_seconds_sum{node="node-a",direction="outbound"} 0.05
+nodescope_p2p_ping_rtt_seconds_count{node="node-a",direction="outbound"} 1
+nodescope_p2p_ping_rtt_seconds_bucket{le="0.025",node="node-a",direction="outbound"} 0
+nodescope_p2p_ping_rtt_seconds_bucket{le="0.05",node="node-a",direction="outbound"} 1
+nodescope_p2p_ping_rtt_seconds_sum{node="node-a",direction="inbound"} 0.002
+nodescope_p2p_ping_rtt_seconds_count{node="node-a",direction="inbound"} 1
+nodescope_p2p_ping_rtt_seconds_bucket{le="0.001",node="node-a",direction="inbound"} 0
+nodescope_p2p_ping_rtt_seconds_bucket{le="0.005",node="node-a",direction="inbound"} 1
+nodescope_connections_opened_total{node="node-a",direction="inbound",conn_type="inbound",network="ipv4"} 1
+nodescope_connections_opened_total{node="node-a",direction="outbound",conn_type="outbound_full_relay",network="onion"} 1
+nodescope_connections_opened_total{node="node-a",direction="outbound",conn_type="block_relay_only",network="ipv6"} 1
+nodescope_connections_closed_total{node="node-a",direction="inbound",conn_type="inbound",network="ipv4"} 1
+nodescope_connections_closed_total{node="node-a",direction="outbound",conn_type="manual",network="ipv4"} 1
+nodescope_connections_evicted_total{node="node-a",network="ipv4"} 1
+nodescope_connections_misbehaving_total{node="node-a",reason="oversized_message"} 1
+nodescope_connections_misbehaving_total{node="node-a",reason="consensus"} 1
+nodescope_connections_misbehaving_total{node="node-a",reason="other"} 1
+nodescope_connections_open{node="node-a",direction="inbound",conn_type="inbound"} 0
+nodescope_connections_open{node="node-a",direction="outbound",conn_type="outbound_full_relay"} 1
+nodescope_connections_open{node="node-a",direction="outbound",conn_type="block_relay_only"} 1
+nodescope_connection_age_at_close_seconds_sum{node="node-a",conn_type="inbound"} 100.0
+nodescope_connection_age_at_close_seconds_count{node="node-a",conn_type="inbound"} 1
+nodescope_connection_age_at_close_seconds_bucket{le="60.0",node="node-a",conn_type="inbound"} 0
+nodescope_connection_age_at_close_seconds_bucket{le="300.0",node="node-a",conn_type="inbound"} 1
+nodescope_connection_age_at_close_seconds_sum{node="node-a",conn_type="manual"} 5.0
+nodescope_connection_age_at_close_seconds_count{node="node-a",conn_type="manual"} 1
+nodescope_mempool_added_total{node="node-a"} 2
+nodescope_mempool_removed_total{node="node-a",reason="block"} 1
+nodescope_mempool_removed_total{node="node-a",reason="other"} 1
+nodescope_mempool_replaced_total{node="node-a",replaced_by="transaction"} 1
+nodescope_mempool_replaced_total{node="node-a",replaced_by="package"} 1
+nodescope_mempool_rejected_total{node="node-a",reason="fee"} 1
+nodescope_mempool_rejected_total{node="node-a",reason="conflict"} 1
+nodescope_mempool_rejected_total{node="node-a",reason="other"} 1
+nodescope_mempool_added_vsize_vbytes_sum{node="node-a"} 300.0
+nodescope_mempool_added_vsize_vbytes_count{node="node-a"} 2
+nodescope_mempool_added_vsize_vbytes_bucket{le="100.0",node="node-a"} 1
+nodescope_mempool_added_vsize_vbytes_bucket{le="200.0",node="node-a"} 2
+nodescope_mempool_added_fee_satoshis_sum{node="node-a"} 1150.0
+nodescope_mempool_added_fee_satoshis_count{node="node-a"} 2
+nodescope_mempool_added_fee_satoshis_bucket{le="300.0",node="node-a"} 1
+nodescope_mempool_added_feerate_sat_per_vbyte_sum{node="node-a"} 6.5
+nodescope_mempool_added_feerate_sat_per_vbyte_count{node="node-a"} 2
+nodescope_mempool_added_feerate_sat_per_vbyte_bucket{le="2.0",node="node-a"} 1
+nodescope_mempool_added_feerate_sat_per_vbyte_bucket{le="5.0",node="node-a"} 2
+nodescope_block_height{node="node-a"} 101
+nodescope_blocks_connected_total{node="node-a"} 2
+nodescope_block_connect_duration_seconds_sum{node="node-a"} 0.502
+nodescope_block_connect_duration_seconds_count{node="node-a"} 2
+nodescope_block_connect_duration_seconds_bucket{le="0.005",node="node-a"} 1
+nodescope_block_connect_duration_seconds_bucket{le="0.5",node="node-a"} 2
+nodescope_block_transactions_total{node="node-a"} 4
+nodescope_block_inputs_total{node="node-a"} 5
+nodescope_block_sigop_cost_total{node="node-a"} 12
+nodescope_utxocache_flushes_total{node="node-a",mode="if_needed",for_prune="false"} 1
+nodescope_utxocache_flushes_total{node="node-a",mode="always",for_prune="true"} 1
+nodescope_utxocache_flush_duration_seconds_sum{node="node-a",mode="if_needed"} 0.0015
+nodescope_utxocache_flush_duration_seconds_count{node="node-a",mode="if_needed"} 1
+nodescope_utxocache_flush_duration_seconds_sum{node="node-a",mode="always"} 0.25
+nodescope_utxocache_flush_duration_seconds_count{node="node-a",mode="always"} 1
+nodescope_utxocache_flush_duration_seconds_bucket{le="0.1",node="node-a",mode="always"} 0
+nodescope_utxocache_flush_duration_seconds_bucket{le="0.5",node="node-a",mode="always"} 1
+nodescope_utxocache_flush_coins{node="node-a"} 10
+nodescope_utxocache_flush_memory_bytes{node="node-a"} 4096
+nodescope_utxocache_coins_total{node="node-a",operation="add"} 2
+nodescope_utxocache_coins_total{node="node-a",operation="spent"} 1
+nodescope_utxocache_coins_total{node="node-a",operation="uncache"} 1
+nodescope_utxocache_coin_value_satoshis_total{node="node-a",operation="add"} 10000
+nodescope_utxocache_coin_value_satoshis_total{node="node-a",operation="spent"} 5000
+nodescope_utxocache_coin_value_satoshis_total{node="node-a",operation="uncache"} 100
+nodescope_coin_selection_selections_total{node="node-a",algorithm="bnb"} 1
+nodescope_coin_selection_selections_total{node="node-a",algorithm="knapsack"} 1
+nodescope_coin_selection_selections_total{node="node-a",algorithm="other"} 1
+nodescope_coin_selection_selected_value_satoshis_total{node="node-a",algorithm="bnb"} 10000
+nodescope_coin_selection_selected_value_satoshis_total{node="node-a",algorithm="knapsack"} 20000
+nodescope_coin_selection_selected_value_satoshis_total{node="node-a",algorithm="other"} 5
+nodescope_coin_selection_create_tx_total{node="node-a",attempt="normal",result="success"} 1
+nodescope_coin_selection_create_tx_total{node="node-a",attempt="aps",result="success"} 1
+nodescope_coin_selection_aps_used_total{node="node-a"} 1
+nodescope_events_received_total{node="node-a",extractor="ebpf",category="net.connection"} 9
+nodescope_events_received_total{node="node-a",extractor="ebpf",category="net.message"} 19
+nodescope_events_received_total{node="node-a",extractor="ebpf",category="mempool"} 9
+nodescope_events_received_total{node="node-a",extractor="ebpf",category="validation"} 2
+nodescope_events_received_total{node="node-a",extractor="ebpf",category="utxocache"} 6
+nodescope_events_received_total{node="node-a",extractor="ebpf",category="coin_selection"} 6
+nodescope_events_received_total{node="node-a",extractor="ebpf",category="extractor"} 2
+nodescope_events_received_total{node="node-b",extractor="ebpf",category="mempool"} 1
+nodescope_events_missed_total{node="node-a",extractor="ebpf",category="mempool"} 3
+nodescope_events_replayed_total{node="node-a",extractor="ebpf",category="mempool"} 1
+nodescope_extractor_restarts_total{node="node-a",extractor="ebpf"} 1
+nodescope_undecodable_messages_total{node="node-a"} 1
+nodescope_mempool_added_total{node="node-b"} 1
+nodescope_mempool_added_vsize_vbytes_sum{node="node-b"} 141.0
+nodescope_mempool_added_vsize_vbytes_count{node="node-b"} 1
+nodescope_mempool_added_fee_satoshis_sum{node="node-b"} 1410.0
+nodescope_mempool_added_fee_satoshis_count{node="node-b"} 1
+nodescope_mempool_added_feerate_sat_per_vbyte_sum{node="node-b"} 10.0
+nodescope_mempool_added_feerate_sat_per_vbyte_count{node="node-b"} 1
+nodescope_extractor_events_read_total{node="node-a",extractor="ebpf"} 10
+nodescope_extractor_events_published_total{node="node-a",extractor="ebpf"} 9
+nodescope_extractor_events_resent_total{node="node-a",extractor="ebpf"} 0
+nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="queue_full"} 0
+nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="too_large"} 0
+nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="decode"} 0
+nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="read"} 0
+nodescope_extractor_queued_events{node="node-a",extractor="ebpf"} 0
+nodescope_extractor_queued_bytes{node="node-a",extractor="ebpf"} 0
+nodescope_extractor_attached_locations{node="node-a",extractor="ebpf"} 20
+nodescope_extractor_kernel_memory_bytes{node="node-a",extractor="ebpf"} 33800000
+"#;
+
+/// Run 1's stats, scraped before the restart: the extractor's totals as the counters' values.
+const EXPECTED_RUN_1: &str = r#"
+nodescope_extractor_events_read_total{node="node-a",extractor="ebpf"} 100
+nodescope_extractor_events_published_total{node="node-a",extractor="ebpf"} 90
+nodescope_extractor_events_resent_total{node="node-a",extractor="ebpf"} 4
+nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="queue_full"} 3
+nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="too_large"} 1
+nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="decode"} 6
+nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="read"} 7
+nodescope_extractor_kernel_drops_total{node="node-a",extractor="ebpf",tracepoint="net:inbound_message"} 5
+nodescope_extractor_kernel_drops_total{node="node-a",extractor="ebpf",tracepoint="net:outbound_message"} 0
+nodescope_extractor_kernel_drops_total{node="node-a",extractor="ebpf",tracepoint="other"} 2
+nodescope_extractor_kernel_payload_drops_total{node="node-a",extractor="ebpf",tracepoint="net:inbound_message"} 1
+nodescope_extractor_queued_events{node="node-a",extractor="ebpf"} 2
+nodescope_extractor_queued_bytes{node="node-a",extractor="ebpf"} 300
+"#;
+
+fn samples(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+fn families(scrape: &str) -> BTreeSet<String> {
+    scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+/// The family a sample belongs to (its name without the type's suffixes).
+fn family_of(sample: &str, families: &BTreeSet<String>) -> String {
+    let name = &sample[..sample.find(['{', ' ']).unwrap()];
+    families
+        .iter()
+        .filter(|f| name.starts_with(f.as_str()))
+        .max_by_key(|f| f.len())
+        .unwrap_or_else(|| panic!("no family for {name}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn every_family_has_exactly_the_expected_values() {
+    let tool = Tool::start(&["--user-agents", "2"]).await;
+    let (events, replayed) = node_a_events();
+    let (run_1, run_2) = events.split_at(events.len() - 1);
+    for event in run_1 {
+        publish(&tool.publisher, event).await;
+    }
+    publish(&tool.publisher, &replayed).await;
+    tool.publisher
+        .publish("nodescope.node-a.mempool", "not an event".into())
+        .await
+        .unwrap();
+    let mut node_b = EventSource::new("node-b", 7);
+    publish(
+        &tool.publisher,
+        &node_b.stamp(Payload::MempoolAdded(MempoolAdded {
+            txid: vec![9; 32],
+            vsize: 141,
+            fee: 1410,
+        })),
+    )
+    .await;
+
+    let before_restart = samples(EXPECTED_RUN_1);
+    tool.wait_for(
+        || async {
+            let scrape = tool.scrape().await;
+            samples(&scrape).is_superset(&before_restart)
+                && value(&scrape, r#"nodescope_mempool_added_total{node="node-b"}"#) == Some(1.0)
+        },
+        "run 1's stats and node-b's event scraped",
+    )
+    .await;
+    publish(&tool.publisher, &run_2[0]).await;
+    tool.wait_for(
+        || async {
+            value(
+                &tool.scrape().await,
+                r#"nodescope_extractor_restarts_total{node="node-a",extractor="ebpf"}"#,
+            ) == Some(1.0)
+        },
+        "the restart seen",
+    )
+    .await;
+
+    let scrape = tool.scrape().await;
+    let tx_size = samples::sample_payloads()
+        .into_iter()
+        .find(|(t, _)| *t == "tx")
+        .unwrap()
+        .1
+        .len();
+    let mut expected = samples(&EXPECTED.replace("TX_SIZE", &tx_size.to_string()));
+    // After the restart every tracepoint's drops are run 2's: 0.
+    for tracepoint in nodescope_metrics::labels::tracepoints() {
+        for family in ["kernel_drops", "kernel_payload_drops"] {
+            expected.insert(format!(
+                r#"nodescope_extractor_{family}_total{{node="node-a",extractor="ebpf",tracepoint="{tracepoint}"}} 0"#
+            ));
+        }
+    }
+    let actual = samples(&scrape);
+    let is_bucket = |s: &String| s.contains("_bucket{");
+    let missing: Vec<_> = expected.difference(&actual).collect();
+    let unexpected: Vec<_> = actual
+        .difference(&expected)
+        .filter(|s| !is_bucket(s))
+        .collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "missing:\n{}\nunexpected:\n{}",
+        missing
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        unexpected
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+
+    // Every family registered is checked above, and their number is the README's.
+    let registered = families(&scrape);
+    let checked: BTreeSet<String> = expected
+        .iter()
+        .chain(&before_restart)
+        .map(|s| family_of(s, &registered))
+        .collect();
+    assert_eq!(checked, registered);
+    assert_eq!(registered.len(), 53);
+    assert!(scrape.ends_with("# EOF\n"));
+    tool.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_counted_and_the_exporter_goes_on() {
+    let tool = Tool::start(&[]).await;
+    for garbage in [&b"\xff\xff\xff"[..], b"\x08\x01", b"\x10"] {
+        tool.publisher
+            .publish("nodescope.node-a.mempool", garbage.to_vec().into())
+            .await
+            .unwrap();
+    }
+    let mut run = EventSource::new("node-a", 1);
+    publish(
+        &tool.publisher,
+        &run.stamp(Payload::MempoolAdded(MempoolAdded {
+            txid: vec![1; 32],
+            vsize: 100,
+            fee: 100,
+        })),
+    )
+    .await;
+    tool.wait_for(
+        || async {
+            value(
+                &tool.scrape().await,
+                r#"nodescope_mempool_added_total{node="node-a"}"#,
+            ) == Some(1.0)
+        },
+        "the valid event counted",
+    )
+    .await;
+    let scrape = tool.scrape().await;
+    assert_eq!(
+        value(
+            &scrape,
+            r#"nodescope_undecodable_messages_total{node="node-a"}"#
+        ),
+        Some(3.0)
+    );
+    tool.stop().await;
+}
+
+#[tokio::test]
+async fn http_endpoints_and_a_taken_port() {
+    let tool = Tool::start(&[]).await;
+    assert_eq!(tool.get("/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(tool.get("/nope").await.0, 404);
+    let (status, body) = tool.get("/metrics").await;
+    assert_eq!(status, 200);
+    // No event yet: no series, only the end marker.
+    assert_eq!(body, "# EOF\n");
+
+    // A second exporter on the same address says which and what to do.
+    let listen = tool.base.trim_start_matches("http://").to_string();
+    let url = tool.nats.url();
+    let args = <nodescope_metrics::Args as clap::Parser>::parse_from([
+        "metrics",
+        "--nats-url",
+        &url,
+        "--listen",
+        &listen,
+    ]);
+    let error = nodescope_metrics::run(args, std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&listen) && error.contains("already in use") && error.contains("--listen"),
+        "{error}"
+    );
+
+    // NATS gone: unhealthy with a reason.
+    drop(tool.publisher);
+    let mut nats = tool.nats;
+    nats.kill();
+    let base = tool.base.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) =
+            nodescope_consumer::testing::http_get(&format!("{base}/healthz")).await;
+        if status == 503 {
+            assert!(body.contains("NATS"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still healthy without NATS"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
