@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use nodescope_consumer::{http, Consumer, ConsumerArgs};
+use tokio::net::TcpListener;
 
 pub use labels::FlushModes;
 pub use metrics::Metrics;
@@ -77,6 +78,16 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
     let listener = http::bind(args.listen, "--listen or NODESCOPE_METRICS_LISTEN")
         .await
         .map_err(MetricsError::from)?;
+    serve(listener, args, shutdown).await
+}
+
+/// [`run`] on a listener bound already (`args.listen` is not used): for tests and benchmarks,
+/// which bind port 0 rather than race for a free port.
+pub async fn serve(
+    listener: TcpListener,
+    args: Args,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let (metrics, registry) = Metrics::new();
     let mut consumer = Consumer::subscribe(&args.consumer, "metrics", &[])
         .await

@@ -250,7 +250,7 @@ impl Metrics {
         );
         r.register(
             "p2p_version_user_agents",
-            "version messages by user agent: the node's top N user agents, the rest as \"other\"",
+            "version messages by user agent: the node's top N user agents, the rest as 'other'",
             m.p2p_user_agents.clone(),
         );
         r.register_with_unit("p2p_ping_rtt", "Ping round trips: outbound = the node's ping answered by the peer's pong, inbound = the peer's ping answered by the node", seconds(), m.p2p_ping_rtt.clone());
@@ -425,7 +425,7 @@ impl Metrics {
             "Extractor restarts seen (a new run id)",
             m.extractor_restarts.clone(),
         );
-        r.register("undecodable_messages", "Messages on nodescope subjects that are not events (node \"unknown\" when the subject names none)", m.undecodable_messages.clone());
+        r.register("undecodable_messages", "Messages on nodescope subjects that are not events (node 'unknown' when the subject names none)", m.undecodable_messages.clone());
 
         r.register(
             "extractor_events_read",

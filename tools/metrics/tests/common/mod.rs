@@ -5,11 +5,14 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use nodescope_consumer::testing::{client, free_port, http_get, NatsServer};
-use nodescope_metrics::{run, Args};
+use nodescope_consumer::testing::{client, http_get, publish, EventSource, NatsServer};
+use nodescope_metrics::{serve, Args};
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p_message::Body;
-use nodescope_proto::{ConnectionType, NetMessage, P2pMessage, Peer};
+use nodescope_proto::{AttemptingApsCreateTx, ConnectionType, NetMessage, P2pMessage, Peer};
+
+/// The node of the readiness probes (see [`Tool::start`]).
+pub const PROBE_NODE: &str = "probe";
 
 pub struct Tool {
     pub nats: NatsServer,
@@ -23,14 +26,15 @@ impl Tool {
     /// nats-server, then the exporter (with `extra` flags) on a free port, healthy.
     pub async fn start(extra: &[&str]) -> Tool {
         let nats = NatsServer::start();
-        let base = format!("http://127.0.0.1:{}", free_port());
+        // Port 0: two tests never race for the same "free" port.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let url = nats.url();
-        let listen = base.trim_start_matches("http://").to_string();
-        let mut argv = vec!["metrics", "--nats-url", &url, "--listen", &listen];
+        let mut argv = vec!["metrics", "--nats-url", &url];
         argv.extend_from_slice(extra);
         let args = Args::parse_from(argv);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(args, async move {
+        let task = tokio::spawn(serve(listener, args, async move {
             let _ = stopped.await;
         }));
         let tool = Tool {
@@ -42,6 +46,20 @@ impl Tool {
         };
         tool.wait_for(|| async { tool.get("/healthz").await.0 == 200 }, "healthy")
             .await;
+        // Healthy means connected, not that the server has seen the exporter's subscriptions
+        // (after a slow first connection they are sent once connected): probe until an event
+        // arrives. A probe only shows in `events_received` of node "probe".
+        let mut probes = EventSource::new(PROBE_NODE, 1);
+        let probe = || Payload::AttemptingApsCreateTx(AttemptingApsCreateTx::default());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            publish(&tool.publisher, &probes.stamp(probe())).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if tool.scrape().await.contains(r#"node="probe""#) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the exporter hears no event");
+        }
         tool
     }
 
