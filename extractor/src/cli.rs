@@ -50,8 +50,8 @@ pub struct EbpfArgs {
     #[arg(long, env = "NODESCOPE_TRACEPOINTS", default_value = "all", value_parser = parse_tracepoints)]
     pub tracepoints: BTreeSet<Tracepoint>,
     /// Size of the kernel ring buffer in MiB (a power of two; all kernel maps together stay
-    /// within 64 MiB with the default 32).
-    #[arg(long, env = "NODESCOPE_RING_MIB", default_value_t = 32, value_parser = parse_ring_mib)]
+    /// within 64 MiB up to 32). It counts twice in the extractor's resident memory.
+    #[arg(long, env = "NODESCOPE_RING_MIB", default_value_t = 16, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
     /// Most bytes of each P2P payload copied from bitcoind (default: whole messages, up to
     /// 4,000,000 bytes); a message cut by it is published marked truncated with its real size.
@@ -64,8 +64,8 @@ pub struct EbpfArgs {
     #[arg(long, env = "NODESCOPE_KEEP_RAW_PAYLOADS")]
     pub keep_raw_payloads: bool,
     /// Most MiB of memory for events waiting for NATS (unreachable, or slower than bitcoind);
-    /// beyond it the oldest are dropped (and counted).
-    #[arg(long, env = "NODESCOPE_NATS_BUFFER_MIB", default_value_t = 64)]
+    /// beyond it the oldest are dropped (and counted). 24 MiB is about 20,000 1-KiB messages.
+    #[arg(long, env = "NODESCOPE_NATS_BUFFER_MIB", default_value_t = 24)]
     pub nats_buffer_mib: usize,
     /// Seconds between `extractor` stats events (and log lines).
     #[arg(long, env = "NODESCOPE_STATS_INTERVAL", default_value_t = 10)]

@@ -30,7 +30,7 @@ const BATCH_BYTES: usize = 8 * 1024 * 1024;
 const REPLAY_WINDOW: Duration = Duration::from_secs(1);
 /// Most memory kept for replay, per-event bookkeeping included: at hundreds of thousands of
 /// small events a second the bookkeeping, not the payloads, is what fills it.
-const REPLAY_BYTES: usize = 16 * 1024 * 1024;
+const REPLAY_BYTES: usize = 8 * 1024 * 1024;
 /// Memory an event costs in the replay window besides its payload.
 const REPLAY_ENTRY_OVERHEAD: usize = std::mem::size_of::<(Instant, Outgoing)>() + 16;
 /// Memory an event costs in the queue besides its payload: counted, so that the limit bounds
