@@ -51,6 +51,9 @@ enum BenchTarget {
     /// The eBPF extractor: lossless rates, latency, CPU, memory, block burst, traced-thread cost
     /// (extractor/examples/bench.rs).
     Extractor,
+    /// The metrics exporter: events/s ingested on one core, in-process and end to end through a
+    /// private nats-server (tools/metrics/examples/bench.rs).
+    Metrics,
 }
 
 fn main() -> Result<()> {
@@ -147,6 +150,21 @@ fn bench(what: BenchTarget, quick: bool) -> Result<()> {
                 args.push("--quick");
             }
             check(cargo(&args).status()?, "the extractor benchmark")
+        }
+        BenchTarget::Metrics => {
+            let mut args = vec![
+                "run",
+                "--release",
+                "--package",
+                "nodescope-metrics",
+                "--example",
+                "bench",
+                "--",
+            ];
+            if quick {
+                args.push("--quick");
+            }
+            check(cargo(&args).status()?, "the metrics benchmark")
         }
     }
 }

@@ -12,13 +12,20 @@ pub const OTHER: &str = "other";
 pub const INBOUND: &str = "inbound";
 pub const OUTBOUND: &str = "outbound";
 
-/// A P2P message type: one of the 36 nodescope decodes, or `other`.
-pub fn msg_type(msg_type: &str) -> &'static str {
-    nodescope_proto::p2p::MESSAGE_TYPES
+/// The `msg_type` label values: the 36 message types nodescope decodes, then `other`.
+pub static MSG_TYPE_LABELS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut labels = nodescope_proto::p2p::MESSAGE_TYPES.to_vec();
+    labels.push(OTHER);
+    labels
+});
+
+/// The index in [`MSG_TYPE_LABELS`] of a P2P message type (unknown ones are `other`).
+pub fn msg_type_index(msg_type: &str) -> usize {
+    let known = nodescope_proto::p2p::MESSAGE_TYPES;
+    known
         .iter()
-        .find(|known| **known == msg_type)
-        .copied()
-        .unwrap_or(OTHER)
+        .position(|k| *k == msg_type)
+        .unwrap_or(known.len())
 }
 
 /// A connection type (`Peer::conn_type`); a string the schema does not know is `other`.
@@ -268,8 +275,8 @@ mod tests {
 
     #[test]
     fn free_form_strings_fall_into_closed_sets() {
-        assert_eq!(msg_type("inv"), "inv");
-        assert_eq!(msg_type("nonsense"), OTHER);
+        assert_eq!(MSG_TYPE_LABELS[msg_type_index("inv")], "inv");
+        assert_eq!(MSG_TYPE_LABELS[msg_type_index("nonsense")], OTHER);
         assert_eq!(reject_class("min relay fee not met"), "fee");
         assert_eq!(reject_class("insufficient fee"), "fee");
         assert_eq!(reject_class("txn-mempool-conflict"), "conflict");

@@ -9,7 +9,8 @@ use std::time::Instant;
 use nodescope_consumer::{extractor_name, Continuity, Item, Received};
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p_message::Body;
-use nodescope_proto::{ExtractorStats, NetMessage, P2pInventory};
+use nodescope_proto::{Category, ExtractorStats, NetMessage, P2pInventory};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::labels::{self, FlushModes, INBOUND, OTHER, OUTBOUND};
 use crate::metrics::*;
@@ -44,7 +45,17 @@ struct NodeState {
     user_agents: UserAgents,
     /// The last run id seen per extractor kind (by its protobuf number), to count restarts.
     run_ids: HashMap<i32, u64>,
+    /// The series every event (`events_received`) and every P2P message (`p2p_messages`,
+    /// `p2p_message_payload_bytes`) updates, cached: indexing instead of hashing a label set.
+    received: Vec<Option<Counter>>,
+    messages: Vec<Option<(Counter, Counter)>>,
 }
+
+/// Extractor kinds by protobuf number (0 and unknown numbers are "unknown").
+const EXTRACTORS: usize = 4;
+/// Connection types by protobuf number (0 and unknown numbers are "other").
+const CONN_TYPES: usize = 7;
+const MSG_TYPES: usize = nodescope_proto::p2p::MESSAGE_TYPES.len() + 1;
 
 #[derive(Default)]
 struct PeerState {
@@ -64,7 +75,55 @@ impl NodeState {
             peers: HashMap::new(),
             user_agents: UserAgents::new(config.user_agents, Instant::now()),
             run_ids: HashMap::new(),
+            received: vec![None; EXTRACTORS * Category::ALL.len()],
+            messages: vec![None; 2 * MSG_TYPES * CONN_TYPES],
         }
+    }
+
+    fn received(&mut self, m: &Metrics, extractor: i32, category: Category) -> &Counter {
+        let e = usize::try_from(extractor)
+            .ok()
+            .filter(|e| *e < EXTRACTORS)
+            .unwrap_or(0);
+        let c = Category::ALL
+            .iter()
+            .position(|c| *c == category)
+            .expect("listed");
+        self.received[e * Category::ALL.len() + c].get_or_insert_with(|| {
+            m.events_received.get_or_create_owned(&StreamLabels {
+                node: self.node.clone(),
+                extractor: extractor_name(extractor),
+                category: category.as_str(),
+            })
+        })
+    }
+
+    /// (messages, payload bytes) of one direction, message type and connection type.
+    fn message(
+        &mut self,
+        m: &Metrics,
+        direction: &'static str,
+        msg_type: &str,
+        conn_type: i32,
+    ) -> &(Counter, Counter) {
+        let d = usize::from(direction == OUTBOUND);
+        let t = labels::msg_type_index(msg_type);
+        let c = usize::try_from(conn_type)
+            .ok()
+            .filter(|c| *c < CONN_TYPES)
+            .unwrap_or(0);
+        self.messages[(d * MSG_TYPES + t) * CONN_TYPES + c].get_or_insert_with(|| {
+            let labels = MessageLabels {
+                node: self.node.clone(),
+                direction,
+                msg_type: labels::MSG_TYPE_LABELS[t],
+                conn_type: labels::conn_type(conn_type),
+            };
+            (
+                m.p2p_messages.get_or_create_owned(&labels),
+                m.p2p_message_bytes.get_or_create_owned(&labels),
+            )
+        })
     }
 
     /// The state of peer `id`, created unless [`MAX_PEERS`] are tracked already.
@@ -142,14 +201,16 @@ impl Recorder {
         let state = self.node(&event.node_id);
         let node = state.node.clone();
         let extractor = received.extractor_name();
-        let stream = StreamLabels {
-            node: node.clone(),
-            extractor,
-            category: received.category.as_str(),
-        };
-        metrics.events_received.get_or_create(&stream).inc();
+        state
+            .received(&metrics, event.extractor, received.category)
+            .inc();
         if let Continuity::Gap { missed } | Continuity::Restart { missed } = received.continuity {
             if missed > 0 {
+                let stream = StreamLabels {
+                    node: node.clone(),
+                    extractor,
+                    category: received.category.as_str(),
+                };
                 metrics.events_missed.get_or_create(&stream).inc_by(missed);
             }
         }
@@ -386,18 +447,11 @@ fn net_message(
         .peer
         .as_ref()
         .map_or((-1, 0), |peer| (peer.id, peer.conn_type));
+    let (messages, bytes) = state.message(m, direction, &message.msg_type, conn_type);
+    messages.inc();
+    bytes.inc_by(message.size);
     let node = state.node.clone();
-    let msg_type = labels::msg_type(&message.msg_type);
-    let labels = MessageLabels {
-        node: node.clone(),
-        direction,
-        msg_type,
-        conn_type: labels::conn_type(conn_type),
-    };
-    m.p2p_messages.get_or_create(&labels).inc();
-    m.p2p_message_bytes
-        .get_or_create(&labels)
-        .inc_by(message.size);
+    let msg_type = labels::MSG_TYPE_LABELS[labels::msg_type_index(&message.msg_type)];
     if !message.decode_error.is_empty() {
         m.p2p_message_decode_errors
             .get_or_create(&MessageTypeLabels {
@@ -538,7 +592,7 @@ fn extractor_stats(m: &Metrics, node: Node, extractor: &'static str, s: &Extract
         node: node.clone(),
         extractor,
     };
-    let store = |counter: &prometheus_client::metrics::counter::Counter, value: u64| {
+    let store = |counter: &Counter, value: u64| {
         counter
             .inner()
             .store(value, std::sync::atomic::Ordering::Relaxed);
