@@ -852,6 +852,15 @@ async fn every_family_has_exactly_the_expected_values() {
         .collect();
     assert_eq!(checked, registered);
     assert_eq!(registered.len(), 53);
+    // The README lists every family (as the classic format names it: counters with `_total`).
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for family in &registered {
+        assert!(
+            readme.contains(&format!("| `{family}` |")),
+            "{family} is not in the README"
+        );
+    }
     tool.stop().await;
 }
 
