@@ -16,9 +16,10 @@ fi
 
 # Debian packages: the eBPF compiler (Debian's rustc-web with matching core source), LLVM for
 # bpf-linker, sys/sdt.h for the tracepoint simulator, binutils for readelf, openssl for the TLS
-# test certificates, python for nats-server, Prometheus and promtool for the metrics tool's tests.
+# test certificates, python for nats-server, Prometheus and promtool for the metrics tool's tests,
+# Chromium for the live page's browser test.
 APT_PACKAGES=(rustc-web cargo-web rust-web-src libstd-rust-web-dev systemtap-sdt-dev binutils openssl
-              gcc python3-pip pkg-config prometheus)
+              gcc python3-pip pkg-config prometheus chromium)
 
 apt_missing() {
   local missing=()

@@ -86,29 +86,57 @@ pub fn consumer_args(url: &str, extra: &[&str]) -> ConsumerArgs {
     Wrapper::parse_from(argv).args
 }
 
-/// `GET url` (`http://host:port/path`, plain HTTP) → (status, body). HTTP/1.0, so the server
-/// closes the connection after a body that is never chunked: the body is all that follows the
-/// headers. Panics on a connection error (a test failure).
+/// `GET url` (`http://host:port/path`, plain HTTP) → (status, body). HTTP/1.1 (Chromium's
+/// DevTools server ignores 1.0) with `Connection: close`; the body is `Content-Length` bytes,
+/// or all that follows the headers without one (a chunked body is refused). Panics on a
+/// connection error (a test failure).
 pub async fn http_get(url: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let mut stream = tokio::net::TcpStream::connect(host)
         .await
         .unwrap_or_else(|error| panic!("connecting to {host}: {error}"));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("receive");
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of headers in {response:?}"));
+    let mut reader = BufReader::new(stream);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.expect("receive") == 0 {
+            panic!("no end of headers in {head:?}");
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
     let status = head
-        .split_whitespace()
-        .nth(1)
+        .first()
+        .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, body.to_string())
+    let header = |name: &str| {
+        head.iter().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    };
+    assert!(
+        !header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")),
+        "a chunked response: {head:?}"
+    );
+    let mut body = Vec::new();
+    match header("content-length").and_then(|length| length.parse::<usize>().ok()) {
+        Some(length) => {
+            body.resize(length, 0);
+            reader.read_exact(&mut body).await.expect("the whole body");
+        }
+        None => {
+            reader.read_to_end(&mut body).await.expect("receive");
+        }
+    }
+    (status, String::from_utf8_lossy(&body).into_owned())
 }

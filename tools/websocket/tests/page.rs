@@ -1,0 +1,512 @@
+//! The live page in a real headless Chromium (Debian's `chromium`, driven over the DevTools
+//! protocol): fed with known events, the rendered DOM shows exactly their numbers, a page
+//! opened after the events still shows them (snapshot), and the page reconnects when the tool
+//! comes back. A screenshot is saved as a test artifact.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use nodescope_consumer::testing::{client, http_get, publish, EventSource, NatsServer};
+use nodescope_proto::event::Payload;
+use nodescope_proto::{
+    BlockConnected, ClosedConnection, ConnectionType, ExtractorStats, InboundConnection,
+    MempoolAdded, MempoolRejected, MempoolRemoved, NetMessage, Network, OutboundConnection,
+    P2pMessage, Peer, RemovalReason,
+};
+use nodescope_websocket::{run_on, Args};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Fields drop in order: the DevTools socket before the browser.
+struct Browser {
+    devtools: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+    _child: ChildGuard,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1400,1100",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Debian's chromium (installed by `cargo xtask setup`)");
+        // Killed on drop, whatever fails next.
+        let guard = ChildGuard(child);
+        // Chromium writes the port it chose into the profile.
+        let port_file = profile.path().join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|text| text.lines().next()?.trim().parse::<u16>().ok())
+            {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromium did not start its DevTools server"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (_, targets) = tokio::time::timeout(
+            Duration::from_secs(10),
+            http_get(&format!("http://127.0.0.1:{port}/json/list")),
+        )
+        .await
+        .expect("DevTools lists its targets");
+        let targets: Value = serde_json::from_str(&targets).unwrap();
+        let page = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .expect("a page target");
+        let url = page["webSocketDebuggerUrl"].as_str().unwrap();
+        let (devtools, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .expect("DevTools accepts a websocket")
+        .unwrap();
+        Browser {
+            _child: guard,
+            _profile: profile,
+            devtools,
+            next_id: 1,
+        }
+    }
+
+    /// Calls a DevTools method and returns its result.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({"id": id, "method": method, "params": params}).to_string();
+        self.devtools
+            .send(Message::Text(request.into()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), self.devtools.next())
+                .await
+                .expect("a DevTools reply")
+                .unwrap()
+                .unwrap();
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let reply: Value = serde_json::from_str(&text).unwrap();
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates `expression` (which returns a JSON string) in the page.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+            )
+            .await;
+        serde_json::from_str(result["result"]["value"].as_str().unwrap_or("null")).unwrap()
+    }
+
+    /// What the page shows, read from its DOM.
+    async fn shown(&mut self) -> Value {
+        self.eval(
+            r##"JSON.stringify({
+                status: document.getElementById("status-text").textContent,
+                node: document.getElementById("node").value,
+                events: document.getElementById("stat-events").textContent,
+                missed: document.getElementById("stat-missed").textContent,
+                kernelDrops: document.getElementById("stat-kernel-drops").textContent,
+                published: document.getElementById("stat-published").textContent,
+                peerCount: document.getElementById("peer-count").textContent,
+                peers: [...document.querySelectorAll("#peers tbody tr")].map(r => [...r.cells].map(c => c.textContent)),
+                messages: [...document.querySelectorAll("#messages tbody tr")].map(r => [r.cells[0].textContent, ...[...r.cells].slice(4).map(c => c.textContent)]),
+                added: document.getElementById("mempool-added").textContent,
+                vbytes: document.getElementById("mempool-vbytes").textContent,
+                replaced: document.getElementById("mempool-replaced").textContent,
+                removed: document.getElementById("mempool-removed").textContent,
+                rejected: document.getElementById("mempool-rejected").textContent,
+                removedReasons: [...document.querySelectorAll("#mempool-removed-reasons li")].map(li => li.textContent),
+                rejectedReasons: [...document.querySelectorAll("#mempool-rejected-reasons li")].map(li => li.textContent),
+                blocks: [...document.querySelectorAll("#blocks tbody tr")].map(r => [...r.cells].slice(0, 6).map(c => c.textContent)),
+            })"##,
+        )
+        .await
+    }
+
+    /// Waits until the page shows what `ready` accepts; returns it.
+    async fn wait_for(&mut self, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let shown = self.shown().await;
+            if ready(&shown) {
+                return shown;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page never showed {what}: {shown:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+struct Tool {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_tool(server: &NatsServer, listener: tokio::net::TcpListener) -> Tool {
+    let args = Args::parse_from([
+        "websocket",
+        "--nats-url",
+        &server.url(),
+        "--state-interval-ms",
+        "100",
+    ]);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run_on(listener, args, async move {
+        let _ = stopped.await;
+    }));
+    Tool { stop, task }
+}
+
+impl Tool {
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn peer(id: i64, conn_type: ConnectionType) -> Option<Peer> {
+    Some(Peer {
+        id,
+        addr: format!("203.0.113.{id}:8333"),
+        conn_type: conn_type as i32,
+        conn_type_other: String::new(),
+    })
+}
+
+fn message(
+    id: i64,
+    conn_type: ConnectionType,
+    msg_type: &str,
+    size: u64,
+    inbound: bool,
+) -> Payload {
+    let message = NetMessage {
+        peer: peer(id, conn_type),
+        message: Some(P2pMessage {
+            msg_type: msg_type.into(),
+            size,
+            ..P2pMessage::default()
+        }),
+    };
+    if inbound {
+        Payload::InboundMessage(message)
+    } else {
+        Payload::OutboundMessage(message)
+    }
+}
+
+/// A small node's life: three peers (one leaves), traffic, mempool changes, two blocks and the
+/// extractor's stats.
+fn scenario(source: &mut EventSource) -> Vec<nodescope_proto::Event> {
+    use ConnectionType::{Inbound, OutboundFullRelay};
+    let mut payloads = vec![
+        Payload::OutboundConnection(OutboundConnection {
+            peer: peer(1, OutboundFullRelay),
+            network: Network::Ipv4 as i32,
+            outbound_count: 1,
+        }),
+        Payload::InboundConnection(InboundConnection {
+            peer: peer(2, Inbound),
+            network: Network::Ipv6 as i32,
+            inbound_count: 1,
+        }),
+        Payload::InboundConnection(InboundConnection {
+            peer: peer(3, Inbound),
+            network: Network::Onion as i32,
+            inbound_count: 2,
+        }),
+    ];
+    for _ in 0..5 {
+        payloads.push(message(1, OutboundFullRelay, "inv", 37, true));
+    }
+    for _ in 0..2 {
+        payloads.push(message(1, OutboundFullRelay, "getdata", 37, false));
+    }
+    for _ in 0..3 {
+        payloads.push(message(3, Inbound, "ping", 8, true));
+    }
+    payloads.push(message(2, Inbound, "version", 102, true));
+    payloads.push(Payload::ClosedConnection(ClosedConnection {
+        peer: peer(2, Inbound),
+        network: Network::Ipv6 as i32,
+        connected_since: 1,
+    }));
+    for vsize in [110, 120, 130, 140] {
+        payloads.push(Payload::MempoolAdded(MempoolAdded {
+            txid: vec![vsize as u8; 32],
+            vsize,
+            fee: 1000,
+        }));
+    }
+    payloads.push(Payload::MempoolRemoved(MempoolRemoved {
+        txid: vec![110; 32],
+        reason: RemovalReason::Block as i32,
+        ..Default::default()
+    }));
+    payloads.push(Payload::MempoolRejected(MempoolRejected {
+        txid: vec![9; 32],
+        reason: "min relay fee not met".into(),
+    }));
+    for (height, ms) in [(100, 4), (101, 12)] {
+        payloads.push(Payload::BlockConnected(BlockConnected {
+            hash: vec![height as u8; 32],
+            height,
+            transactions: 2,
+            inputs: 3,
+            sigop_cost: 8,
+            duration_ns: ms * 1_000_000,
+        }));
+    }
+    payloads.push(Payload::ExtractorStats(ExtractorStats {
+        events_read: 24,
+        published: 24,
+        kernel_drops: [("net".to_string(), 7)].into(),
+        ..Default::default()
+    }));
+    payloads.into_iter().map(|p| source.stamp(p)).collect()
+}
+
+fn artifact(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_page_shows_what_the_events_say() {
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let tool = start_tool(&server, listener).await;
+
+    // The events come first: the page, opened after them, must show them from the snapshot.
+    let mut source = EventSource::new("node-a", 1);
+    let events = scenario(&mut source);
+    let count = events.len();
+    let (mut probe, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
+        .await
+        .unwrap();
+    probe.next().await.unwrap().unwrap(); // subscribed
+    for event in &events {
+        publish(&publisher, event).await;
+    }
+    let mut seen = 0;
+    while seen < count {
+        let frame = tokio::time::timeout(Duration::from_secs(10), probe.next())
+            .await
+            .expect("the tool relays every event");
+        if let Message::Text(_) = frame.unwrap().unwrap() {
+            seen += 1;
+        }
+    }
+    eprintln!("the tool has all {count} events; starting chromium");
+
+    let mut browser = Browser::start().await;
+    browser
+        .call(
+            "Page.navigate",
+            json!({"url": format!("http://{address}/")}),
+        )
+        .await;
+    let shown = browser
+        .wait_for("all the events", |s| s["events"] == count.to_string())
+        .await;
+    assert_eq!(shown["status"], "live");
+    assert_eq!(shown["node"], "node-a");
+    assert_eq!(shown["peerCount"], "2");
+    let peers = shown["peers"].as_array().unwrap();
+    let peer_row = |i: usize| {
+        peers[i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (peer_row(0), peer_row(1));
+    assert_eq!(
+        [&first[..4], &first[5..]].concat(),
+        [
+            "1",
+            "203.0.113.1:8333",
+            "outbound_full_relay",
+            "ipv4",
+            "5",
+            "2",
+            "185 B",
+            "74 B"
+        ]
+    );
+    assert!(first[4].ends_with("s ago"), "{first:?}");
+    assert_eq!(
+        [&second[..4], &second[5..]].concat(),
+        [
+            "3",
+            "203.0.113.3:8333",
+            "inbound",
+            "onion",
+            "3",
+            "0",
+            "24 B",
+            "0 B"
+        ]
+    );
+    let mut messages = shown["messages"].clone();
+    messages
+        .as_array_mut()
+        .unwrap()
+        .sort_by_key(|m| m[0].as_str().unwrap().to_string());
+    assert_eq!(
+        messages,
+        json!([
+            ["getdata", "0", "2", "0 B", "74 B"],
+            ["inv", "5", "0", "185 B", "0 B"],
+            ["ping", "3", "0", "24 B", "0 B"],
+            ["version", "1", "0", "102 B", "0 B"],
+        ])
+    );
+    assert_eq!(shown["added"], "4");
+    assert_eq!(shown["vbytes"], "500");
+    assert_eq!(shown["removed"], "1");
+    assert_eq!(shown["rejected"], "1");
+    assert_eq!(shown["replaced"], "0");
+    assert_eq!(shown["removedReasons"], json!(["block1"]));
+    assert_eq!(shown["rejectedReasons"], json!(["min relay fee not met1"]));
+    assert_eq!(
+        shown["blocks"],
+        json!([
+            [
+                "101",
+                format!("{}…{}", "65".repeat(8), "65".repeat(4)),
+                "2",
+                "3",
+                "8",
+                "12.00 ms"
+            ],
+            [
+                "100",
+                format!("{}…{}", "64".repeat(8), "64".repeat(4)),
+                "2",
+                "3",
+                "8",
+                "4.00 ms"
+            ],
+        ])
+    );
+    assert_eq!(shown["kernelDrops"], "7");
+    assert_eq!(shown["published"], "24");
+    assert_eq!(shown["missed"], "0");
+
+    let screenshot = browser
+        .call("Page.captureScreenshot", json!({"format": "png"}))
+        .await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(screenshot["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let path = artifact("websocket-live-page.png");
+    std::fs::write(&path, &png).unwrap();
+    println!("screenshot: {}", path.display());
+
+    // The tool goes away: the page says so, then reconnects to a new one on the same address
+    // and shows that one's state.
+    tool.stop().await;
+    browser
+        .wait_for("the disconnection", |s| {
+            s["status"].as_str().unwrap().starts_with("disconnected")
+        })
+        .await;
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let tool = start_tool(&server, listener).await;
+    let mut restarted = EventSource::new("node-a", 2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        // Until the new tool has subscribed, events are not heard: publish until the page
+        // shows one.
+        publish(
+            &publisher,
+            &restarted.stamp(message(9, ConnectionType::Inbound, "ping", 8, true)),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let shown = browser.shown().await;
+        if shown["status"] == "live" && shown["peers"].as_array().is_some_and(|p| !p.is_empty()) {
+            break shown;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page did not come back: {shown:#}"
+        );
+    };
+    assert_eq!(peer_row_of(&shown, 0)[0], "9");
+    assert_eq!(
+        shown["blocks"],
+        json!([]),
+        "the new tool's state, not the old one"
+    );
+    tool.stop().await;
+}
+
+fn peer_row_of(shown: &Value, i: usize) -> Vec<String> {
+    shown["peers"][i]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
