@@ -356,6 +356,7 @@ async fn the_live_page_shows_what_the_events_say() {
     }
     eprintln!("the tool has all {count} events; starting chromium");
 
+    let all_events = count.to_string();
     let mut browser = Browser::start().await;
     browser
         .call(
@@ -364,7 +365,7 @@ async fn the_live_page_shows_what_the_events_say() {
         )
         .await;
     let shown = browser
-        .wait_for("all the events", |s| s["events"] == count.to_string())
+        .wait_for("all the events", |s| s["events"] == all_events.as_str())
         .await;
     assert_eq!(shown["status"], "live");
     assert_eq!(shown["node"], "node-a");
