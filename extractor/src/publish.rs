@@ -233,18 +233,37 @@ impl Recent {
     }
 }
 
+/// Waits until the client is connected, or (given `shared`) until the publisher is closed with
+/// nothing left to send.
+async fn wait_connected(client: &async_nats::Client, shared: Option<&Shared>) {
+    while client.connection_state() != State::Connected {
+        if let Some(shared) = shared {
+            let queue = shared.queue.lock().expect("publisher queue");
+            if queue.closed && queue.items.is_empty() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn run(connection: Connection, shared: Arc<Shared>) {
     let client = connection.client.clone();
     let mut warned_payload_limit = false;
     let mut recent = Recent::default();
     // Connections seen so far: a higher count means the server may have lost what it confirmed.
     let mut seen_connects = 0;
-    while let Some(batch) = next_batch(&shared).await {
-        // Hold the batch while disconnected rather than filling the client's own buffer, which
-        // would block us and hide what is lost.
-        while client.connection_state() != State::Connected {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    loop {
+        // Take events off the queue only while connected: while NATS is away they wait in the
+        // queue, where the oldest are the ones dropped. (A batch taken off it is kept whole, so a
+        // batch taken while disconnected would outlive newer events.)
+        wait_connected(&client, Some(&shared)).await;
+        let Some(batch) = next_batch(&shared).await else {
+            break;
+        };
+        // The connection may have dropped since: hold the batch rather than filling the
+        // client's own buffer, which would block us and hide what is lost.
+        wait_connected(&client, None).await;
         let connects = connection.connects();
         if connects != seen_connects {
             let reconnected = seen_connects != 0;

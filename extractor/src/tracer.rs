@@ -61,19 +61,18 @@ pub struct TracerConfig {
     pub count_only: bool,
 }
 
-/// Default ring size: room for about 4 whole 4 MB blocks, or about 28,000 small messages (about
-/// 90 ms at 300,000 pings/s). The extractor maps the ring's pages twice (so that a record
-/// wrapping around the end reads as one), and both mappings count in its resident memory: 32 MiB
-/// here, 64 MiB with a 32 MiB ring.
-pub const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;
+/// Default ring size: room for about 8 whole 4 MB blocks, or about 50,000 small messages (about
+/// 150 ms at 300,000 pings/s), while all maps stay within 64 MiB of kernel memory. The process
+/// maps the ring's pages twice (so that a record wrapping around the end reads as one), and both
+/// mappings count in its resident memory: the `extractor` command defaults to half this size.
+pub const DEFAULT_RING_BYTES: u32 = 32 * 1024 * 1024;
 
 /// The reader drains the ring at least this often: the kernel wakes it only once a fill
 /// threshold is passed, so at low rates this timer bounds the latency.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Most records decoded per drain, so that a flood of records still lets events out, and the
-/// decoded events waiting to be encoded stay a few MB at most.
-const DRAIN_BATCH: usize = 8_192;
+/// Most records decoded per drain, so that a flood of records still lets events out.
+const DRAIN_BATCH: usize = 65_536;
 
 /// The kernel wakes the reader once this much is unread (or an eighth of a smaller ring). The
 /// drain timer does most of the work: at 300,000 pings/s it collects a few hundred events per
@@ -116,8 +115,6 @@ pub struct Tracer {
     _ebpf: Ebpf,
     _kernel_log: KernelLog,
     reassembler: Reassembler,
-    /// The last drain stopped at [`DRAIN_BATCH`] with records left in the ring.
-    unread: bool,
     kernel_memory_bytes: u64,
     pub attached: Vec<AttachedProbe>,
     /// Selected tracepoints this binary does not have (older Bitcoin Core, wallet disabled…).
@@ -294,7 +291,6 @@ impl Tracer {
             _ebpf: ebpf,
             _kernel_log: kernel_log,
             reassembler: Reassembler::new(WallClock::now(), config.capture_limit),
-            unread: false,
             kernel_memory_bytes,
             attached,
             missing,
@@ -308,21 +304,16 @@ impl Tracer {
     pub async fn read_events(&mut self, out: &mut Vec<TraceEvent>) -> Result<(), TracerError> {
         let before = out.len();
         loop {
-            if self.unread {
-                // Records are waiting already: only let other tasks run first.
-                tokio::task::yield_now().await;
-            } else {
-                // The kernel skips the wakeup for most records (see WAKEUP_BYTES in the kernel
-                // program), so drain on a short timer too.
-                tokio::select! {
-                    ready = self.ring.readable_mut() => {
-                        // Cleared before draining: records submitted meanwhile wake us again.
-                        ready?.clear_ready();
-                    }
-                    _ = tokio::time::sleep(DRAIN_INTERVAL) => {}
+            // The kernel skips the wakeup for most records (see WAKEUP_BYTES in the kernel
+            // program), so drain on a short timer too.
+            tokio::select! {
+                ready = self.ring.readable_mut() => {
+                    // Cleared before draining: records submitted meanwhile wake us again.
+                    ready?.clear_ready();
                 }
+                _ = tokio::time::sleep(DRAIN_INTERVAL) => {}
             }
-            self.unread = self.drain();
+            self.drain();
             self.reassembler.expire(Instant::now());
             self.reassembler.pop_ready(out);
             if out.len() > before {
@@ -331,18 +322,16 @@ impl Tracer {
         }
     }
 
-    /// Feeds what the ring holds (up to [`DRAIN_BATCH`] records) to the reassembler; says
-    /// whether it stopped at that limit.
-    fn drain(&mut self) -> bool {
+    /// Feeds what the ring holds (up to [`DRAIN_BATCH`] records) to the reassembler.
+    fn drain(&mut self) {
         let ring = self.ring.get_mut();
         let now = Instant::now();
         for _ in 0..DRAIN_BATCH {
             let Some(item) = ring.next() else {
-                return false;
+                break;
             };
             self.reassembler.push(RingRecord::parse(&item), now);
         }
-        true
     }
 
     /// Records the kernel could not send (ring full), per tracepoint, since attach.
