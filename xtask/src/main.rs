@@ -54,6 +54,9 @@ enum BenchTarget {
     /// The metrics exporter: events/s ingested on one core, in-process and end to end through a
     /// private nats-server (tools/metrics/examples/bench.rs).
     Metrics,
+    /// The websocket tool: fan-out to 100 clients at several event rates, delivered events/s
+    /// and latency (tools/websocket/examples/bench.rs).
+    Websocket,
 }
 
 fn main() -> Result<()> {
@@ -165,6 +168,21 @@ fn bench(what: BenchTarget, quick: bool) -> Result<()> {
                 args.push("--quick");
             }
             check(cargo(&args).status()?, "the metrics benchmark")
+        }
+        BenchTarget::Websocket => {
+            let mut args = vec![
+                "run",
+                "--release",
+                "--package",
+                "nodescope-websocket",
+                "--example",
+                "bench",
+                "--",
+            ];
+            if quick {
+                args.push("--quick");
+            }
+            check(cargo(&args).status()?, "the websocket benchmark")
         }
     }
 }
