@@ -26,7 +26,8 @@ enum Task {
         cargo_args: Vec<String>,
     },
     /// Set up, then run the demo: a local NATS, the simulated bitcoind replaying its
-    /// regtest-like scenario in a loop, and the extractor attached to it. Ctrl-C stops it.
+    /// regtest-like scenario in a loop, the extractor attached to it, and the tools — the
+    /// logger printing every event, metrics on :8282, the live page on :47482. Ctrl-C stops it.
     Demo {
         /// Milliseconds between simulated tracepoint firings.
         #[arg(long, env = "NODESCOPE_DEMO_PACE_MS", default_value_t = 40)]
@@ -208,10 +209,16 @@ fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
             "extractor",
             "--package",
             "simulator",
+            "--package",
+            "nodescope-logger",
+            "--package",
+            "nodescope-metrics",
+            "--package",
+            "nodescope-websocket",
             "--bins",
         ])
         .status()?,
-        "building the extractor and the simulator",
+        "building the extractor, the simulator and the tools",
     )?;
     let root = workspace_root();
     let bin = |name: &str| root.join("target/debug").join(name);
@@ -230,15 +237,40 @@ fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
             .spawn()
             .context("starting nats-server (run `cargo xtask setup`)")?,
     ));
+    wait_for_port(4222, "nats-server")?;
 
-    // The extractor would cope with a late NATS, but the demo should not open with a warning.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect("127.0.0.1:4222").is_err() {
-        if std::time::Instant::now() > deadline {
-            bail!("nats-server did not start listening on 127.0.0.1:4222 (is the port taken?)");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // The tools subscribe before anything is published, so they see every event.
+    let nats = ["--nats-url", "nats://127.0.0.1:4222"];
+    println!("demo: Prometheus metrics on http://127.0.0.1:8282/metrics");
+    processes.0.push((
+        "metrics",
+        Command::new(bin("metrics"))
+            .args(nats)
+            .spawn()
+            .context("starting the metrics tool")?,
+    ));
+    println!(
+        "demo: the live page on http://127.0.0.1:47482/ (websocket feed: ws://127.0.0.1:47482/ws)"
+    );
+    processes.0.push((
+        "websocket",
+        Command::new(bin("websocket"))
+            .args(nats)
+            .spawn()
+            .context("starting the websocket tool")?,
+    ));
+    wait_for_port(8282, "the metrics tool")?;
+    wait_for_port(47482, "the websocket tool")?;
+    println!("demo: the logger prints every event below");
+    processes.0.push((
+        "logger",
+        Command::new(bin("logger"))
+            .args(nats)
+            .spawn()
+            .context("starting the logger")?,
+    ));
+    // The logger says when it has subscribed; give it that moment.
+    std::thread::sleep(std::time::Duration::from_millis(500));
 
     println!(
         "demo: starting the extractor on {}",
@@ -249,7 +281,6 @@ fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
         Command::new(bin("extractor"))
             .args([
                 "ebpf",
-                "--print",
                 "--node-id",
                 "demo",
                 "--nats-url",
@@ -292,4 +323,16 @@ fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+fn wait_for_port(port: u16, what: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("{what} did not start listening on 127.0.0.1:{port} (is the port taken?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
 }

@@ -145,11 +145,17 @@ impl NatsArgs {
         let url = self.nats_url.clone();
         let retry_url = url.clone();
         options = options.reconnect_delay_callback(move |attempt| {
-            let delay = backoff(attempt);
-            if attempt == 1 || attempt % 10 == 0 {
+            // async-nats asks before every attempt, the first of a series included: that one
+            // follows no failure, so it goes at once and says nothing.
+            let failures = attempt.saturating_sub(1);
+            if failures == 0 {
+                return Duration::ZERO;
+            }
+            let delay = backoff(failures);
+            if failures == 1 || failures % 10 == 0 {
                 tracing::warn!(
                     url = %retry_url,
-                    attempt,
+                    failed_attempts = failures,
                     "NATS is not reachable; retrying every {} ms at most, buffering meanwhile",
                     delay.as_millis()
                 );
