@@ -65,8 +65,8 @@ pub struct EbpfArgs {
     #[arg(long, env = "NODESCOPE_KEEP_RAW_PAYLOADS")]
     pub keep_raw_payloads: bool,
     /// Most MiB of memory for events waiting for NATS (unreachable, or slower than bitcoind);
-    /// beyond it the oldest are dropped (and counted). 24 MiB is about 20,000 1-KiB messages.
-    #[arg(long, env = "NODESCOPE_NATS_BUFFER_MIB", default_value_t = 24)]
+    /// beyond it the oldest are dropped (and counted). 16 MiB is about 13,000 1-KiB messages.
+    #[arg(long, env = "NODESCOPE_NATS_BUFFER_MIB", default_value_t = 16)]
     pub nats_buffer_mib: usize,
     /// Seconds between `extractor` stats events (and log lines).
     #[arg(long, env = "NODESCOPE_STATS_INTERVAL", default_value_t = 10)]
@@ -224,6 +224,10 @@ impl BinaryIdentity {
 /// How long the ring must stay empty at shutdown before the extractor stops reading it.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(50);
 
+/// Most encoded events handed to the publisher at once: when NATS lags, its queue drops the
+/// oldest as they come rather than after a whole drain was encoded.
+const SEND_BATCH: usize = 1024;
+
 /// Events from the kernel to NATS (and stdout with `--print`), counted.
 struct Pipeline {
     counts: Counts,
@@ -252,6 +256,9 @@ impl Pipeline {
             let (subject, encoded, decode_failed) = envelope.trace_encoded(trace, &mut self.buffer);
             self.counts.decode_errors += decode_failed as u64;
             self.outgoing.push((subject, encoded));
+            if self.outgoing.len() == SEND_BATCH {
+                publisher.send(self.outgoing.drain(..));
+            }
         }
         publisher.send(self.outgoing.drain(..));
     }

@@ -71,8 +71,9 @@ pub const DEFAULT_RING_BYTES: u32 = 32 * 1024 * 1024;
 /// threshold is passed, so at low rates this timer bounds the latency.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Most records decoded per drain, so that a flood of records still lets events out.
-const DRAIN_BATCH: usize = 65_536;
+/// Most records decoded per drain, so that a flood of records still lets events out, and the
+/// decoded events waiting to be published stay around 10 MB (8,000 1-KiB messages).
+const DRAIN_BATCH: usize = 16_384;
 
 /// The kernel wakes the reader once this much is unread (or an eighth of a smaller ring). The
 /// drain timer does most of the work: at 300,000 pings/s it collects a few hundred events per
@@ -115,6 +116,9 @@ pub struct Tracer {
     _ebpf: Ebpf,
     _kernel_log: KernelLog,
     reassembler: Reassembler,
+    /// Ticks every [`DRAIN_INTERVAL`] (a fresh `sleep` per drain would round up to the timer's
+    /// next millisecond: up to 2 ms between drains).
+    drain_timer: tokio::time::Interval,
     kernel_memory_bytes: u64,
     pub attached: Vec<AttachedProbe>,
     /// Selected tracepoints this binary does not have (older Bitcoin Core, wallet disabled…).
@@ -291,6 +295,12 @@ impl Tracer {
             _ebpf: ebpf,
             _kernel_log: kernel_log,
             reassembler: Reassembler::new(WallClock::now(), config.capture_limit),
+            drain_timer: {
+                let mut timer = tokio::time::interval(DRAIN_INTERVAL);
+                // After a late drain, the next one a full interval later, not a burst of them.
+                timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                timer
+            },
             kernel_memory_bytes,
             attached,
             missing,
@@ -311,7 +321,7 @@ impl Tracer {
                     // Cleared before draining: records submitted meanwhile wake us again.
                     ready?.clear_ready();
                 }
-                _ = tokio::time::sleep(DRAIN_INTERVAL) => {}
+                _ = self.drain_timer.tick() => {}
             }
             self.drain();
             self.reassembler.expire(Instant::now());
