@@ -3,7 +3,7 @@
 //! cardinality).
 
 use crate::event::Payload;
-use crate::{ConnectionType, Network, RemovalReason};
+use crate::{ConnectionType, MempoolRemoved, Network, Peer, RemovalReason};
 
 impl Payload {
     /// The payload's field name in `Event`, which is also the tracepoint's name
@@ -78,6 +78,33 @@ impl RemovalReason {
     }
 }
 
+impl Peer {
+    /// The connection type's name; one bitcoind sent that the schema does not know is kept
+    /// as it came.
+    pub fn conn_type_name(&self) -> &str {
+        match ConnectionType::try_from(self.conn_type) {
+            Ok(ConnectionType::Unknown) | Err(_) if !self.conn_type_other.is_empty() => {
+                &self.conn_type_other
+            }
+            Ok(known) => known.label(),
+            Err(_) => "unknown",
+        }
+    }
+}
+
+impl MempoolRemoved {
+    /// The removal reason's name; an unknown one is kept as bitcoind sent it.
+    pub fn reason_name(&self) -> &str {
+        match RemovalReason::try_from(self.reason) {
+            Ok(RemovalReason::Unknown) | Err(_) if !self.reason_other.is_empty() => {
+                &self.reason_other
+            }
+            Ok(known) => known.label(),
+            Err(_) => "unknown",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::json::to_json;
@@ -130,6 +157,16 @@ mod tests {
             P::MempoolRejected(Default::default()),
             P::ExtractorStats(Default::default()),
         ];
+        let other = Peer {
+            conn_type_other: "private-broadcast".into(),
+            ..Peer::default()
+        };
+        assert_eq!(other.conn_type_name(), "private-broadcast");
+        let known = crate::MempoolRemoved {
+            reason: RemovalReason::Expiry as i32,
+            ..Default::default()
+        };
+        assert_eq!(known.reason_name(), "expiry");
         for payload in payloads {
             let name = payload.name();
             let event = Event {

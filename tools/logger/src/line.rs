@@ -6,9 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p_message::Body;
-use nodescope_proto::{
-    json, Category, ConnectionType, Event, ExtractorStats, Network, P2pMessage, Peer, RemovalReason,
-};
+use nodescope_proto::{json, Category, Event, ExtractorStats, Network, P2pMessage, Peer};
 
 /// `2026-11-22T10:01:02.123456Z`: UTC, microseconds (events of one message handler are often
 /// microseconds apart).
@@ -68,17 +66,12 @@ fn hex(bytes: &[u8]) -> String {
 
 fn peer(line: &mut String, peer: Option<&Peer>) {
     let Some(peer) = peer else { return };
-    let conn_type = match ConnectionType::try_from(peer.conn_type) {
-        Ok(ConnectionType::Unknown) | Err(_) if !peer.conn_type_other.is_empty() => {
-            peer.conn_type_other.as_str()
-        }
-        Ok(known) => known.label(),
-        Err(_) => "unknown",
-    };
     let _ = write!(
         line,
         " peer={} addr={} conn={}",
-        peer.id, peer.addr, conn_type
+        peer.id,
+        peer.addr,
+        peer.conn_type_name()
     );
 }
 
@@ -203,18 +196,11 @@ fn fields(line: &mut String, payload: &Payload, timestamp_ns: u64) {
             feerate(line, a.fee, a.vsize);
         }
         P::MempoolRemoved(r) => {
-            let reason = match RemovalReason::try_from(r.reason) {
-                Ok(RemovalReason::Unknown) | Err(_) if !r.reason_other.is_empty() => {
-                    r.reason_other.as_str()
-                }
-                Ok(known) => known.label(),
-                Err(_) => "unknown",
-            };
             let _ = write!(
                 line,
                 " txid={} reason={} vsize={} fee={} entry_time={}",
                 hex(&r.txid),
-                reason,
+                r.reason_name(),
                 r.vsize,
                 r.fee,
                 r.entry_time
@@ -376,8 +362,8 @@ mod tests {
     use super::*;
     use nodescope_proto::p2p::{decode_p2p, samples::sample_payloads, DecodeOptions};
     use nodescope_proto::{
-        BlockConnected, ClosedConnection, MempoolAdded, MempoolRemoved, MisbehavingConnection,
-        NetMessage,
+        BlockConnected, ClosedConnection, ConnectionType, MempoolAdded, MempoolRemoved,
+        MisbehavingConnection, NetMessage, RemovalReason,
     };
 
     const T: u64 = 1_763_800_000_123_456_789;

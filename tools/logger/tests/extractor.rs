@@ -3,8 +3,6 @@
 //! exactly the fields the ground truth gives (as root: eBPF).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -15,30 +13,10 @@ use nodescope_proto::p2p::DecodeOptions;
 use nodescope_proto::{tracepoint_payload, Category, Event, MempoolAdded};
 use simulator::truth::read_truth;
 
+mod common;
+use common::Output;
+
 const NODE: &str = "e2e";
-
-#[derive(Clone, Default)]
-struct Output(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Output {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Output {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
 
 /// A line without its time and a connection's age (the extractor's clock, not the ground
 /// truth's).

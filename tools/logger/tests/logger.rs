@@ -1,9 +1,8 @@
 //! The logger against a real nats-server, events published as the extractor publishes them: in
 //! process for what it prints and filters, as a binary for a closed pipe and for signals.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -17,32 +16,8 @@ use nodescope_proto::{
 };
 use tokio::sync::oneshot;
 
-/// What the logger printed, shared with the test.
-#[derive(Clone, Default)]
-struct Output(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Output {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Output {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-    fn clear(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
+mod common;
+use common::Output;
 
 struct Logger {
     output: Output,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use nodescope_consumer::{Continuity, Received};
 use nodescope_proto::event::Payload;
-use nodescope_proto::{ConnectionType, Network, Peer, RemovalReason};
+use nodescope_proto::{Network, Peer};
 use serde::Serialize;
 
 /// Peers kept per node. bitcoind serves a few hundred connections at most; this only bounds a
@@ -117,16 +117,6 @@ pub struct ExtractorCounters {
     pub queued: u64,
 }
 
-fn conn_type(peer: &Peer) -> String {
-    match ConnectionType::try_from(peer.conn_type) {
-        Ok(ConnectionType::Unknown) | Err(_) if !peer.conn_type_other.is_empty() => {
-            peer.conn_type_other.clone()
-        }
-        Ok(known) => known.label().to_string(),
-        Err(_) => "unknown".to_string(),
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::new(), |mut s, b| {
@@ -231,14 +221,7 @@ impl NodeState {
                 self.mempool.added_fees += a.fee;
             }
             P::MempoolRemoved(r) => {
-                let reason = match RemovalReason::try_from(r.reason) {
-                    Ok(RemovalReason::Unknown) | Err(_) if !r.reason_other.is_empty() => {
-                        r.reason_other.as_str()
-                    }
-                    Ok(known) => known.label(),
-                    Err(_) => "unknown",
-                };
-                count_reason(&mut self.mempool.removed, reason);
+                count_reason(&mut self.mempool.removed, r.reason_name());
             }
             P::MempoolReplaced(_) => self.mempool.replaced += 1,
             P::MempoolRejected(r) => count_reason(&mut self.mempool.rejected, &r.reason),
@@ -274,7 +257,7 @@ impl NodeState {
         let entry = self.peers.entry(peer.id).or_insert_with(|| PeerState {
             id: peer.id,
             addr: peer.addr.clone(),
-            conn_type: conn_type(peer),
+            conn_type: peer.conn_type_name().to_string(),
             network: "unknown",
             connected_since: None,
             traffic: Traffic::default(),
@@ -283,7 +266,7 @@ impl NodeState {
             entry.network = Network::try_from(network).map_or("unknown", Network::label);
             entry.connected_since = connected_since;
             entry.addr.clone_from(&peer.addr);
-            entry.conn_type = conn_type(peer);
+            entry.conn_type = peer.conn_type_name().to_string();
         }
         entry
     }
@@ -315,7 +298,7 @@ mod tests {
         BlockConnected, ClosedConnection, ExtractorStats, InboundConnection, MempoolAdded,
         MempoolRejected, MempoolRemoved, NetMessage, P2pMessage,
     };
-    use nodescope_proto::{Category, Event};
+    use nodescope_proto::{Category, ConnectionType, Event, RemovalReason};
 
     fn received(event: Event, continuity: Continuity) -> Received {
         Received {
