@@ -4,6 +4,7 @@
 //! and gap, restart and replay detection per node × extractor × category. A tool is
 //! `run(args, shutdown)`: it loops over [`Consumer::next`] until its shutdown future resolves.
 
+pub mod exposition;
 pub mod http;
 pub mod sequence;
 #[cfg(feature = "test-support")]

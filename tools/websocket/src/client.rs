@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use nodescope_consumer::exposition::metrics_response;
 use nodescope_consumer::http::{response, Body};
 use nodescope_proto::Category;
 use serde::Deserialize;
@@ -38,6 +39,7 @@ pub async fn respond(request: Request<Incoming>, feed: Arc<Feed>) -> Response<Bo
         }
         (&Method::GET, "/") => response(StatusCode::OK, "text/html; charset=utf-8", PAGE),
         (&Method::GET, "/healthz") => healthz(&feed),
+        (&Method::GET, "/metrics") => metrics_response(&request, &feed.registry),
         (&Method::GET, "/ws") => response(
             StatusCode::BAD_REQUEST,
             "text/plain",
@@ -46,7 +48,7 @@ pub async fn respond(request: Request<Incoming>, feed: Arc<Feed>) -> Response<Bo
         _ => response(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try / or /ws\n",
+            "not found: try /, /ws, /healthz or /metrics\n",
         ),
     }
 }
@@ -55,7 +57,7 @@ fn healthz(feed: &Feed) -> Response<Body> {
     let connected = feed.health.nats_connected();
     let body = serde_json::json!({
         "status": if connected { "ok" } else { "NATS is not connected" },
-        "counters": &feed.counters,
+        "counters": &*feed.counters,
     })
     .to_string();
     let status = if connected {

@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use nodescope_consumer::{Health, Received};
 use nodescope_proto::Category;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -33,7 +38,8 @@ pub struct States {
     pub feed: Utf8Bytes,
 }
 
-/// Every drop and disconnection the feed causes, for `/healthz`, the page and the logs.
+/// Every drop and disconnection the feed causes, for `/metrics`, `/healthz`, the page and the
+/// logs.
 #[derive(Debug, Default, Serialize)]
 pub struct FeedCounters {
     /// Clients connected now.
@@ -48,10 +54,56 @@ pub struct FeedCounters {
     pub refused_origins: AtomicU64,
 }
 
+impl Collector for FeedCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let clients = ConstGauge::new(read(&self.clients) as i64);
+        clients.encode(encoder.encode_descriptor(
+            "nodescope_websocket_clients",
+            "Websocket clients connected now",
+            None,
+            clients.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "nodescope_websocket_connections",
+                "Websocket connections accepted",
+                &self.connections,
+            ),
+            (
+                "nodescope_websocket_lagged_events",
+                "Events websocket clients lost by falling a whole queue behind or stalling",
+                &self.lagged_events,
+            ),
+            (
+                "nodescope_websocket_stalled_disconnects",
+                "Websocket clients disconnected because a write to them stalled",
+                &self.stalled_disconnects,
+            ),
+            (
+                "nodescope_websocket_refused_origins",
+                "Websocket upgrades refused for their Origin",
+                &self.refused_origins,
+            ),
+        ] {
+            let counter = ConstCounter::new(read(value));
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Feed {
     pub events: broadcast::Sender<Arc<Frame>>,
     pub states: watch::Sender<States>,
-    pub counters: FeedCounters,
+    pub counters: Arc<FeedCounters>,
+    /// Serves the counters on `/metrics`.
+    pub registry: Registry,
     pub health: Health,
     pub stopping: CancellationToken,
     pub allowed_origins: Vec<String>,
@@ -61,10 +113,14 @@ pub struct Feed {
 
 impl Feed {
     pub fn new(args: &Args, health: Health, stopping: CancellationToken) -> Feed {
+        let counters = Arc::new(FeedCounters::default());
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(counters.clone()));
         Feed {
             events: broadcast::channel(args.client_queue.max(1)).0,
             states: watch::channel(States::default()).0,
-            counters: FeedCounters::default(),
+            counters,
+            registry,
             health,
             stopping,
             allowed_origins: args.allowed_origins.clone(),
@@ -105,7 +161,7 @@ impl Feed {
         let feed = serde_json::json!({
             "type": "feed",
             "nats_connected": self.health.nats_connected(),
-            "counters": &self.counters,
+            "counters": &*self.counters,
         })
         .to_string();
         self.states.send_modify(|states| {

@@ -309,6 +309,45 @@ async fn a_stalled_client_does_not_delay_the_others() {
         "{health}"
     );
     assert_eq!(health["counters"]["clients"], 1, "{health}");
+    // The same counts for Prometheus.
+    let (status, metrics) = http_get(&format!("http://{}/metrics", tool.address)).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("\nnodescope_websocket_stalled_disconnects_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nnodescope_websocket_clients 1\n"),
+        "{metrics}"
+    );
+    let lagged = health["counters"]["lagged_events"].as_u64().unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "\nnodescope_websocket_lagged_events_total {lagged}\n"
+        )),
+        "{metrics}"
+    );
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus, installed by `cargo xtask setup`)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     tool.stop().await;
 }
 
