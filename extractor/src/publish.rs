@@ -234,16 +234,70 @@ impl Recent {
 }
 
 /// Waits until the client is connected, or (given `shared`) until the publisher is closed with
-/// nothing left to send.
-async fn wait_connected(client: &async_nats::Client, shared: Option<&Shared>) {
+/// nothing left to send. Says whether it saw the client disconnected.
+async fn wait_connected(client: &async_nats::Client, shared: Option<&Shared>) -> bool {
+    let mut waited = false;
     while client.connection_state() != State::Connected {
+        waited = true;
         if let Some(shared) = shared {
             let queue = shared.queue.lock().expect("publisher queue");
             if queue.closed && queue.items.is_empty() {
-                return;
+                return waited;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    waited
+}
+
+/// Decides when the events of the replay window must be sent again: after every reconnection,
+/// whether this task noticed the connection drop (a failed flush, a wait for the connection) or
+/// only learns of it from the connection count, which the client's event task updates a little
+/// later — a reconnection is acted on once, whichever comes first.
+#[derive(Default)]
+struct Reconnections {
+    /// Connected at least once (as this task saw it).
+    was_connected: bool,
+    /// A drop noticed whose end (connected again) has not been seen yet.
+    in_outage: bool,
+    /// Reconnections this task saw that the count has not shown yet.
+    ahead_of_count: u64,
+    /// Connections counted so far, and whether the first (not a reconnection) was among them.
+    seen_connects: u64,
+    counted_first: bool,
+    replay_pending: bool,
+}
+
+impl Reconnections {
+    /// The connection dropped (or was not up yet).
+    fn noticed_drop(&mut self) {
+        self.in_outage = true;
+    }
+
+    /// The connection is up: ends a noticed drop.
+    fn connected(&mut self) {
+        if self.in_outage && self.was_connected {
+            self.ahead_of_count += 1;
+            self.replay_pending = true;
+        }
+        self.in_outage = false;
+        self.was_connected = true;
+    }
+
+    /// Whether a replay is due, given the connection count now; the caller then replays.
+    fn replay_due(&mut self, connects: u64) -> bool {
+        let mut new = connects.saturating_sub(self.seen_connects);
+        self.seen_connects = connects;
+        if !self.counted_first && new > 0 {
+            self.counted_first = true;
+            new -= 1;
+        }
+        let already_seen = new.min(self.ahead_of_count);
+        self.ahead_of_count -= already_seen;
+        if new > already_seen {
+            self.replay_pending = true;
+        }
+        std::mem::take(&mut self.replay_pending)
     }
 }
 
@@ -251,28 +305,29 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
     let client = connection.client.clone();
     let mut warned_payload_limit = false;
     let mut recent = Recent::default();
-    // Connections seen so far: a higher count means the server may have lost what it confirmed.
-    let mut seen_connects = 0;
+    // A reconnection means the server may have lost what it confirmed: the recent events go
+    // again, before anything newer.
+    let mut reconnections = Reconnections::default();
     loop {
         // Take events off the queue only while connected: while NATS is away they wait in the
         // queue, where the oldest are the ones dropped. (A batch taken off it is kept whole, so a
         // batch taken while disconnected would outlive newer events.)
-        wait_connected(&client, Some(&shared)).await;
+        if wait_connected(&client, Some(&shared)).await {
+            reconnections.noticed_drop();
+        }
         let Some(batch) = next_batch(&shared).await else {
             break;
         };
         // The connection may have dropped since: hold the batch rather than filling the
         // client's own buffer, which would block us and hide what is lost.
-        wait_connected(&client, None).await;
-        let connects = connection.connects();
-        if connects != seen_connects {
-            let reconnected = seen_connects != 0;
-            seen_connects = connects;
-            if reconnected && !recent.items.is_empty() {
-                requeue(&shared, batch.into_iter(), false);
-                requeue(&shared, recent.take(), true);
-                continue;
-            }
+        if wait_connected(&client, None).await {
+            reconnections.noticed_drop();
+        }
+        reconnections.connected();
+        if reconnections.replay_due(connection.connects()) && !recent.items.is_empty() {
+            requeue(&shared, batch.into_iter(), false);
+            requeue(&shared, recent.take(), true);
+            continue;
         }
         let max_payload = client.server_info().max_payload;
         if !warned_payload_limit && nodescope_bus::payload_limit_too_small(max_payload) {
@@ -316,7 +371,38 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
             recent.keep(handed);
         } else {
             requeue(&shared, handed.into_iter(), true);
+            reconnections.noticed_drop();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconnection_is_replayed_once_whether_seen_or_counted_first() {
+        let mut r = Reconnections::default();
+        // Start: waiting for the first connection is not a reconnection.
+        r.noticed_drop();
+        r.connected();
+        assert!(!r.replay_due(0));
+        assert!(!r.replay_due(1));
+        // A drop this task notices (twice: a failed flush, then a wait), the count later.
+        r.noticed_drop();
+        r.noticed_drop();
+        r.connected();
+        assert!(r.replay_due(1));
+        assert!(!r.replay_due(2), "the count shows the same reconnection");
+        // A reconnection only the count shows.
+        r.connected();
+        assert!(r.replay_due(3));
+        assert!(!r.replay_due(3));
+        // A noticed drop whose count arrived in the same step: one replay.
+        r.noticed_drop();
+        r.connected();
+        assert!(r.replay_due(4));
+        assert!(!r.replay_due(4));
     }
 }
