@@ -69,7 +69,7 @@ pub struct Args {
 
 /// Binds `--listen`, then serves until `shutdown` resolves.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = http::bind(args.listen, "--listen").await?;
+    let listener = http::bind(args.listen, "--listen or NODESCOPE_WEBSOCKET_LISTEN").await?;
     run_on(listener, args, shutdown).await
 }
 
