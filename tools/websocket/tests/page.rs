@@ -356,7 +356,7 @@ async fn the_live_page_shows_what_the_events_say() {
     }
     eprintln!("the tool has all {count} events; starting chromium");
 
-    let all_events = count.to_string();
+    let all_events = thousands(count);
     let mut browser = Browser::start().await;
     browser
         .call(
@@ -464,6 +464,27 @@ async fn the_live_page_shows_what_the_events_say() {
     std::fs::write(&path, &png).unwrap();
     println!("screenshot: {}", path.display());
 
+    // Thousands of events a second: the page keeps up and its numbers stay exact.
+    let burst = 5_000;
+    let started = Instant::now();
+    for _ in 0..burst {
+        let ping = message(1, ConnectionType::OutboundFullRelay, "ping", 8, true);
+        publish(&publisher, &source.stamp(ping)).await;
+    }
+    publisher.flush().await.unwrap();
+    let rate = burst as f64 / started.elapsed().as_secs_f64();
+    let total = thousands(count + burst);
+    let shown = browser
+        .wait_for("the burst", |s| s["events"] == total.as_str())
+        .await;
+    println!("burst of {burst} events published at {rate:.0}/s, all shown");
+    assert_eq!(
+        peer_row_of(&shown, 0)[5],
+        thousands(5 + burst),
+        "peer 1's messages in: 5 inv + the burst"
+    );
+    assert_eq!(shown["missed"], "0");
+
     // The tool goes away: the page says so, then reconnects to a new one on the same address
     // and shows that one's state.
     tool.stop().await;
@@ -501,6 +522,19 @@ async fn the_live_page_shows_what_the_events_say() {
         "the new tool's state, not the old one"
     );
     tool.stop().await;
+}
+
+/// `n` as the page writes it (en-US grouping).
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 fn peer_row_of(shown: &Value, i: usize) -> Vec<String> {
