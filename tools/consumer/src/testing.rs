@@ -140,3 +140,33 @@ pub async fn http_get(url: &str) -> (u16, String) {
     }
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Runs `promtool check metrics` (Debian's prometheus package; `cargo xtask setup` installs
+/// it) on a scrape and fails the test with what it said unless it said nothing.
+pub fn assert_promtool_clean(scrape: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; xtask/setup.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+}

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{message, net, peer, value, Tool};
-use nodescope_consumer::testing::{publish, EventSource};
+use nodescope_consumer::testing::{assert_promtool_clean, publish, EventSource};
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p::{decode_p2p, samples, DecodeOptions};
 use nodescope_proto::p2p_message::Body;
@@ -970,29 +970,6 @@ async fn promtool_finds_nothing_to_complain_about() {
     .await;
     let scrape = tool.scrape().await;
     assert_eq!(families(&scrape).len(), 53);
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; xtask/setup.sh installs it)");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
-    );
+    assert_promtool_clean(&scrape);
     tool.stop().await;
 }

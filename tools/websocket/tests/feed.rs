@@ -7,7 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
-use nodescope_consumer::testing::{client, http_get, publish, EventSource, NatsServer};
+use nodescope_consumer::testing::{
+    assert_promtool_clean, client, http_get, publish, EventSource, NatsServer,
+};
 use nodescope_proto::event::Payload;
 use nodescope_proto::{
     BlockConnected, ConnectionType, Event, InboundConnection, MempoolAdded, NetMessage, Network,
@@ -327,27 +329,7 @@ async fn a_stalled_client_does_not_delay_the_others() {
         )),
         "{metrics}"
     );
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus, installed by `cargo xtask setup`)");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    assert!(
-        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    assert_promtool_clean(&metrics);
     tool.stop().await;
 }
 
