@@ -116,7 +116,8 @@ fn enum_short_name(enum_name: &str, value_name: &str) -> String {
         .to_ascii_lowercase()
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex, as the JSON rendering writes bytes (hashes are stored in display order).
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

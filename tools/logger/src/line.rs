@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use nodescope_proto::event::Payload;
+use nodescope_proto::json::hex;
 use nodescope_proto::p2p_message::Body;
 use nodescope_proto::{json, Category, Event, ExtractorStats, Network, P2pMessage, Peer};
 
@@ -53,15 +54,6 @@ pub fn json(event: &Event, category: Category) -> String {
         object.extend(fields);
     }
     serde_json::Value::Object(object).to_string()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 fn peer(line: &mut String, peer: Option<&Peer>) {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use nodescope_consumer::{Continuity, Received};
 use nodescope_proto::event::Payload;
+use nodescope_proto::json::hex;
 use nodescope_proto::{Network, Peer};
 use serde::Serialize;
 
@@ -115,14 +116,6 @@ pub struct ExtractorCounters {
     pub dropped_too_large: u64,
     pub decode_errors: u64,
     pub queued: u64,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Counts `key` in a map of at most [`MAX_REASONS`] names (then `other`): reasons are free text

@@ -370,16 +370,7 @@ async fn the_live_page_shows_what_the_events_say() {
     assert_eq!(shown["status"], "live");
     assert_eq!(shown["node"], "node-a");
     assert_eq!(shown["peerCount"], "2");
-    let peers = shown["peers"].as_array().unwrap();
-    let peer_row = |i: usize| {
-        peers[i]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
-    let (first, second) = (peer_row(0), peer_row(1));
+    let (first, second) = (peer_row_of(&shown, 0), peer_row_of(&shown, 1));
     assert_eq!(
         [&first[..4], &first[5..]].concat(),
         [
