@@ -266,6 +266,18 @@ impl Filter {
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// A write to the client: one that takes nothing within `timeout` means the client stalled.
+async fn within<E>(
+    timeout: std::time::Duration,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), Stop> {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Stop::Gone),
+        Err(_) => Err(Stop::Stalled),
+    }
+}
+
 /// Why a session ended early.
 enum Stop {
     /// The client went away or the connection failed.
@@ -283,27 +295,19 @@ struct Session {
 }
 
 impl Session {
+    /// Queues `message` (which may already write, when the socket's buffer is full), and with
+    /// `flush` sends everything queued.
     async fn write(&mut self, message: Message, flush: bool) -> Result<(), Stop> {
-        let write = async {
-            if flush {
-                self.sink.send(message).await
-            } else {
-                self.sink.feed(message).await
-            }
-        };
-        match tokio::time::timeout(self.feed.send_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Stop::Gone),
-            Err(_) => Err(Stop::Stalled),
+        let timeout = self.feed.send_timeout;
+        within(timeout, self.sink.feed(message)).await?;
+        if flush {
+            self.flush().await?;
         }
+        Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), Stop> {
-        match tokio::time::timeout(self.feed.send_timeout, self.sink.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Stop::Gone),
-            Err(_) => Err(Stop::Stalled),
-        }
+        within(self.feed.send_timeout, self.sink.flush()).await
     }
 
     /// The state frames of the wanted nodes that changed since they were last sent (all of
