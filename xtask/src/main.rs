@@ -50,13 +50,13 @@ enum Task {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchTarget {
     /// The eBPF extractor: lossless rates, latency, CPU, memory, block burst, traced-thread cost
-    /// (extractor/examples/bench.rs).
+    /// (extractor/examples/extractor_bench.rs).
     Extractor,
     /// The metrics exporter: events/s ingested on one core, in-process and end to end through a
-    /// private nats-server (tools/metrics/examples/bench.rs).
+    /// private nats-server (tools/metrics/examples/metrics_bench.rs).
     Metrics,
     /// The websocket tool: fan-out to 100 clients at several event rates, delivered events/s
-    /// and latency (tools/websocket/examples/bench.rs).
+    /// and latency (tools/websocket/examples/websocket_bench.rs).
     Websocket,
 }
 
@@ -126,66 +126,48 @@ fn test(cargo_args: &[String]) -> Result<()> {
 }
 
 fn bench(what: BenchTarget, quick: bool) -> Result<()> {
-    match what {
-        BenchTarget::Extractor => {
-            check(
-                cargo(&[
-                    "build",
-                    "--release",
-                    "--package",
-                    "extractor",
-                    "--package",
-                    "simulator",
-                    "--bins",
-                ])
-                .status()?,
-                "building the extractor and the simulator (release)",
-            )?;
-            let mut args = vec![
-                "run",
+    let (package, example, what_runs) = match what {
+        BenchTarget::Extractor => ("extractor", "extractor_bench", "the extractor benchmark"),
+        BenchTarget::Metrics => (
+            "nodescope-metrics",
+            "metrics_bench",
+            "the metrics benchmark",
+        ),
+        BenchTarget::Websocket => (
+            "nodescope-websocket",
+            "websocket_bench",
+            "the websocket benchmark",
+        ),
+    };
+    if let BenchTarget::Extractor = what {
+        // The benchmark runs the extractor and simulator binaries as separate processes.
+        check(
+            cargo(&[
+                "build",
                 "--release",
                 "--package",
                 "extractor",
-                "--example",
-                "bench",
-                "--",
-            ];
-            if quick {
-                args.push("--quick");
-            }
-            check(cargo(&args).status()?, "the extractor benchmark")
-        }
-        BenchTarget::Metrics => {
-            let mut args = vec![
-                "run",
-                "--release",
                 "--package",
-                "nodescope-metrics",
-                "--example",
-                "bench",
-                "--",
-            ];
-            if quick {
-                args.push("--quick");
-            }
-            check(cargo(&args).status()?, "the metrics benchmark")
-        }
-        BenchTarget::Websocket => {
-            let mut args = vec![
-                "run",
-                "--release",
-                "--package",
-                "nodescope-websocket",
-                "--example",
-                "bench",
-                "--",
-            ];
-            if quick {
-                args.push("--quick");
-            }
-            check(cargo(&args).status()?, "the websocket benchmark")
-        }
+                "simulator",
+                "--bins",
+            ])
+            .status()?,
+            "building the extractor and the simulator (release)",
+        )?;
     }
+    let mut args = vec![
+        "run",
+        "--release",
+        "--package",
+        package,
+        "--example",
+        example,
+        "--",
+    ];
+    if quick {
+        args.push("--quick");
+    }
+    check(cargo(&args).status()?, what_runs)
 }
 
 /// Children that are stopped (SIGTERM, then reaped) when the demo ends, however it ends.

@@ -237,10 +237,14 @@ pub fn run(binary: &Path, args: &[&str]) -> Output {
     out
 }
 
-pub fn temp_path(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nodescope-sim-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{tag}.jsonl"))
+/// A fresh file path for a truth file, removed when dropped (a 4 MB block makes them large).
+pub fn temp_path(tag: &str) -> tempfile::TempPath {
+    tempfile::Builder::new()
+        .prefix(&format!("nodescope-sim-{tag}-"))
+        .suffix(".jsonl")
+        .tempfile()
+        .expect("creating a temporary truth file")
+        .into_temp_path()
 }
 
 /// Ground truth of a full legacy run (every probe fires) for the default seed.

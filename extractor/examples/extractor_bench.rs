@@ -877,7 +877,7 @@ fn paths(args: &Args, dir: &Path) -> Result<Paths> {
         Some(dir) => dir.clone(),
         None => {
             let exe = std::env::current_exe()?;
-            // <target>/release/examples/bench → <target>/release
+            // <target>/release/examples/extractor_bench → <target>/release
             exe.parent()
                 .and_then(Path::parent)
                 .context("locating the target directory")?
