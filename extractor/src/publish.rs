@@ -3,10 +3,11 @@
 //!
 //! Events wait in a queue bounded in bytes; when NATS is away longer than the queue lasts, the
 //! oldest events are dropped and counted. A background task hands batches to the client and
-//! confirms each with a flush (a round trip to the server); a batch whose flush fails — the
-//! connection dropped under it — goes back to the front of the queue and is sent again after
-//! reconnecting. A server can also confirm events and then crash before passing them on, so the
-//! events confirmed in the last second are kept and sent again after any reconnection.
+//! confirms each with a flush; a batch whose flush fails — the connection dropped under it —
+//! goes back to the front of the queue and is sent again after reconnecting. A flush only means
+//! the bytes reached the socket (async-nats' `flush` is no round trip), and a server can also
+//! take events and then crash before passing them on, so the events confirmed in the last
+//! second are kept and sent again after any reconnection.
 //! Consumers may therefore see an event twice, and tell repeats by their sequence number.
 
 use std::collections::VecDeque;
@@ -25,8 +26,8 @@ use tokio::task::JoinHandle;
 const BATCH_EVENTS: usize = 4096;
 /// Most bytes handed to the client before confirming them with one flush.
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// Confirmed events younger than this are sent again after a reconnection: the server that
-/// confirmed them may have died before delivering them.
+/// Confirmed events younger than this are sent again after a reconnection: they may have been
+/// in the socket, or in the server that died, rather than delivered.
 const REPLAY_WINDOW: Duration = Duration::from_secs(1);
 /// Most memory kept for replay, per-event bookkeeping included: at hundreds of thousands of
 /// small events a second the bookkeeping, not the payloads, is what fills it.

@@ -4,11 +4,11 @@
 //! in the background and says so in the log.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
+use tokio::sync::watch;
 
 pub mod process;
 #[cfg(feature = "test-server")]
@@ -73,18 +73,33 @@ pub struct NatsArgs {
     pub subject_prefix: String,
 }
 
-/// A client and how many times it has connected (1 after the first connection, +1 for every
-/// reconnection): a publisher compares counts to learn that the server may have lost what it had
-/// confirmed. (async-nats' own `Statistics::connects` is never incremented in 0.51.)
+/// What the client has said of its link to the server, in the order it said it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Link {
+    /// 1 after the first connection, +1 for every reconnection.
+    pub connects: u64,
+    /// Connected, as of the latest connect or disconnect.
+    pub up: bool,
+}
+
+/// A client and its [`Link`]: a publisher compares connection counts to learn that the server
+/// may have lost what it had confirmed; a consumer confirms its subscriptions again on every new
+/// connection. (async-nats' own `Statistics::connects` is never incremented in 0.51, and its
+/// connection state turns to connected before the client has resubscribed.)
 #[derive(Clone)]
 pub struct Connection {
     pub client: Client,
-    connects: Arc<std::sync::atomic::AtomicU64>,
+    link: watch::Receiver<Link>,
 }
 
 impl Connection {
     pub fn connects(&self) -> u64 {
-        self.connects.load(Ordering::Acquire)
+        self.link.borrow().connects
+    }
+
+    /// The link, to read now or to wait on for its next change.
+    pub fn watch_link(&self) -> watch::Receiver<Link> {
+        self.link.clone()
     }
 }
 
@@ -162,19 +177,27 @@ impl NatsArgs {
             }
             delay
         });
-        let connects = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = connects.clone();
+        let (link_sender, link) = watch::channel(Link::default());
+        let link_sender = Arc::new(link_sender);
         let event_url = url.clone();
         options = options.event_callback(move |event| {
             let url = event_url.clone();
-            let counter = counter.clone();
+            let link_sender = link_sender.clone();
             async move {
                 match event {
                     Event::Connected => {
-                        let again = counter.fetch_add(1, Ordering::AcqRel) > 0;
+                        let mut again = false;
+                        link_sender.send_modify(|link| {
+                            again = link.connects > 0;
+                            link.connects += 1;
+                            link.up = true;
+                        });
                         tracing::info!(%url, "{}", if again { "reconnected to NATS" } else { "connected to NATS" });
                     }
-                    Event::Disconnected => tracing::warn!(%url, "lost the NATS connection; reconnecting"),
+                    Event::Disconnected => {
+                        link_sender.send_modify(|link| link.up = false);
+                        tracing::warn!(%url, "lost the NATS connection; reconnecting")
+                    }
                     Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS says this client is a slow consumer: messages were dropped by the server"),
                     Event::ServerError(error) => tracing::warn!(%error, "NATS server error"),
                     Event::ClientError(error) => tracing::warn!(%error, "NATS client error"),
@@ -189,7 +212,7 @@ impl NatsArgs {
                 url,
                 error: error.to_string(),
             })?;
-        Ok(Connection { client, connects })
+        Ok(Connection { client, link })
     }
 }
 

@@ -10,10 +10,12 @@ pub mod sequence;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{SelectAll, StreamExt};
-use nodescope_bus::NatsArgs;
+use nodescope_bus::{Link, NatsArgs};
 use nodescope_proto::{subjects, Category, Event, ExtractorKind};
 use prost::Message;
 
@@ -90,7 +92,9 @@ pub enum Item {
 }
 
 pub struct Consumer {
-    client: async_nats::Client,
+    health: Health,
+    /// Confirms the subscriptions after every (re)connection; stopped with the consumer.
+    confirming: tokio::task::JoinHandle<()>,
     messages: SelectAll<async_nats::Subscriber>,
     prefix: String,
     sequences: SequenceTracker,
@@ -122,12 +126,24 @@ impl Consumer {
                     })?;
             messages.push(subscriber);
         }
-        // When NATS is up, be subscribed on return (the server has seen our SUBs): a tool that
-        // says it is ready misses nothing published after. When it is not, don't wait for it.
-        let _ = tokio::time::timeout(Duration::from_secs(2), connection.client.flush()).await;
+        let health = Health {
+            client: connection.client.clone(),
+            link: connection.watch_link(),
+            confirmed_connect: Arc::default(),
+        };
+        let confirming = tokio::spawn(confirm_subscriptions(
+            connection,
+            health.confirmed_connect.clone(),
+        ));
+        // When NATS is up, be subscribed on return; when it is not, don't wait for it.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !health.receiving() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         tracing::info!(subjects = %filters.join(" "), "subscribed");
         Ok(Consumer {
-            client: connection.client,
+            health,
+            confirming,
             messages,
             prefix: args.nats.subject_prefix.clone(),
             sequences: SequenceTracker::default(),
@@ -137,10 +153,10 @@ impl Consumer {
         })
     }
 
-    /// A handle that tells whether NATS is connected right now (for health checks), usable
-    /// while the consumer is borrowed by its loop.
+    /// A handle that tells whether events are coming in (for health checks), usable while the
+    /// consumer is borrowed by its loop.
     pub fn health(&self) -> Health {
-        Health(self.client.clone())
+        self.health.clone()
     }
 
     /// The next message, decoded; `None` once the connection is closed for good.
@@ -215,13 +231,64 @@ impl Consumer {
     }
 }
 
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.confirming.abort();
+    }
+}
+
 #[derive(Clone)]
-pub struct Health(async_nats::Client);
+pub struct Health {
+    client: async_nats::Client,
+    link: tokio::sync::watch::Receiver<Link>,
+    /// The connection (by that count) on which the server last confirmed our subscriptions.
+    confirmed_connect: Arc<AtomicU64>,
+}
 
 impl Health {
-    pub fn nats_connected(&self) -> bool {
-        self.0.connection_state() == async_nats::connection::State::Connected
+    /// Connected to NATS, and the server has confirmed our subscriptions on this connection:
+    /// from now on nothing published is missed. Until then a tool is not ready (503).
+    pub fn receiving(&self) -> bool {
+        let link = *self.link.borrow();
+        link.up
+            && link.connects == self.confirmed_connect.load(Ordering::Acquire)
+            && self.client.connection_state() == async_nats::connection::State::Connected
     }
+}
+
+/// After every (re)connection, proves the server has our subscriptions: a message sent to a new
+/// probe subscription comes back only once the server has processed everything the client wrote
+/// before it, the SUBs that async-nats resends first on a new connection included. (`flush` only
+/// writes to the socket.)
+async fn confirm_subscriptions(connection: nodescope_bus::Connection, confirmed: Arc<AtomicU64>) {
+    let mut link = connection.watch_link();
+    loop {
+        let Link { connects, up } = *link.borrow_and_update();
+        if up {
+            if !round_trip(&connection.client).await {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            confirmed.store(connects, Ordering::Release);
+        }
+        if link.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn round_trip(client: &async_nats::Client) -> bool {
+    let inbox = client.new_inbox();
+    let Ok(mut probe) = client.subscribe(inbox.clone()).await else {
+        return false;
+    };
+    if client.publish(inbox, bytes::Bytes::new()).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), probe.next()).await,
+        Ok(Some(_))
+    )
 }
 
 /// At most one log line per kind every 10 s, saying how many were left out in between: a storm

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use nodescope_consumer::testing::{client, consumer_args, publish, EventSource, NatsServer};
 use nodescope_consumer::{Consumer, Continuity, Item};
 use nodescope_proto::event::Payload;
@@ -115,10 +117,62 @@ async fn only_the_chosen_nodes_and_categories_are_received() {
     );
 }
 
+/// Waits until the consumer says it is receiving, then publishes one event: it must arrive.
+async fn ready_then_one_event_arrives(consumer: &mut Consumer, server: &NatsServer, sequence: u64) {
+    let health = consumer.health();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while !health.receiving() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("receiving within 15 s of NATS being up");
+    let publisher = client(server).await;
+    eprintln!("{:?} publishing", std::time::SystemTime::now());
+    let mut run = EventSource::new("node-a", 1);
+    run.lose(Category::Mempool, sequence);
+    publish(&publisher, &run.stamp(added(1))).await;
+    match next(consumer).await {
+        Item::Event(received) => assert_eq!(received.event.sequence, sequence),
+        other => panic!("expected the event, got {other:?}"),
+    }
+}
+
+/// A way to `server` whose client-to-server direction is slow (each chunk waits `delay`), so
+/// that a client's subscriptions reach the server well after its connection is up.
+async fn slow_uplink_to(server: &NatsServer, delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let target = server.url().trim_start_matches("nats://").to_string();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                continue; // the server is down: the client sees a closed connection and retries
+            };
+            let (mut from_client, mut to_client) = inbound.into_split();
+            let (mut from_server, mut to_server) = outbound.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+            tokio::spawn(async move {
+                let mut chunk = vec![0; 64 * 1024];
+                while let Ok(read @ 1..) = from_client.read(&mut chunk).await {
+                    tokio::time::sleep(delay).await;
+                    if to_server.write_all(&chunk[..read]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("nats://{address}")
+}
+
 #[tokio::test]
-async fn a_consumer_started_before_nats_receives_once_it_is_up() {
+async fn a_consumer_says_it_is_receiving_only_once_the_server_has_its_subscriptions() {
     let mut server = NatsServer::stopped_on(nodescope_consumer::testing::free_port());
-    let args = consumer_args(&server.url(), &[]);
+    let url = slow_uplink_to(&server, Duration::from_millis(300)).await;
+    let args = consumer_args(&url, &[]);
     let subscribing = tokio::time::timeout(
         Duration::from_secs(5),
         Consumer::subscribe(&args, "test", &[]),
@@ -127,23 +181,22 @@ async fn a_consumer_started_before_nats_receives_once_it_is_up() {
     .expect("subscribing does not wait for NATS");
     let mut consumer = subscribing.unwrap();
     let health = consumer.health();
-    assert!(!health.nats_connected());
+    assert!(!health.receiving());
+
+    // Started after the consumer: the first event published once it says so arrives.
     server.resume();
-    let publisher = client(&server).await;
-    let mut run = EventSource::new("node-a", 1);
-    // The consumer's (re)subscription races with our publishing: publish until it hears one.
-    let received = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            publish(&publisher, &run.stamp(added(1))).await;
-            if let Ok(Some(item)) =
-                tokio::time::timeout(Duration::from_millis(200), consumer.next()).await
-            {
-                return item;
-            }
+    ready_then_one_event_arrives(&mut consumer, &server, 0).await;
+
+    // Lost and back: not receiving while down; once it says so again, nothing is missed, though
+    // its subscriptions reach the server 300 ms after its connection is up.
+    server.kill();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while health.receiving() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("events once NATS is up");
-    assert!(matches!(received, Item::Event(_)));
-    assert!(health.nats_connected());
+    .expect("not receiving once NATS is gone");
+    server.resume();
+    ready_then_one_event_arrives(&mut consumer, &server, 1).await;
 }

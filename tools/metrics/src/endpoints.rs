@@ -23,11 +23,11 @@ pub fn respond(
     }
     match request.uri().path() {
         "/metrics" => metrics_response(request, registry),
-        "/healthz" if health.nats_connected() => response(StatusCode::OK, TEXT, "ok\n"),
+        "/healthz" if health.receiving() => response(StatusCode::OK, TEXT, "ok\n"),
         "/healthz" => response(
             StatusCode::SERVICE_UNAVAILABLE,
             TEXT,
-            "not connected to NATS (reconnecting)\n",
+            "not receiving: connecting to NATS and subscribing\n",
         ),
         _ => response(
             StatusCode::NOT_FOUND,

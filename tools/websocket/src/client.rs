@@ -54,13 +54,13 @@ pub async fn respond(request: Request<Incoming>, feed: Arc<Feed>) -> Response<Bo
 }
 
 fn healthz(feed: &Feed) -> Response<Body> {
-    let connected = feed.health.nats_connected();
+    let receiving = feed.health.receiving();
     let body = serde_json::json!({
-        "status": if connected { "ok" } else { "NATS is not connected" },
+        "status": if receiving { "ok" } else { "not receiving: connecting to NATS and subscribing" },
         "counters": &*feed.counters,
     })
     .to_string();
-    let status = if connected {
+    let status = if receiving {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -160,7 +160,7 @@ impl Feed {
         }
         let feed = serde_json::json!({
             "type": "feed",
-            "nats_connected": self.health.nats_connected(),
+            "receiving": self.health.receiving(),
             "counters": &*self.counters,
         })
         .to_string();

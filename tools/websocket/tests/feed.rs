@@ -278,7 +278,7 @@ async fn a_page_gets_the_current_state_at_once_on_connect() {
     assert_eq!(state["pipeline"]["events"], 3);
     let feed = next_json(&mut page).await;
     assert_eq!(feed["type"], "feed");
-    assert_eq!(feed["nats_connected"], true);
+    assert_eq!(feed["receiving"], true);
     tool.stop().await;
 }
 
