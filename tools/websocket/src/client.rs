@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::feed::{Feed, States};
+use crate::feed::{Feed, States, Wanted};
 
 /// The live page: one file, no external resources.
 const PAGE: &str = include_str!("page.html");
@@ -239,6 +239,15 @@ impl Filter {
         Ok(())
     }
 
+    /// The categories whose events this client takes (none when it takes state only).
+    fn event_categories(&self) -> Vec<Category> {
+        match (&self.categories, self.events) {
+            (_, false) => Vec::new(),
+            (None, true) => Category::ALL.to_vec(),
+            (Some(categories), true) => categories.iter().copied().collect(),
+        }
+    }
+
     fn wants_node(&self, node: &str) -> bool {
         self.nodes.as_ref().is_none_or(|nodes| nodes.contains(node))
     }
@@ -340,6 +349,7 @@ async fn session(socket: Socket, filter: Filter, feed: Arc<Feed>) {
         filter,
         sent: HashMap::new(),
     };
+    let mut _wanted = Wanted::new(&feed.demand, session.filter.event_categories());
     let mut events = session.filter.events.then(|| feed.events.subscribe());
     let mut states = feed.states.subscribe();
     let outcome: Result<(), Stop> = async {
@@ -357,7 +367,11 @@ async fn session(socket: Socket, filter: Filter, feed: Arc<Feed>) {
                     Some(Ok(Message::Text(text))) => {
                         let before = session.filter.clone();
                         let reply = match session.filter.update(&text) {
-                            Ok(()) => session.filter.describe(),
+                            Ok(()) => {
+                                // Rendered from now on, before the client hears it is subscribed.
+                                _wanted = Wanted::new(&feed.demand, session.filter.event_categories());
+                                session.filter.describe()
+                            }
                             Err(error) => serde_json::json!({"type": "error", "message": error}).to_string().into(),
                         };
                         session.write(Message::Text(reply), true).await?;

@@ -3,7 +3,7 @@
 //! watch channel (a client always gets the newest).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,8 +98,46 @@ impl Collector for FeedCounters {
     }
 }
 
+/// How many clients want each category's events: an event no client wants is not rendered
+/// (rendering, not sending, is what a busy node's messages cost when clients watch only blocks).
+#[derive(Debug, Default)]
+pub struct Demand([AtomicUsize; Category::ALL.len()]);
+
+impl Demand {
+    fn wants(&self, category: Category) -> bool {
+        self.0[category as usize].load(Ordering::Relaxed) > 0
+    }
+}
+
+/// One client's share of the [`Demand`], given back when dropped.
+pub struct Wanted {
+    demand: Arc<Demand>,
+    categories: Vec<Category>,
+}
+
+impl Wanted {
+    pub fn new(demand: &Arc<Demand>, categories: Vec<Category>) -> Wanted {
+        for category in &categories {
+            demand.0[*category as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        Wanted {
+            demand: demand.clone(),
+            categories,
+        }
+    }
+}
+
+impl Drop for Wanted {
+    fn drop(&mut self) {
+        for category in &self.categories {
+            self.demand.0[*category as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 pub struct Feed {
     pub events: broadcast::Sender<Arc<Frame>>,
+    pub demand: Arc<Demand>,
     pub states: watch::Sender<States>,
     pub counters: Arc<FeedCounters>,
     /// Serves the counters on `/metrics`.
@@ -118,6 +156,7 @@ impl Feed {
         registry.register_collector(Box::new(counters.clone()));
         Feed {
             events: broadcast::channel(args.client_queue.max(1)).0,
+            demand: Arc::default(),
             states: watch::channel(States::default()).0,
             counters,
             registry,
@@ -129,9 +168,9 @@ impl Feed {
         }
     }
 
-    /// Renders and broadcasts an event, unless no client wants events.
+    /// Renders and broadcasts an event, unless no client wants its category.
     pub fn publish_event(&self, received: &Received) {
-        if self.events.receiver_count() == 0 {
+        if !self.demand.wants(received.category) {
             return;
         }
         let mut frame = serde_json::Map::new();
@@ -178,5 +217,23 @@ impl Feed {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_category_is_wanted_while_some_client_wants_it() {
+        let demand = Arc::new(Demand::default());
+        let blocks = Wanted::new(&demand, vec![Category::Validation]);
+        let everything = Wanted::new(&demand, Category::ALL.to_vec());
+        assert!(demand.wants(Category::NetMessage) && demand.wants(Category::Validation));
+        drop(everything);
+        assert!(!demand.wants(Category::NetMessage));
+        assert!(demand.wants(Category::Validation));
+        drop(blocks);
+        assert!(Category::ALL.iter().all(|c| !demand.wants(*c)));
     }
 }
