@@ -3,11 +3,11 @@
 //!
 //! Events wait in a queue bounded in bytes; when NATS is away longer than the queue lasts, the
 //! oldest events are dropped and counted. A background task hands batches to the client and
-//! confirms each with a flush; a batch whose flush fails — the connection dropped under it —
-//! goes back to the front of the queue and is sent again after reconnecting. A flush only means
-//! the bytes reached the socket (async-nats' `flush` is no round trip), and a server can also
-//! take events and then crash before passing them on, so the events confirmed in the last
-//! second are kept and sent again after any reconnection.
+//! confirms each with a round trip: a probe message to its own subscription comes back only
+//! once the server has processed the batch. A batch that is not confirmed on the connection it
+//! was sent on goes back to the front of the queue and is sent again. A server can also take
+//! events and then crash before passing them on, so the events confirmed in the last second
+//! are kept and sent again after any reconnection.
 //! Consumers may therefore see an event twice, and tell repeats by their sequence number.
 
 use std::collections::VecDeque;
@@ -18,16 +18,17 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State;
 use async_nats::Subject;
 use bytes::Bytes;
+use futures::StreamExt;
 use nodescope_bus::Connection;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// Most events handed to the client before confirming them with one flush.
+/// Most events handed to the client before confirming them with one round trip.
 const BATCH_EVENTS: usize = 4096;
-/// Most bytes handed to the client before confirming them with one flush.
+/// Most bytes handed to the client before confirming them with one round trip.
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// Confirmed events younger than this are sent again after a reconnection: they may have been
-/// in the socket, or in the server that died, rather than delivered.
+/// Confirmed events younger than this are sent again after a reconnection: the server that
+/// confirmed them may have died before delivering them.
 const REPLAY_WINDOW: Duration = Duration::from_secs(1);
 /// Most memory kept for replay, per-event bookkeeping included: at hundreds of thousands of
 /// small events a second the bookkeeping, not the payloads, is what fills it.
@@ -203,6 +204,62 @@ fn requeue(shared: &Shared, items: impl DoubleEndedIterator<Item = Outgoing>, re
     }
 }
 
+/// Longest wait for a batch's confirmation; then it is sent again. (A lost connection ends the
+/// wait at once.)
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Confirms batches with a round trip through the server: `flush` only writes to the socket,
+/// but a message to our own probe subscription comes back only after the server has processed
+/// (and passed on) everything the client wrote before it.
+struct RoundTrip {
+    subject: Subject,
+    echoes: async_nats::Subscriber,
+    sent: u64,
+}
+
+impl RoundTrip {
+    async fn new(client: &async_nats::Client) -> Result<RoundTrip, async_nats::SubscribeError> {
+        let subject = Subject::from(client.new_inbox());
+        let echoes = client.subscribe(subject.clone()).await?;
+        Ok(RoundTrip {
+            subject,
+            echoes,
+            sent: 0,
+        })
+    }
+
+    /// Whether everything published before now reached the server on the connection
+    /// `identity`.
+    async fn confirm(&mut self, client: &async_nats::Client, identity: &(String, u64)) -> bool {
+        self.sent += 1;
+        let probe = Bytes::copy_from_slice(&self.sent.to_le_bytes());
+        if client
+            .publish(self.subject.clone(), probe.clone())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let same_connection = || connection_identity(client).as_ref() == Some(identity);
+        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
+        let mut check = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                echo = self.echoes.next() => match echo {
+                    Some(echo) if echo.payload == probe => return same_connection(),
+                    Some(_) => {} // a late echo of an earlier probe
+                    None => return false,
+                },
+                _ = check.tick() => {
+                    if !same_connection() || tokio::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Confirmed events of the last [`REPLAY_WINDOW`], oldest first.
 #[derive(Default)]
 struct Recent {
@@ -234,71 +291,40 @@ impl Recent {
     }
 }
 
-/// Waits until the client is connected, or (given `shared`) until the publisher is closed with
-/// nothing left to send. Says whether it saw the client disconnected.
-async fn wait_connected(client: &async_nats::Client, shared: Option<&Shared>) -> bool {
-    let mut waited = false;
+/// Which connection the client is on, from the INFO the server sent when it connected: a
+/// restarted server has a new id, and one server numbers its clients anew on every connection.
+/// async-nats updates it on reconnecting before it sends anything more, so a batch whose flush
+/// ends with another identity than it began with crossed a reconnection. `None` before the
+/// first INFO.
+fn connection_identity(client: &async_nats::Client) -> Option<(String, u64)> {
+    let info = client.server_info();
+    (!info.server_id.is_empty()).then_some((info.server_id, info.client_id))
+}
+
+/// Waits until the client is connected, or until the publisher is closed with nothing left to
+/// send.
+async fn wait_connected_or_done(client: &async_nats::Client, shared: &Shared) {
     while client.connection_state() != State::Connected {
-        waited = true;
-        if let Some(shared) = shared {
+        let done = {
             let queue = shared.queue.lock().expect("publisher queue");
-            if queue.closed && queue.items.is_empty() {
-                return waited;
-            }
+            queue.closed && queue.items.is_empty()
+        };
+        if done {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    waited
 }
 
-/// Decides when the events of the replay window must be sent again: after every reconnection,
-/// whether this task noticed the connection drop (a failed flush, a wait for the connection) or
-/// only learns of it from the connection count, which the client's event task updates a little
-/// later — a reconnection is acted on once, whichever comes first.
-#[derive(Default)]
-struct Reconnections {
-    /// Connected at least once (as this task saw it).
-    was_connected: bool,
-    /// A drop noticed whose end (connected again) has not been seen yet.
-    in_outage: bool,
-    /// Reconnections this task saw that the count has not shown yet.
-    ahead_of_count: u64,
-    /// Connections counted so far, and whether the first (not a reconnection) was among them.
-    seen_connects: u64,
-    counted_first: bool,
-    replay_pending: bool,
-}
-
-impl Reconnections {
-    /// The connection dropped (or was not up yet).
-    fn noticed_drop(&mut self) {
-        self.in_outage = true;
-    }
-
-    /// The connection is up: ends a noticed drop.
-    fn connected(&mut self) {
-        if self.in_outage && self.was_connected {
-            self.ahead_of_count += 1;
-            self.replay_pending = true;
+/// Waits until the client is connected; returns the connection's identity.
+async fn wait_connected(client: &async_nats::Client) -> (String, u64) {
+    loop {
+        if client.connection_state() == State::Connected {
+            if let Some(identity) = connection_identity(client) {
+                return identity;
+            }
         }
-        self.in_outage = false;
-        self.was_connected = true;
-    }
-
-    /// Whether a replay is due, given the connection count now; the caller then replays.
-    fn replay_due(&mut self, connects: u64) -> bool {
-        let mut new = connects.saturating_sub(self.seen_connects);
-        self.seen_connects = connects;
-        if !self.counted_first && new > 0 {
-            self.counted_first = true;
-            new -= 1;
-        }
-        let already_seen = new.min(self.ahead_of_count);
-        self.ahead_of_count -= already_seen;
-        if new > already_seen {
-            self.replay_pending = true;
-        }
-        std::mem::take(&mut self.replay_pending)
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -306,26 +332,33 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
     let client = connection.client.clone();
     let mut warned_payload_limit = false;
     let mut recent = Recent::default();
-    // A reconnection means the server may have lost what it confirmed: the recent events go
-    // again, before anything newer.
-    let mut reconnections = Reconnections::default();
+    let mut round_trip = match RoundTrip::new(&client).await {
+        Ok(round_trip) => round_trip,
+        Err(error) => {
+            tracing::error!(%error, "cannot subscribe to confirm publishing; events are not published");
+            return;
+        }
+    };
+    // The connection the events in `recent` were confirmed on.
+    let mut confirmed_on: Option<(String, u64)> = None;
     loop {
         // Take events off the queue only while connected: while NATS is away they wait in the
         // queue, where the oldest are the ones dropped. (A batch taken off it is kept whole, so a
         // batch taken while disconnected would outlive newer events.)
-        if wait_connected(&client, Some(&shared)).await {
-            reconnections.noticed_drop();
-        }
+        wait_connected_or_done(&client, &shared).await;
         let Some(batch) = next_batch(&shared).await else {
             break;
         };
         // The connection may have dropped since: hold the batch rather than filling the
         // client's own buffer, which would block us and hide what is lost.
-        if wait_connected(&client, None).await {
-            reconnections.noticed_drop();
-        }
-        reconnections.connected();
-        if reconnections.replay_due(connection.connects()) && !recent.items.is_empty() {
+        let identity = wait_connected(&client).await;
+        // A new connection: the server that confirmed the recent events may have lost them
+        // (died, or the connection dropped with them in flight). They go again, before anything
+        // newer.
+        let reconnected = confirmed_on
+            .replace(identity.clone())
+            .is_some_and(|before| before != identity);
+        if reconnected && !recent.items.is_empty() {
             requeue(&shared, batch.into_iter(), false);
             requeue(&shared, recent.take(), true);
             continue;
@@ -362,7 +395,7 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
             }
             handed.push(item);
         }
-        if !failed && client.flush().await.is_ok() {
+        if !failed && round_trip.confirm(&client, &identity).await {
             let first_time = handed.iter().filter(|item| !item.confirmed).count();
             shared
                 .counters
@@ -372,38 +405,7 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
             recent.keep(handed);
         } else {
             requeue(&shared, handed.into_iter(), true);
-            reconnections.noticed_drop();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_reconnection_is_replayed_once_whether_seen_or_counted_first() {
-        let mut r = Reconnections::default();
-        // Start: waiting for the first connection is not a reconnection.
-        r.noticed_drop();
-        r.connected();
-        assert!(!r.replay_due(0));
-        assert!(!r.replay_due(1));
-        // A drop this task notices (twice: a failed flush, then a wait), the count later.
-        r.noticed_drop();
-        r.noticed_drop();
-        r.connected();
-        assert!(r.replay_due(1));
-        assert!(!r.replay_due(2), "the count shows the same reconnection");
-        // A reconnection only the count shows.
-        r.connected();
-        assert!(r.replay_due(3));
-        assert!(!r.replay_due(3));
-        // A noticed drop whose count arrived in the same step: one replay.
-        r.noticed_drop();
-        r.connected();
-        assert!(r.replay_due(4));
-        assert!(!r.replay_due(4));
     }
 }

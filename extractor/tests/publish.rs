@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,6 +15,7 @@ use nodescope_proto::p2p::DecodeOptions;
 use nodescope_proto::{tracepoint_payload, Category, Event, ExtractorKind, ExtractorStats};
 use prost::Message;
 use simulator::truth::{read_truth, TruthRecord};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use common::{fired_from_summary, private_binary, start_extractor};
@@ -287,16 +290,20 @@ async fn events_wait_for_nats_started_after_the_extractor() {
     extractor.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_killed_mid_stream_every_event_is_delivered_or_counted() {
-    let mut server = NatsServer::start();
-    let url = server.url();
+/// 20,000 pings at 4,000/s through the extractor (publishing to `extractor_url`), read by a
+/// subscriber on `subscriber_url`; once 3,000 have arrived, `disrupt` runs. Every event must
+/// then be delivered or counted as dropped, and some must have been sent again.
+async fn delivered_or_counted_across(
+    subscriber_url: &str,
+    extractor_url: &str,
+    disrupt: impl AsyncFnOnce(),
+) {
     let dir = tempfile::tempdir().unwrap();
     let binary = private_binary(dir.path(), "bitcoind-sim");
-    let mut subscriber = subscribe(&url).await;
+    let mut subscriber = subscribe(subscriber_url).await;
     let mut extractor = start_extractor(&extractor_args(
         binary.to_str().unwrap(),
-        &url,
+        extractor_url,
         &["--tracepoints", "net:inbound_message"],
     ));
 
@@ -326,12 +333,8 @@ async fn nats_killed_mid_stream_every_event_is_delivered_or_counted() {
         Duration::from_secs(20),
     )
     .await;
-    server.kill();
-    // Back after 1 s: the test's subscriber retries every 10 ms, the extractor backs off (its
-    // attempts fall at 0, 0.1, 0.3, 0.7 and 1.5 s), so the subscriber listens again ~0.5 s
-    // before the extractor sends anything — what it misses is then the extractor's to account for.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    server.resume();
+    let first_received = events.len();
+    disrupt().await;
     let summary = extractor.alongside(load).await.unwrap();
     let fired = fired_from_summary(&summary);
     assert_eq!(fired, 20_000);
@@ -349,15 +352,117 @@ async fn nats_killed_mid_stream_every_event_is_delivered_or_counted() {
         fired,
         "the kernel side accounts for every firing"
     );
+    let missing: Vec<u64> = (0..fired)
+        .filter(|sequence| !delivered.contains(sequence))
+        .collect();
     assert_eq!(
         delivered.len() as u64 + counted_drops,
         fired,
-        "delivered (unique) + counted drops = fired; stats {stats:?}"
+        "delivered (unique) + counted drops = fired; missing {missing:?}; the first \
+         {first_received} received before the disruption; stats {stats:?}"
     );
     assert!(
         stats.resent > 0,
-        "the kill happened mid-stream, so something was sent again: {stats:?}"
+        "the disruption came mid-stream, so something was sent again: {stats:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_mid_stream_every_event_is_delivered_or_counted() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    delivered_or_counted_across(&url, &url, async || {
+        server.kill();
+        // Back after 1 s: the test's subscriber retries every 10 ms, the extractor backs off
+        // (its attempts fall at 0, 0.1, 0.3, 0.7 and 1.5 s), so the subscriber listens again
+        // ~0.5 s before the extractor sends anything — what it misses is then the extractor's
+        // to account for.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        server.resume();
+    })
+    .await;
+}
+
+/// A way to a server that can fail silently: it goes on reading what clients send but passes
+/// nothing on (so their writes and flushes succeed), until it is cut.
+struct SilentPath {
+    address: std::net::SocketAddr,
+    swallowing: Arc<AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+}
+
+impl SilentPath {
+    async fn to(server: &NatsServer) -> SilentPath {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let target = server.url().trim_start_matches("nats://").to_string();
+        let swallowing = Arc::new(AtomicBool::new(false));
+        let (cuts, _) = tokio::sync::watch::channel(0);
+        let path = SilentPath {
+            address,
+            swallowing: swallowing.clone(),
+            cuts: cuts.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let swallowing = swallowing.clone();
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_server, mut to_server) = outbound.into_split();
+                    let upstream = async {
+                        let mut chunk = vec![0; 64 * 1024];
+                        while let Ok(read @ 1..) = from_client.read(&mut chunk).await {
+                            if !swallowing.load(Ordering::SeqCst)
+                                && to_server.write_all(&chunk[..read]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    };
+                    // Either direction ending, or a cut, closes both.
+                    tokio::select! {
+                        _ = upstream => {}
+                        _ = tokio::io::copy(&mut from_server, &mut to_client) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        path
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.address)
+    }
+
+    fn swallow(&self) {
+        self.swallowing.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes every connection; new ones pass everything again.
+    fn cut(&self) {
+        self.swallowing.store(false, Ordering::SeqCst);
+        self.cuts.send_modify(|count| *count += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_fails_silently_loses_nothing() {
+    // For 2 s — twice the replay window — the extractor's writes and flushes succeed but
+    // nothing reaches the server; then the connection drops and the extractor reconnects.
+    // Only the server's own answers may confirm events.
+    let server = NatsServer::start();
+    let path = SilentPath::to(&server).await;
+    delivered_or_counted_across(&server.url(), &path.url(), async || {
+        path.swallow();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        path.cut();
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,8 +82,7 @@ pub struct Link {
     pub up: bool,
 }
 
-/// A client and its [`Link`]: a publisher compares connection counts to learn that the server
-/// may have lost what it had confirmed; a consumer confirms its subscriptions again on every new
+/// A client and its [`Link`]: a consumer confirms its subscriptions again on every new
 /// connection. (async-nats' own `Statistics::connects` is never incremented in 0.51, and its
 /// connection state turns to connected before the client has resubscribed.)
 #[derive(Clone)]
@@ -93,10 +92,6 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn connects(&self) -> u64 {
-        self.link.borrow().connects
-    }
-
     /// The link, to read now or to wait on for its next change.
     pub fn watch_link(&self) -> watch::Receiver<Link> {
         self.link.clone()
