@@ -204,13 +204,15 @@ fn requeue(shared: &Shared, items: impl DoubleEndedIterator<Item = Outgoing>, re
     }
 }
 
-/// Longest wait for a batch's confirmation; then it is sent again. (A lost connection ends the
-/// wait at once.)
+/// Longest wait for the server's answer to a probe; then what it covered is sent again.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes handed to the client and not yet confirmed: beyond it, new events wait in the
+/// queue (where the oldest are dropped and counted) until the server answers.
+const IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 
-/// Confirms batches with a round trip through the server: `flush` only writes to the socket,
-/// but a message to our own probe subscription comes back only after the server has processed
-/// (and passed on) everything the client wrote before it.
+/// Confirms events with round trips through the server: `flush` only writes to the socket, but
+/// a probe message to our own subscription comes back only after the server has processed (and
+/// passed on) everything the client wrote before it.
 struct RoundTrip {
     subject: Subject,
     echoes: async_nats::Subscriber,
@@ -228,35 +230,78 @@ impl RoundTrip {
         })
     }
 
-    /// Whether everything published before now reached the server on the connection
-    /// `identity`.
-    async fn confirm(&mut self, client: &async_nats::Client, identity: &(String, u64)) -> bool {
+    /// Sends the next probe; returns what its echo will carry.
+    async fn probe(&mut self, client: &async_nats::Client) -> Option<Bytes> {
         self.sent += 1;
         let probe = Bytes::copy_from_slice(&self.sent.to_le_bytes());
-        if client
+        client
             .publish(self.subject.clone(), probe.clone())
             .await
-            .is_err()
-        {
-            return false;
+            .ok()
+            .map(|()| probe)
+    }
+}
+
+/// Events handed to the client and not confirmed yet, oldest first. At most one probe is out
+/// at a time, covering the events handed before it; the next covers all handed meanwhile, so
+/// round trips cost per round trip, not per event or batch.
+#[derive(Default)]
+struct InFlight {
+    items: VecDeque<Outgoing>,
+    bytes: usize,
+    probe: Option<Probe>,
+}
+
+struct Probe {
+    echo: Bytes,
+    sent_at: Instant,
+    /// How many of the oldest items it confirms.
+    covers: usize,
+}
+
+impl InFlight {
+    fn push(&mut self, handed: Vec<Outgoing>) {
+        self.bytes += handed.iter().map(|item| item.payload.len()).sum::<usize>();
+        self.items.extend(handed);
+    }
+
+    fn needs_probe(&self) -> bool {
+        self.probe.is_none() && !self.items.is_empty()
+    }
+
+    fn probed(&mut self, echo: Bytes) {
+        self.probe = Some(Probe {
+            echo,
+            sent_at: Instant::now(),
+            covers: self.items.len(),
+        });
+    }
+
+    /// The items an echo confirms (none when it answers an earlier probe).
+    fn confirm(&mut self, echo: &[u8]) -> Vec<Outgoing> {
+        if self.probe.as_ref().is_none_or(|probe| probe.echo != echo) {
+            return Vec::new();
         }
-        let same_connection = || connection_identity(client).as_ref() == Some(identity);
-        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
-        let mut check = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            tokio::select! {
-                echo = self.echoes.next() => match echo {
-                    Some(echo) if echo.payload == probe => return same_connection(),
-                    Some(_) => {} // a late echo of an earlier probe
-                    None => return false,
-                },
-                _ = check.tick() => {
-                    if !same_connection() || tokio::time::Instant::now() >= deadline {
-                        return false;
-                    }
-                }
-            }
-        }
+        let covers = self.probe.take().expect("checked").covers;
+        let confirmed: Vec<Outgoing> = self.items.drain(..covers).collect();
+        self.bytes -= confirmed
+            .iter()
+            .map(|item| item.payload.len())
+            .sum::<usize>();
+        confirmed
+    }
+
+    fn timed_out(&self) -> bool {
+        self.probe
+            .as_ref()
+            .is_some_and(|probe| probe.sent_at.elapsed() > CONFIRM_TIMEOUT)
+    }
+
+    /// Everything in flight, to send again; the probe out is forgotten.
+    fn take(&mut self) -> VecDeque<Outgoing> {
+        self.probe = None;
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
     }
 }
 
@@ -301,37 +346,22 @@ fn connection_identity(client: &async_nats::Client) -> Option<(String, u64)> {
     (!info.server_id.is_empty()).then_some((info.server_id, info.client_id))
 }
 
-/// Waits until the client is connected, or until the publisher is closed with nothing left to
-/// send.
-async fn wait_connected_or_done(client: &async_nats::Client, shared: &Shared) {
-    while client.connection_state() != State::Connected {
-        let done = {
-            let queue = shared.queue.lock().expect("publisher queue");
-            queue.closed && queue.items.is_empty()
-        };
-        if done {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Closed, with nothing left in the queue.
+fn finished(shared: &Shared) -> bool {
+    let queue = shared.queue.lock().expect("publisher queue");
+    queue.closed && queue.items.is_empty()
 }
 
-/// Waits until the client is connected; returns the connection's identity.
-async fn wait_connected(client: &async_nats::Client) -> (String, u64) {
-    loop {
-        if client.connection_state() == State::Connected {
-            if let Some(identity) = connection_identity(client) {
-                return identity;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+fn connected(client: &async_nats::Client) -> Option<(String, u64)> {
+    if client.connection_state() == State::Connected {
+        connection_identity(client)
+    } else {
+        None
     }
 }
 
 async fn run(connection: Connection, shared: Arc<Shared>) {
     let client = connection.client.clone();
-    let mut warned_payload_limit = false;
-    let mut recent = Recent::default();
     let mut round_trip = match RoundTrip::new(&client).await {
         Ok(round_trip) => round_trip,
         Err(error) => {
@@ -339,73 +369,87 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
             return;
         }
     };
-    // The connection the events in `recent` were confirmed on.
-    let mut confirmed_on: Option<(String, u64)> = None;
+    let mut in_flight = InFlight::default();
+    let mut recent = Recent::default();
+    // The connection the events in flight and in `recent` went out on.
+    let mut sent_on: Option<(String, u64)> = None;
+    let mut warned_payload_limit = false;
+    let mut check = tokio::time::interval(Duration::from_millis(20));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Take events off the queue only while connected: while NATS is away they wait in the
-        // queue, where the oldest are the ones dropped. (A batch taken off it is kept whole, so a
-        // batch taken while disconnected would outlive newer events.)
-        wait_connected_or_done(&client, &shared).await;
-        let Some(batch) = next_batch(&shared).await else {
+        let now_on = connected(&client);
+        // A new connection: the old one may have lost what was in flight, and the server that
+        // confirmed the recent events may have died before delivering them. They go again,
+        // before anything newer.
+        if let (Some(before), Some(now)) = (&sent_on, &now_on) {
+            if before != now {
+                requeue(&shared, in_flight.take().into_iter(), true);
+                requeue(&shared, recent.take(), true);
+                sent_on = None;
+            }
+        }
+        if in_flight.timed_out() {
+            requeue(&shared, in_flight.take().into_iter(), true);
+        }
+        if in_flight.items.is_empty() && finished(&shared) {
             break;
-        };
-        // The connection may have dropped since: hold the batch rather than filling the
-        // client's own buffer, which would block us and hide what is lost.
-        let identity = wait_connected(&client).await;
-        // A new connection: the server that confirmed the recent events may have lost them
-        // (died, or the connection dropped with them in flight). They go again, before anything
-        // newer.
-        let reconnected = confirmed_on
-            .replace(identity.clone())
-            .is_some_and(|before| before != identity);
-        if reconnected && !recent.items.is_empty() {
-            requeue(&shared, batch.into_iter(), false);
-            requeue(&shared, recent.take(), true);
-            continue;
         }
-        let max_payload = client.server_info().max_payload;
-        if !warned_payload_limit && nodescope_bus::payload_limit_too_small(max_payload) {
-            warned_payload_limit = true;
-            tracing::warn!(
-                max_payload,
-                "the NATS server's max_payload is below 4 MB: large blocks will be dropped; set `max_payload: 8MB` in its configuration"
-            );
+        if now_on.is_some() && in_flight.needs_probe() {
+            match round_trip.probe(&client).await {
+                Some(echo) => in_flight.probed(echo),
+                None => requeue(&shared, in_flight.take().into_iter(), true),
+            }
         }
-        let mut handed = Vec::with_capacity(batch.len());
-        let mut failed = false;
-        for item in batch {
-            if failed {
-                handed.push(item);
-                continue;
+        // Take events off the queue only while connected: while NATS is away they wait in the
+        // queue, where the oldest are the ones dropped.
+        let taking = now_on.is_some() && in_flight.bytes < IN_FLIGHT_BYTES && !finished(&shared);
+        tokio::select! {
+            echo = round_trip.echoes.next(), if in_flight.probe.is_some() => {
+                let Some(echo) = echo else {
+                    return; // the client is closed for good
+                };
+                // Only the connection the events went out on can confirm them.
+                if connected(&client).is_some_and(|now| sent_on.as_ref() == Some(&now)) {
+                    let mut confirmed = in_flight.confirm(&echo.payload);
+                    let first_time = confirmed.iter().filter(|item| !item.confirmed).count();
+                    shared.counters.published.fetch_add(first_time as u64, Ordering::Relaxed);
+                    confirmed.iter_mut().for_each(|item| item.confirmed = true);
+                    recent.keep(confirmed);
+                }
             }
-            if item.payload.len() > max_payload {
-                shared
-                    .counters
-                    .dropped_too_large
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(subject = %item.subject, bytes = item.payload.len(), max_payload, "event larger than the NATS server allows: dropped");
-                continue;
+            batch = next_batch(&shared), if taking => {
+                let Some(batch) = batch else {
+                    continue;
+                };
+                let Some(identity) = connected(&client).filter(|now| sent_on.as_ref().is_none_or(|before| before == now)) else {
+                    // Dropped or reconnected since: the top of the loop deals with it first.
+                    requeue(&shared, batch.into_iter(), false);
+                    continue;
+                };
+                sent_on = Some(identity);
+                let max_payload = client.server_info().max_payload;
+                if !warned_payload_limit && nodescope_bus::payload_limit_too_small(max_payload) {
+                    warned_payload_limit = true;
+                    tracing::warn!(
+                        max_payload,
+                        "the NATS server's max_payload is below 4 MB: large blocks will be dropped; set `max_payload: 8MB` in its configuration"
+                    );
+                }
+                let mut handed = Vec::with_capacity(batch.len());
+                for item in batch {
+                    if item.payload.len() > max_payload {
+                        shared.counters.dropped_too_large.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(subject = %item.subject, bytes = item.payload.len(), max_payload, "event larger than the NATS server allows: dropped");
+                        continue;
+                    }
+                    // An error means the client is closing; the item stays in flight and is
+                    // sent again if the probe goes unanswered.
+                    let _ = client.publish(item.subject.clone(), item.payload.clone()).await;
+                    handed.push(item);
+                }
+                in_flight.push(handed);
             }
-            if client
-                .publish(item.subject.clone(), item.payload.clone())
-                .await
-                .is_err()
-            {
-                failed = true;
-            }
-            handed.push(item);
-        }
-        if !failed && round_trip.confirm(&client, &identity).await {
-            let first_time = handed.iter().filter(|item| !item.confirmed).count();
-            shared
-                .counters
-                .published
-                .fetch_add(first_time as u64, Ordering::Relaxed);
-            handed.iter_mut().for_each(|item| item.confirmed = true);
-            recent.keep(handed);
-        } else {
-            requeue(&shared, handed.into_iter(), true);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            _ = check.tick() => {}
         }
     }
 }
