@@ -279,11 +279,10 @@ impl InFlight {
 
     /// The items an echo confirms (none when it answers an earlier probe).
     fn confirm(&mut self, echo: &[u8]) -> Vec<Outgoing> {
-        if self.probe.as_ref().is_none_or(|probe| probe.echo != echo) {
+        let Some(probe) = self.probe.take_if(|probe| probe.echo == echo) else {
             return Vec::new();
-        }
-        let covers = self.probe.take().expect("checked").covers;
-        let confirmed: Vec<Outgoing> = self.items.drain(..covers).collect();
+        };
+        let confirmed: Vec<Outgoing> = self.items.drain(..probe.covers).collect();
         self.bytes -= confirmed
             .iter()
             .map(|item| item.payload.len())
@@ -451,5 +450,48 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
             }
             _ = check.tick() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(payloads: &[&'static str]) -> Vec<Outgoing> {
+        payloads
+            .iter()
+            .map(|payload| Outgoing {
+                subject: Subject::from_static("s"),
+                payload: Bytes::from_static(payload.as_bytes()),
+                confirmed: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_probe_confirms_exactly_what_was_handed_before_it() {
+        let mut in_flight = InFlight::default();
+        in_flight.push(events(&["a", "bb"]));
+        assert!(in_flight.needs_probe());
+        in_flight.probed(Bytes::from_static(b"1"));
+        in_flight.push(events(&["ccc"]));
+        assert!(!in_flight.needs_probe(), "one probe out at a time");
+        assert!(
+            in_flight.confirm(b"0").is_empty(),
+            "a late echo of an earlier probe"
+        );
+        let confirmed = in_flight.confirm(b"1");
+        assert_eq!(confirmed.len(), 2);
+        assert_eq!((in_flight.items.len(), in_flight.bytes), (1, 3));
+        assert!(
+            in_flight.needs_probe(),
+            "what was handed meanwhile needs the next probe"
+        );
+        in_flight.probed(Bytes::from_static(b"2"));
+        assert_eq!(in_flight.take().len(), 1);
+        assert!(
+            in_flight.confirm(b"2").is_empty(),
+            "a forgotten probe confirms nothing"
+        );
     }
 }
