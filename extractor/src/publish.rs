@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State;
 use async_nats::Subject;
 use bytes::Bytes;
-use futures::StreamExt;
-use nodescope_bus::Connection;
+use nodescope_bus::{Connection, RoundTrip};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -210,38 +209,6 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// queue (where the oldest are dropped and counted) until the server answers.
 const IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 
-/// Confirms events with round trips through the server: `flush` only writes to the socket, but
-/// a probe message to our own subscription comes back only after the server has processed (and
-/// passed on) everything the client wrote before it.
-struct RoundTrip {
-    subject: Subject,
-    echoes: async_nats::Subscriber,
-    sent: u64,
-}
-
-impl RoundTrip {
-    async fn new(client: &async_nats::Client) -> Result<RoundTrip, async_nats::SubscribeError> {
-        let subject = Subject::from(client.new_inbox());
-        let echoes = client.subscribe(subject.clone()).await?;
-        Ok(RoundTrip {
-            subject,
-            echoes,
-            sent: 0,
-        })
-    }
-
-    /// Sends the next probe; returns what its echo will carry.
-    async fn probe(&mut self, client: &async_nats::Client) -> Option<Bytes> {
-        self.sent += 1;
-        let probe = Bytes::copy_from_slice(&self.sent.to_le_bytes());
-        client
-            .publish(self.subject.clone(), probe.clone())
-            .await
-            .ok()
-            .map(|()| probe)
-    }
-}
-
 /// Events handed to the client and not confirmed yet, oldest first. At most one probe is out
 /// at a time, covering the events handed before it; the next covers all handed meanwhile, so
 /// round trips cost per round trip, not per event or batch.
@@ -403,13 +370,13 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
         // queue, where the oldest are the ones dropped.
         let taking = now_on.is_some() && in_flight.bytes < IN_FLIGHT_BYTES && !finished(&shared);
         tokio::select! {
-            echo = round_trip.echoes.next(), if in_flight.probe.is_some() => {
+            echo = round_trip.next_echo(), if in_flight.probe.is_some() => {
                 let Some(echo) = echo else {
                     return; // the client is closed for good
                 };
                 // Only the connection the events went out on can confirm them.
                 if connected(&client).is_some_and(|now| sent_on.as_ref() == Some(&now)) {
-                    let mut confirmed = in_flight.confirm(&echo.payload);
+                    let mut confirmed = in_flight.confirm(&echo);
                     let first_time = confirmed.iter().filter(|item| !item.confirmed).count();
                     shared.counters.published.fetch_add(first_time as u64, Ordering::Relaxed);
                     confirmed.iter_mut().for_each(|item| item.confirmed = true);

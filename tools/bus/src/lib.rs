@@ -98,6 +98,63 @@ impl Connection {
     }
 }
 
+/// Round trips through the server. `flush` only writes to the socket; a probe message to our
+/// own subscription comes back only after the server has processed (and passed on) everything
+/// the client wrote before it, the subscriptions async-nats resends first on a new connection
+/// included.
+pub struct RoundTrip {
+    subject: async_nats::Subject,
+    echoes: async_nats::Subscriber,
+    sent: u64,
+}
+
+impl RoundTrip {
+    pub async fn new(client: &Client) -> Result<RoundTrip, async_nats::SubscribeError> {
+        let subject = async_nats::Subject::from(client.new_inbox());
+        let echoes = client.subscribe(subject.clone()).await?;
+        Ok(RoundTrip {
+            subject,
+            echoes,
+            sent: 0,
+        })
+    }
+
+    /// Sends the next probe; returns what its echo will carry.
+    pub async fn probe(&mut self, client: &Client) -> Option<bytes::Bytes> {
+        self.sent += 1;
+        let probe = bytes::Bytes::copy_from_slice(&self.sent.to_le_bytes());
+        client
+            .publish(self.subject.clone(), probe.clone())
+            .await
+            .ok()
+            .map(|()| probe)
+    }
+
+    /// The next echo, of this probe or a late one of an earlier probe; `None` once the client
+    /// is closed.
+    pub async fn next_echo(&mut self) -> Option<bytes::Bytes> {
+        futures::StreamExt::next(&mut self.echoes)
+            .await
+            .map(|message| message.payload)
+    }
+
+    /// A probe's echo within `timeout`.
+    pub async fn complete(&mut self, client: &Client, timeout: Duration) -> bool {
+        let Some(probe) = self.probe(client).await else {
+            return false;
+        };
+        let echoed = async {
+            while let Some(echo) = self.next_echo().await {
+                if echo == probe {
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::time::timeout(timeout, echoed).await.unwrap_or(false)
+    }
+}
+
 /// Backoff between connection attempts: 100 ms doubling to 5 s.
 pub fn backoff(attempt: usize) -> Duration {
     let exponent = attempt.saturating_sub(1).min(6) as u32;

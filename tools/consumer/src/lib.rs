@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{SelectAll, StreamExt};
-use nodescope_bus::{Link, NatsArgs};
+use nodescope_bus::{Link, NatsArgs, RoundTrip};
 use nodescope_proto::{subjects, Category, Event, ExtractorKind};
 use prost::Message;
 
@@ -256,16 +256,17 @@ impl Health {
     }
 }
 
-/// After every (re)connection, proves the server has our subscriptions: a message sent to a new
-/// probe subscription comes back only once the server has processed everything the client wrote
-/// before it, the SUBs that async-nats resends first on a new connection included. (`flush` only
-/// writes to the socket.)
+/// After every (re)connection, proves the server has our subscriptions with a round trip.
 async fn confirm_subscriptions(connection: nodescope_bus::Connection, confirmed: Arc<AtomicU64>) {
+    let client = &connection.client;
+    let Ok(mut round_trip) = RoundTrip::new(client).await else {
+        return; // the client is closed for good
+    };
     let mut link = connection.watch_link();
     loop {
         let Link { connects, up } = *link.borrow_and_update();
         if up {
-            if !round_trip(&connection.client).await {
+            if !round_trip.complete(client, Duration::from_secs(5)).await {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -275,20 +276,6 @@ async fn confirm_subscriptions(connection: nodescope_bus::Connection, confirmed:
             return;
         }
     }
-}
-
-async fn round_trip(client: &async_nats::Client) -> bool {
-    let inbox = client.new_inbox();
-    let Ok(mut probe) = client.subscribe(inbox.clone()).await else {
-        return false;
-    };
-    if client.publish(inbox, bytes::Bytes::new()).await.is_err() {
-        return false;
-    }
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), probe.next()).await,
-        Ok(Some(_))
-    )
 }
 
 /// At most one log line per kind every 10 s, saying how many were left out in between: a storm
