@@ -592,9 +592,9 @@ impl RateSection {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The rate steps of a load of `name` messages only.
 async fn rate_section(
     name: &'static str,
-    mix: &str,
     rates: &[f64],
     seconds_per_step: f64,
     flat_out_count: u64,
@@ -602,6 +602,7 @@ async fn rate_section(
     nats_url: &str,
     subscriber: &mut Subscriber,
 ) -> Result<RateSection> {
+    let mix = format!("{name}=1");
     let log = paths.dir.join(format!("extractor-{name}.log"));
     let extractor = Extractor::start(
         &paths.extractor,
@@ -614,7 +615,7 @@ async fn rate_section(
     let mut steps = Vec::new();
     for &rate in rates {
         let count = (rate * seconds_per_step) as u64;
-        let load = load_args(mix, rate, count, true);
+        let load = load_args(&mix, rate, count, true);
         let s = step(&paths.sim_traced, &extractor, subscriber, rate, load).await?;
         eprintln!("bench: {name} {}", step_line(&s));
         // Higher rates will not do better once events are lost or the simulator no longer
@@ -625,7 +626,7 @@ async fn rate_section(
             break;
         }
     }
-    let load = load_args(mix, 0.0, flat_out_count, true);
+    let load = load_args(&mix, 0.0, flat_out_count, true);
     let s = step(&paths.sim_traced, &extractor, subscriber, 0.0, load).await?;
     eprintln!("bench: {name} {}", step_line(&s));
     steps.push(s);
@@ -1001,40 +1002,23 @@ async fn bench(args: Args) -> Result<()> {
     let inv_rates = [
         50_000.0, 100_000.0, 160_000.0, 200_000.0, 250_000.0, 300_000.0, 400_000.0,
     ];
-    let ping = if run("ping") {
-        Some(
-            rate_section(
-                "ping",
-                "ping=1",
-                &ping_rates,
-                step_s,
-                flat_count,
-                &paths,
-                &nats_url,
-                &mut subscriber,
-            )
-            .await?,
-        )
-    } else {
-        None
+    let mut rate_section_if_chosen = async |name: &'static str, rates: &[f64]| {
+        if !run(name) {
+            return Ok::<_, anyhow::Error>(None);
+        }
+        let section = rate_section(
+            name,
+            rates,
+            step_s,
+            flat_count,
+            &paths,
+            &nats_url,
+            &mut subscriber,
+        );
+        Ok(Some(section.await?))
     };
-    let inv = if run("inv") {
-        Some(
-            rate_section(
-                "inv",
-                "inv=1",
-                &inv_rates,
-                step_s,
-                flat_count,
-                &paths,
-                &nats_url,
-                &mut subscriber,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+    let ping = rate_section_if_chosen("ping", &ping_rates).await?;
+    let inv = rate_section_if_chosen("inv", &inv_rates).await?;
     let block = if run("block") {
         Some(block_section(&paths, &nats_url, &mut subscriber, block_count).await?)
     } else {
