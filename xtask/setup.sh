@@ -93,4 +93,90 @@ if ! "$CARGO_BIN/nats-server" --version 2>/dev/null | grep -q "v$NATS_VERSION"; 
   rm -rf "$unpack"
 fi
 
-log "ready: eBPF toolchain '$TOOLCHAIN_NAME' ($("$DEBIAN_RUSTC" -V)), bpf-linker $BPF_LINKER_VERSION, LLVM $LLVM_MAJOR, $("$CARGO_BIN/nats-server" --version)"
+# Bitcoin Core v30.0 (bitcoind + bitcoin-cli, with USDT) for the tests and the demo, in a place of
+# the project's own. NODESCOPE_BITCOIND_BIN (a directory with both) overrides everything here.
+BITCOIN_VERSION=30.0
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BITCOIN_DIR="$ROOT/target/bitcoin-core/$BITCOIN_VERSION"
+BITCOIN_RELEASE="bitcoin-$BITCOIN_VERSION-x86_64-linux-gnu.tar.gz"
+BITCOIN_RELEASE_URL="https://bitcoincore.org/bin/bitcoin-core-$BITCOIN_VERSION"
+# The Debian 12 libraries a dynamically linked build needs (the official release needs none of
+# them: it is linked statically against its own depends).
+apt_install libevent-2.1-7 libevent-extra-2.1-7 libevent-pthreads-2.1-7 libsqlite3-0 libzmq5 curl
+
+bitcoin_usable() { # DIR: both programs there, and bitcoind runs and is the expected version
+  [ -x "$1/bitcoind" ] && [ -x "$1/bitcoin-cli" ] \
+    && "$1/bitcoind" -version 2>/dev/null | head -n 1 | grep -q "v$BITCOIN_VERSION"
+}
+
+# TARBALL SUMS: the tarball's sha256 is listed in SUMS under the tarball's file name.
+checksum_ok() {
+  local want have
+  want=$(awk -v f="$(basename "$1")" '$1 !~ /^#/ && ($2 == f || $2 == "*" f) {print $1}' "$2")
+  have=$(sha256sum "$1" | cut -d' ' -f1)
+  [ -n "$want" ] && [ "$want" = "$have" ]
+}
+
+# TARBALL: unpacks bitcoind and bitcoin-cli into $BITCOIN_DIR/bin.
+unpack_bitcoin() {
+  local unpack
+  unpack=$(mktemp -d)
+  tar -xzf "$1" -C "$unpack" --wildcards '*/bin/bitcoind' '*/bin/bitcoin-cli' || { rm -rf "$unpack"; return 1; }
+  rm -rf "$BITCOIN_DIR"
+  mkdir -p "$BITCOIN_DIR/bin"
+  install -m 0755 "$unpack"/*/bin/bitcoind "$unpack"/*/bin/bitcoin-cli "$BITCOIN_DIR/bin/"
+  rm -rf "$unpack"
+}
+
+install_bitcoin() {
+  local tried=() tarball sums download
+  local candidates=()
+  [ -n "${NODESCOPE_BITCOIN_TARBALL:-}" ] && candidates+=("$NODESCOPE_BITCOIN_TARBALL")
+  local shared
+  shared="$(cd "$ROOT/.." && pwd)/shared/bitcoin-core"
+  [ -d "$shared" ] && candidates+=("$shared"/bitcoin-"$BITCOIN_VERSION"-*.tar.gz)
+  for tarball in "${candidates[@]}"; do
+    if [ ! -f "$tarball" ]; then tried+=("$tarball: no such file"); continue; fi
+    sums="$(dirname "$tarball")/SHA256SUMS"
+    if { [ -f "$sums" ] && checksum_ok "$tarball" "$sums"; } || checksum_ok "$tarball" "$ROOT/xtask/bitcoin-core/SHA256SUMS"; then
+      log "installing Bitcoin Core $BITCOIN_VERSION from $tarball (checksum verified) into $BITCOIN_DIR"
+      unpack_bitcoin "$tarball" && bitcoin_usable "$BITCOIN_DIR/bin" && return 0
+      tried+=("$tarball: checksum fine, but it holds no working bitcoin-$BITCOIN_VERSION/bin/bitcoind and bitcoin-cli")
+    else
+      tried+=("$tarball: its sha256 $(sha256sum "$tarball" | cut -d' ' -f1) is in neither $sums nor xtask/bitcoin-core/SHA256SUMS")
+    fi
+  done
+  download=$(mktemp -d)
+  log "downloading the official $BITCOIN_RELEASE from $BITCOIN_RELEASE_URL"
+  if ! curl -fsSL --connect-timeout 15 --retry 2 -o "$download/SHA256SUMS" "$BITCOIN_RELEASE_URL/SHA256SUMS" \
+     || ! curl -fsSL --connect-timeout 15 --retry 2 -o "$download/$BITCOIN_RELEASE" "$BITCOIN_RELEASE_URL/$BITCOIN_RELEASE"; then
+    tried+=("$BITCOIN_RELEASE_URL/$BITCOIN_RELEASE: download failed (no internet access?)")
+  elif ! checksum_ok "$download/$BITCOIN_RELEASE" "$download/SHA256SUMS"; then
+    tried+=("$BITCOIN_RELEASE_URL/$BITCOIN_RELEASE: its sha256 does not match the release's SHA256SUMS")
+  else
+    log "installing the official Bitcoin Core $BITCOIN_VERSION (checksum verified against the release's SHA256SUMS) into $BITCOIN_DIR"
+    if unpack_bitcoin "$download/$BITCOIN_RELEASE" && bitcoin_usable "$BITCOIN_DIR/bin"; then rm -rf "$download"; return 0; fi
+    tried+=("$BITCOIN_RELEASE: unpacked, but bitcoind -version does not run")
+  fi
+  rm -rf "$download"
+  local message="no Bitcoin Core $BITCOIN_VERSION could be installed. Tried:"
+  local t
+  for t in "${tried[@]}"; do message+=$'\n'"  - $t"; done
+  message+=$'\n'"Provide one: set NODESCOPE_BITCOIN_TARBALL to a bitcoin-$BITCOIN_VERSION tarball (with a SHA256SUMS beside it),"
+  message+=$'\n'"or NODESCOPE_BITCOIND_BIN to a directory holding bitcoind and bitcoin-cli v$BITCOIN_VERSION built with USDT."
+  die "$message"
+}
+
+if [ -n "${NODESCOPE_BITCOIND_BIN:-}" ]; then
+  bitcoin_usable "$NODESCOPE_BITCOIND_BIN" \
+    || die "NODESCOPE_BITCOIND_BIN=$NODESCOPE_BITCOIND_BIN must be a directory holding bitcoind and bitcoin-cli v$BITCOIN_VERSION that run (bitcoind -version)"
+  BITCOIN_BIN="$NODESCOPE_BITCOIND_BIN"
+else
+  bitcoin_usable "$BITCOIN_DIR/bin" || install_bitcoin
+  BITCOIN_BIN="$BITCOIN_DIR/bin"
+fi
+tracepoints=$(readelf -n "$BITCOIN_BIN/bitcoind" | grep -c 'Provider:' || true)
+[ "$tracepoints" -ge 20 ] \
+  || die "$BITCOIN_BIN/bitcoind has $tracepoints USDT tracepoints, not 20: it was built without -DWITH_USDT=ON"
+
+log "ready: eBPF toolchain '$TOOLCHAIN_NAME' ($("$DEBIAN_RUSTC" -V)), bpf-linker $BPF_LINKER_VERSION, LLVM $LLVM_MAJOR, $("$CARGO_BIN/nats-server" --version), Bitcoin Core $BITCOIN_VERSION in $BITCOIN_BIN"
