@@ -1,5 +1,5 @@
-//! The catalogue of Bitcoin Core's USDT tracepoints (v30.0: 20 of them, see
-//! `../shared/TRACEPOINTS.md`). Argument kinds are what the C expression passed to the probe is,
+//! The catalogue of Bitcoin Core's USDT tracepoints (v30.0: 20 of them; the simulator's tests
+//! hold it to the real v30.0 build's notes). Argument kinds are what the C expression passed to the probe is,
 //! which fixes the argument's size and signedness in the ELF note.
 
 /// What one tracepoint argument is, as Bitcoin Core passes it.
@@ -39,7 +39,7 @@ macro_rules! tracepoints {
         pub enum Tracepoint { $($variant),* }
 
         impl Tracepoint {
-            /// Every tracepoint of Bitcoin Core v30.0, in the order of TRACEPOINTS.md §2.
+            /// Every tracepoint of Bitcoin Core v30.0, in the order of Bitcoin Core's doc/tracing.md.
             pub const ALL: &'static [Tracepoint] = &[$(Tracepoint::$variant),*];
 
             pub const fn provider(self) -> &'static str {

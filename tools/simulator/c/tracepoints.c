@@ -1,7 +1,8 @@
 /*
  * Bitcoin Core v30.0's 20 USDT tracepoints, reproduced with the exact mechanism of Core's
  * src/util/trace.h so that the ELF notes, semaphores and argument specs a tracer sees are the
- * ones of a real bitcoind (see ../shared/TRACEPOINTS.md).
+ * ones of a real bitcoind (tests/fixtures/bitcoind-v30.0.usdt-notes.txt: the real v30.0 build, which tests/fidelity.rs
+ * holds this to).
  *
  * Compiled twice by build.rs:
  *   - as-is: v29+/v30 `TRACEPOINT` with a semaphore per tracepoint in section `.probes`;
