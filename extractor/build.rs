@@ -61,9 +61,13 @@ fn main() -> anyhow::Result<()> {
         .current_dir(&manifest_dir)
         // Debian's rustc is stable: RUSTC_BOOTSTRAP admits -Z build-std.
         .env("RUSTC_BOOTSTRAP", "1")
+        // CPU v3: BPF_ATOMIC fetch-add for the event ids (kernel 5.12+; ring buffers, bpf_loop
+        // and attach cookies already need 5.17).
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
+            format!(
+                "--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Ctarget-cpu=v3"
+            ),
         )
         // The outer build's compiler must not leak into the inner one.
         .env_remove("RUSTC")
@@ -85,7 +89,10 @@ fn main() -> anyhow::Result<()> {
     for line in warnings.iter().flat_map(|w| w.lines()) {
         println!("cargo:warning={line}");
     }
-    copy_object(&target_dir.join(target).join("release").join(EBPF_PACKAGE), &out_dir)
+    copy_object(
+        &target_dir.join(target).join("release").join(EBPF_PACKAGE),
+        &out_dir,
+    )
 }
 
 /// The rendered compiler warnings in cargo's JSON messages (the rest is progress).

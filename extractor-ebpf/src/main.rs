@@ -6,15 +6,20 @@
 //! by a full ring is counted in `PAYLOAD_DROPS`.
 #![no_std]
 #![no_main]
+// The target declares no atomic read-modify-write (`AtomicU64::fetch_add` is missing), yet the
+// kernel has had BPF_ATOMIC fetch-add since 5.12: the intrinsic emits it.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 use core::ffi::c_void;
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
         generated::{
-            bpf_get_attach_cookie, bpf_get_smp_processor_id, bpf_loop, bpf_probe_read_user,
+            bpf_get_attach_cookie, bpf_loop, bpf_probe_read_user,
             bpf_probe_read_user_str,
         },
     },
@@ -64,9 +69,12 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 #[map]
 static PAYLOAD_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 
-/// Events seen by each CPU: with the CPU number, a unique id linking chunks to their record.
+/// Events seen, by all CPUs together: the id linking an event's chunks to its record. One shared
+/// counter, added to atomically: uprobe programs run with preemption enabled, so a per-CPU
+/// counter read and written by two threads that took turns on one CPU could hand both the same
+/// id, and their chunks would be reassembled into one another's events.
 #[map]
-static EVENT_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static EVENT_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Firings seen by `usdt_count`, the count-only program (benchmarks: the cost of the bare
 /// uprobe trap, without reading or sending anything).
@@ -126,15 +134,14 @@ fn wakeup_flags() -> u64 {
 
 #[inline(always)]
 fn next_event_id() -> u64 {
-    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
-    let count = match EVENT_COUNT.get_ptr_mut(0) {
-        Some(count) => unsafe {
-            *count += 1;
-            *count
-        },
+    match EVENT_COUNT.get_ptr_mut(0) {
+        // SAFETY: the map value is a live, aligned u64 for as long as the program runs.
+        Some(count) => {
+            let previous = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, 1) };
+            previous + 1
+        }
         None => 0,
-    };
-    (cpu << 48) | (count & ((1 << 48) - 1))
+    }
 }
 
 #[inline(always)]
