@@ -80,6 +80,11 @@ pub struct Link {
     pub connects: u64,
     /// Connected, as of the latest connect or disconnect.
     pub up: bool,
+    /// The server refused the latest connection attempt's credentials (an authorization
+    /// violation, or a failed nkey signature): retrying will not help until they change.
+    pub refused: bool,
+    /// Connection attempts failed since the latest connection (or the start).
+    pub failed_attempts: u64,
 }
 
 /// A client and its [`Link`]: a consumer confirms its subscriptions again on every new
@@ -162,6 +167,35 @@ pub fn backoff(attempt: usize) -> Duration {
 }
 
 impl NatsArgs {
+    /// Which credential this process presents, as a person would look for it in its settings.
+    pub fn credential(&self) -> String {
+        let mut used = Vec::new();
+        if let Some(user) = &self.nats_user {
+            used.push(format!("user {user:?} with a password (--nats-user/--nats-password, NODESCOPE_NATS_USER/NODESCOPE_NATS_PASSWORD)"));
+        }
+        if self.nats_token.is_some() {
+            used.push("a token (--nats-token, NODESCOPE_NATS_TOKEN)".to_string());
+        }
+        if let Some(path) = &self.nats_creds {
+            used.push(format!(
+                "the credentials file {} (--nats-creds, NODESCOPE_NATS_CREDS)",
+                path.display()
+            ));
+        }
+        if let Some(path) = &self.nats_nkey {
+            used.push(format!(
+                "the nkey seed in {} (--nats-nkey, NODESCOPE_NATS_NKEY)",
+                path.display()
+            ));
+        }
+        if used.is_empty() {
+            "no credentials (none of --nats-user, --nats-token, --nats-creds, --nats-nkey is set)"
+                .to_string()
+        } else {
+            used.join(" and ")
+        }
+    }
+
     /// Connects in the background: returns at once even when no server is up yet; the client
     /// buffers and keeps retrying (with [`backoff`]), logging the first failure and every
     /// tenth after it, and logs when the connection is up, lost and back.
@@ -210,31 +244,21 @@ impl NatsArgs {
         }
 
         let url = self.nats_url.clone();
-        let retry_url = url.clone();
-        options = options.reconnect_delay_callback(move |attempt| {
-            // async-nats asks before every attempt, the first of a series included: that one
-            // follows no failure, so it goes at once and says nothing.
-            let failures = attempt.saturating_sub(1);
-            if failures == 0 {
-                return Duration::ZERO;
-            }
-            let delay = backoff(failures);
-            if failures == 1 || failures % 10 == 0 {
-                tracing::warn!(
-                    url = %retry_url,
-                    failed_attempts = failures,
-                    "NATS is not reachable; retrying every {} ms at most, buffering meanwhile",
-                    delay.as_millis()
-                );
-            }
-            delay
+        // async-nats asks for the delay before every attempt, the first of a series included:
+        // that one follows no failure, so it goes at once. Failures are logged by the event
+        // callback, which alone learns why an attempt failed.
+        options = options.reconnect_delay_callback(|attempt| match attempt.saturating_sub(1) {
+            0 => Duration::ZERO,
+            failures => backoff(failures),
         });
         let (link_sender, link) = watch::channel(Link::default());
         let link_sender = Arc::new(link_sender);
         let event_url = url.clone();
+        let credential = Arc::new(self.credential());
         options = options.event_callback(move |event| {
             let url = event_url.clone();
             let link_sender = link_sender.clone();
+            let credential = credential.clone();
             async move {
                 match event {
                     Event::Connected => {
@@ -243,6 +267,8 @@ impl NatsArgs {
                             again = link.connects > 0;
                             link.connects += 1;
                             link.up = true;
+                            link.refused = false;
+                            link.failed_attempts = 0;
                         });
                         tracing::info!(%url, "{}", if again { "reconnected to NATS" } else { "connected to NATS" });
                     }
@@ -252,6 +278,34 @@ impl NatsArgs {
                     }
                     Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS says this client is a slow consumer: messages were dropped by the server"),
                     Event::ServerError(error) => tracing::warn!(%error, "NATS server error"),
+                    // A failed connection attempt: async-nats says why only here.
+                    Event::ClientError(async_nats::ClientError::Other(reason)) => {
+                        let refused = refused_credentials(&reason);
+                        let mut failed = 0;
+                        link_sender.send_modify(|link| {
+                            link.refused = refused;
+                            link.failed_attempts += 1;
+                            failed = link.failed_attempts;
+                        });
+                        if failed == 1 || failed % 10 == 0 {
+                            let retry = backoff(failed as usize).as_millis();
+                            if refused {
+                                tracing::error!(
+                                    %url,
+                                    failed_attempts = failed,
+                                    "NATS refused the credentials ({reason}): this process presented {credential}; \
+                                     set the user/password, token, credentials file or nkey the server's authorization \
+                                     allows; retrying every {retry} ms at most, buffering meanwhile"
+                                );
+                            } else {
+                                tracing::warn!(
+                                    %url,
+                                    failed_attempts = failed,
+                                    "NATS is not reachable ({reason}); retrying every {retry} ms at most, buffering meanwhile"
+                                );
+                            }
+                        }
+                    }
                     Event::ClientError(error) => tracing::warn!(%error, "NATS client error"),
                     other => tracing::info!(event = %other, "NATS"),
                 }
@@ -266,6 +320,13 @@ impl NatsArgs {
             })?;
         Ok(Connection { client, link })
     }
+}
+
+/// Whether async-nats' reason for a failed connection attempt is the server refusing the
+/// credentials (its `ConnectErrorKind` texts for an authorization violation and a failed nkey
+/// or JWT signature).
+fn refused_credentials(reason: &str) -> bool {
+    matches!(reason, "authorization violation" | "failed signing nonce")
 }
 
 /// Whether a server's `max_payload` is too small for the largest events (4 MB blocks).

@@ -264,7 +264,7 @@ async fn confirm_subscriptions(connection: nodescope_bus::Connection, confirmed:
     };
     let mut link = connection.watch_link();
     loop {
-        let Link { connects, up } = *link.borrow_and_update();
+        let Link { connects, up, .. } = *link.borrow_and_update();
         if up {
             if !round_trip.complete(client, Duration::from_secs(5)).await {
                 tokio::time::sleep(Duration::from_millis(100)).await;
