@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: the ELF notes as readelf shows them, the §2 table of
-//! TRACEPOINTS.md, semaphores in a running process, and running the simulator.
+//! Helpers shared by the integration tests: the ELF notes as readelf shows them, the notes of the
+//! real Bitcoin Core v30.0 (a fixture), semaphores in a running process, and running the simulator.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -59,7 +59,11 @@ pub fn readelf_notes(binary: &Path) -> Vec<Note> {
         "readelf -n failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).expect("readelf output is UTF-8");
+    parse_readelf_notes(&String::from_utf8(out.stdout).expect("readelf output is UTF-8"))
+}
+
+/// The stapsdt notes in `readelf -n --wide` output.
+pub fn parse_readelf_notes(text: &str) -> Vec<Note> {
     let mut notes = Vec::new();
     let mut cur: Option<Note> = None;
     for line in text.lines() {
@@ -112,57 +116,14 @@ pub fn readelf_notes(binary: &Path) -> Vec<Note> {
     notes
 }
 
-/// One row of TRACEPOINTS.md §2.
-#[derive(Debug, Clone)]
-pub struct SpecRow {
-    pub name: String,
-    pub arg_count: usize,
-    pub args: Vec<(u8, bool)>,
-}
+/// The real Bitcoin Core v30.0's notes as `fixtures/dump-usdt-notes.sh` dumped them from the
+/// release build: the interface the simulator is held to.
+pub const V30_NOTES_FIXTURE: &str = include_str!("../fixtures/bitcoind-v30.0.usdt-notes.txt");
 
-pub fn tracepoints_md() -> PathBuf {
-    std::env::var_os("NODESCOPE_TRACEPOINTS_MD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/TRACEPOINTS.md")
-        })
-}
-
-/// The §2 summary table of TRACEPOINTS.md.
-pub fn spec_table() -> Vec<SpecRow> {
-    let path = tracepoints_md();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); set NODESCOPE_TRACEPOINTS_MD to the interface spec",
-            path.display()
-        )
-    });
-    let section = text
-        .split("\n## 2.")
-        .nth(1)
-        .and_then(|s| s.split("\n## 3.").next())
-        .expect("TRACEPOINTS.md has a §2 followed by §3");
-    let mut rows = Vec::new();
-    for line in section.lines() {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        // | provider:name | args | specs | semaphore | added in |
-        if cells.len() < 6 || !cells[1].contains(':') || cells[1].contains("provider") {
-            continue;
-        }
-        let specs = cells[3].trim_matches('`');
-        rows.push(SpecRow {
-            name: cells[1].to_string(),
-            arg_count: cells[2].parse().expect("arg count"),
-            args: specs.split_whitespace().map(spec_size_sign).collect(),
-        });
-    }
-    assert_eq!(
-        rows.len(),
-        20,
-        "expected 20 rows in §2 of {}",
-        path.display()
-    );
-    rows
+pub fn v30_notes() -> Vec<Note> {
+    let notes = parse_readelf_notes(V30_NOTES_FIXTURE);
+    assert_eq!(notes.len(), 20, "the v30.0 fixture holds 20 notes");
+    notes
 }
 
 /// Address range of a section, from the ELF file.
