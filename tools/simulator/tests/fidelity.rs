@@ -8,10 +8,13 @@ use std::collections::BTreeSet;
 use common::*;
 use extractor_common::Tracepoint;
 
+/// `provider:name`, `(size, signed)` per argument, and whether a semaphore guards it.
+type Interface = (String, Vec<(u8, bool)>, bool);
+
 /// What must be the same in two builds of v30.0's interface: which tracepoints, each argument's
 /// size and sign, and whether it is semaphore-guarded (registers and addresses are the
 /// compiler's choice).
-fn interface(notes: &[Note]) -> Vec<(String, Vec<(u8, bool)>, bool)> {
+fn interface(notes: &[Note]) -> Vec<Interface> {
     let mut rows: Vec<_> = notes
         .iter()
         .map(|n| (n.full_name(), n.args.clone(), n.semaphore != 0))
@@ -49,7 +52,8 @@ fn check_against_v30(binary_name: &str) -> Vec<Note> {
             "{row_name}: (size, signed) per argument; ours: {}, v30.0's: {}",
             note.arg_specs, row.arg_specs
         );
-        let tp = Tracepoint::from_provider_name(&row.provider, &row.name).expect("in the catalogue");
+        let tp =
+            Tracepoint::from_provider_name(&row.provider, &row.name).expect("in the catalogue");
         let catalogue: Vec<(u8, bool)> = tp.args().iter().map(|k| k.size_and_sign()).collect();
         assert_eq!(note.args, catalogue, "{row_name}: catalogue disagrees");
         assert_eq!(note.base, base_lo, "{row_name}: note base != .stapsdt.base");
@@ -132,10 +136,7 @@ fn the_fixture_is_the_installed_bitcoind() {
     );
     if same_build {
         let exact = |notes: &[Note]| -> Vec<String> {
-            notes
-                .iter()
-                .map(|n| format!("{n:?}"))
-                .collect::<Vec<_>>()
+            notes.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>()
         };
         assert_eq!(exact(&installed), exact(&fixture));
     } else {
