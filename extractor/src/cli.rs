@@ -187,16 +187,73 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
             }
         }
     }
-    // Whatever the kernel already handed over is still published.
-    while let Ok(read) = tokio::time::timeout(SHUTDOWN_DRAIN, tracer.read_events(&mut events)).await
-    {
-        read?;
-        pipeline.forward(&mut events, &mut envelope, &publisher);
+    stop(tracer, pipeline, envelope, publisher).await
+}
+
+/// SIGINT/SIGTERM: detaches, publishes what was read and the final stats, within
+/// [`SHUTDOWN_BUDGET`] when the kernel and NATS allow.
+async fn stop(
+    mut tracer: Tracer,
+    mut pipeline: Pipeline,
+    mut envelope: Envelope,
+    publisher: Publisher,
+) -> anyhow::Result<()> {
+    let stopping = tokio::time::Instant::now();
+    let mut events = Vec::new();
+    // The probes go first: while they are attached, a node that keeps firing keeps the ring
+    // filling, and reading it would never end. The ring is read while the kernel detaches.
+    let mut detaching = std::pin::pin!(tracer.detach());
+    loop {
+        tokio::select! {
+            _ = &mut detaching => break,
+            read = tracer.read_events(&mut events) => {
+                read?;
+                pipeline.forward(&mut events, &mut envelope, &publisher);
+            }
+        }
+    }
+    let detached = stopping.elapsed();
+    let cut = tracer
+        .drain_detached(&mut events, tokio::time::Instant::now() + RING_DRAIN_LIMIT)
+        .await;
+    pipeline.forward(&mut events, &mut envelope, &publisher);
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            "events still missing payload chunks at the stop: published with what arrived"
+        );
+    }
+    // Should the kernel have been slow to detach, NATS still gets its minimum.
+    let deadline = (stopping + SHUTDOWN_BUDGET).max(tokio::time::Instant::now() + PUBLISH_TIME_MIN);
+    // The final stats are taken once NATS has confirmed what was read, so that they add up.
+    if !publisher.flush(deadline - FINAL_STATS_TIME).await {
+        tracing::warn!(
+            "NATS has not confirmed every event in time: the final stats count them as queued"
+        );
     }
     publish_stats(&tracer, &publisher, &mut envelope, &pipeline.counts)?;
     drop(tracer);
-    let last = publisher.close(Duration::from_secs(5)).await;
-    tracing::info!(read = pipeline.counts.read, ?last, "detached and flushed");
+    let last = publisher
+        .close(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
+    // Still queued now means lost with the process: said here, as the stats event is gone.
+    let message = format!(
+        "stopped: read {} events, published {}; dropped: queue full {}, too large {}, unpublished at exit {}",
+        pipeline.counts.read,
+        last.published,
+        last.dropped_queue_full,
+        last.dropped_too_large,
+        last.queued
+    );
+    let (detach_ms, took_ms) = (
+        detached.as_millis() as u64,
+        stopping.elapsed().as_millis() as u64,
+    );
+    if last.queued > 0 {
+        tracing::warn!(detach_ms, took_ms, "{message}");
+    } else {
+        tracing::info!(detach_ms, took_ms, "{message}");
+    }
     Ok(())
 }
 
@@ -221,8 +278,21 @@ impl BinaryIdentity {
     }
 }
 
-/// How long the ring must stay empty at shutdown before the extractor stops reading it.
-const SHUTDOWN_DRAIN: Duration = Duration::from_millis(50);
+/// From SIGINT/SIGTERM to the end of `run`: detaching, reading the ring to its end, publishing
+/// and the final stats. The extractor promises to exit within 2 s (`docker stop` waits 10 s
+/// before SIGKILL); the rest is for the process to exit.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
+
+/// Most time spent reading the ring once the probes are detached: a 16 MiB ring of small
+/// messages (about 30,000) decodes in far less.
+const RING_DRAIN_LIMIT: Duration = Duration::from_millis(500);
+
+/// The least time NATS gets to confirm what was read and the final stats, even when detaching
+/// took the whole budget.
+const PUBLISH_TIME_MIN: Duration = Duration::from_millis(600);
+
+/// The end of the budget kept for the final stats event: one round trip to NATS.
+const FINAL_STATS_TIME: Duration = Duration::from_millis(300);
 
 /// Most encoded events handed to the publisher at once: when NATS lags, its queue drops the
 /// oldest as they come rather than after a whole drain was encoded.
@@ -288,7 +358,7 @@ fn report_attach_problems(tracer: &Tracer) {
         );
     }
     for (tp, reason) in &tracer.unreadable {
-        tracing::warn!(tracepoint = %tp, %reason, "not attached: its argument specs cannot be read");
+        tracing::warn!(tracepoint = %tp, "not attached: {reason}");
     }
 }
 
@@ -355,7 +425,7 @@ fn publish_stats(
     };
     let (subject, event) =
         envelope.wrap(std::process::id(), now_ns(), Payload::ExtractorStats(stats));
-    publisher.send([(subject, event.encode_to_vec().into())]);
+    publisher.send_report(subject, event.encode_to_vec().into());
     Ok(())
 }
 

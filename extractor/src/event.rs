@@ -312,6 +312,16 @@ impl Reassembler {
         }
     }
 
+    /// Closes every open event as cut by a full ring, for when no more chunks can come (the
+    /// probes are detached and the ring read to its end). Returns how many it closed.
+    pub fn close_open(&mut self) -> usize {
+        let open: Vec<u64> = self.open.keys().copied().collect();
+        for id in &open {
+            self.close(*id, Some(PayloadCut::RingFull));
+        }
+        open.len()
+    }
+
     /// Moves the complete events at the head of the queue to `out`, in arrival order.
     pub fn pop_ready(&mut self, out: &mut Vec<TraceEvent>) {
         while self.queue.front().is_some_and(|p| p.receiving.is_none()) {
@@ -511,5 +521,22 @@ mod tests {
         // A chunk arriving after all is not mistaken for another event's.
         r.push(chunk(2, 0, b"wxyz", chunk_flags::LAST), now);
         assert_eq!((r.stray_chunks, r.open_events()), (1, 0));
+    }
+
+    #[test]
+    fn after_a_detach_events_still_missing_chunks_are_closed_and_let_the_rest_out() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(message(1, 10, 5, 5), now);
+        r.push(chunk(1, 0, b"ab", 0), now);
+        r.push(message(2, 11, 0, 0), now);
+        r.pop_ready(&mut out);
+        assert!(out.is_empty(), "event 2 waits behind event 1");
+        assert_eq!(r.close_open(), 1);
+        r.pop_ready(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(payload(&out[0]), (&b"ab"[..], Some(PayloadCut::RingFull)));
+        assert_eq!(r.open_events(), 0);
     }
 }

@@ -9,6 +9,11 @@
 //! events and then crash before passing them on, so the events confirmed in the last second
 //! are kept and sent again after any reconnection.
 //! Consumers may therefore see an event twice, and tell repeats by their sequence number.
+//!
+//! The counters account for the events handed to [`Publisher::send`] one for one: each is
+//! published, dropped (by cause) or still queued. The extractor's own reports
+//! ([`Publisher::send_report`]) are sent the same way but not counted, so that its stats compare
+//! with the events it read.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +45,8 @@ const QUEUE_ENTRY_OVERHEAD: usize = std::mem::size_of::<Outgoing>() + 16;
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// Only for events that are not reports, and only once per event (a replay of a confirmed
+    /// event is neither published nor dropped again).
     published: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_too_large: AtomicU64,
@@ -58,8 +65,10 @@ pub struct PublisherStats {
     /// Sent again after the connection failed under them or the server restarted (consumers
     /// may see these twice).
     pub resent: u64,
-    /// Waiting in the queue now.
+    /// Neither confirmed nor dropped yet: waiting in the queue or for the server's answer. After
+    /// [`Publisher::close`], the events that were not delivered.
     pub queued: u64,
+    /// Bytes waiting in the queue (in flight not included).
     pub queued_bytes: u64,
 }
 
@@ -69,18 +78,32 @@ struct Outgoing {
     payload: Bytes,
     /// The server confirmed it once already: a replay does not count it as published again.
     confirmed: bool,
+    /// The extractor's own report: not counted.
+    report: bool,
+}
+
+impl Outgoing {
+    /// Whether confirming or dropping it changes the counters.
+    fn counts(&self) -> bool {
+        !self.confirmed && !self.report
+    }
 }
 
 struct Queue {
     items: VecDeque<Outgoing>,
     bytes: usize,
     closed: bool,
+    /// Events (not reports) ever handed in. Kept under the lock with the queue, so that a
+    /// snapshot never sees an event confirmed that it does not see handed in.
+    accepted: u64,
 }
 
 struct Shared {
     queue: Mutex<Queue>,
     limit_bytes: usize,
     wake: Notify,
+    /// Notified whenever events are confirmed or dropped by the task (for [`Publisher::flush`]).
+    progress: Notify,
     counters: Counters,
 }
 
@@ -97,9 +120,11 @@ impl Publisher {
                 items: VecDeque::new(),
                 bytes: 0,
                 closed: false,
+                accepted: 0,
             }),
             limit_bytes,
             wake: Notify::new(),
+            progress: Notify::new(),
             counters: Counters::default(),
         });
         let task = tokio::spawn(run(connection, shared.clone()));
@@ -108,20 +133,31 @@ impl Publisher {
 
     /// Queues events; never waits. Drops (and counts) the oldest events when over the limit.
     pub fn send(&self, events: impl IntoIterator<Item = (Subject, Bytes)>) {
+        self.queue(events, false);
+    }
+
+    /// Queues one of the extractor's own reports (its stats), which the counters leave out.
+    pub fn send_report(&self, subject: Subject, payload: Bytes) {
+        self.queue([(subject, payload)], true);
+    }
+
+    fn queue(&self, events: impl IntoIterator<Item = (Subject, Bytes)>, report: bool) {
         let mut queue = self.shared.queue.lock().expect("publisher queue");
         for (subject, payload) in events {
             queue.bytes += payload.len() + QUEUE_ENTRY_OVERHEAD;
+            queue.accepted += !report as u64;
             queue.items.push_back(Outgoing {
                 subject,
                 payload,
                 confirmed: false,
+                report,
             });
         }
         let mut dropped = 0;
         while queue.bytes > self.shared.limit_bytes && queue.items.len() > 1 {
             let oldest = queue.items.pop_front().expect("non-empty");
             queue.bytes -= oldest.payload.len() + QUEUE_ENTRY_OVERHEAD;
-            dropped += 1;
+            dropped += oldest.counts() as u64;
         }
         drop(queue);
         if dropped > 0 {
@@ -137,8 +173,25 @@ impl Publisher {
         snapshot(&self.shared)
     }
 
+    /// Waits until every event sent so far is confirmed or dropped; false if `deadline` came
+    /// first.
+    pub async fn flush(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let progress = self.shared.progress.notified();
+            tokio::pin!(progress);
+            // Registered before looking, so that progress made meanwhile is not missed.
+            progress.as_mut().enable();
+            if snapshot(&self.shared).queued == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Publishes what is queued, waiting at most `timeout` for NATS, then stops. Returns the
-    /// final counts; what is still queued then was not delivered.
+    /// final counts; what is still `queued` then was not delivered.
     pub async fn close(self, timeout: Duration) -> PublisherStats {
         self.shared.queue.lock().expect("publisher queue").closed = true;
         self.shared.wake.notify_one();
@@ -151,13 +204,20 @@ impl Publisher {
 }
 
 fn snapshot(shared: &Shared) -> PublisherStats {
+    // Read under the queue's lock: an event is counted in `accepted` before it enters the queue
+    // and as published or dropped only after, so `queued` never comes out below what is left.
     let queue = shared.queue.lock().expect("publisher queue");
+    let published = shared.counters.published.load(Ordering::Relaxed);
+    let dropped_queue_full = shared.counters.dropped_queue_full.load(Ordering::Relaxed);
+    let dropped_too_large = shared.counters.dropped_too_large.load(Ordering::Relaxed);
     PublisherStats {
-        published: shared.counters.published.load(Ordering::Relaxed),
-        dropped_queue_full: shared.counters.dropped_queue_full.load(Ordering::Relaxed),
-        dropped_too_large: shared.counters.dropped_too_large.load(Ordering::Relaxed),
+        published,
+        dropped_queue_full,
+        dropped_too_large,
         resent: shared.counters.resent.load(Ordering::Relaxed),
-        queued: queue.items.len() as u64,
+        queued: queue
+            .accepted
+            .saturating_sub(published + dropped_queue_full + dropped_too_large),
         queued_bytes: queue.bytes as u64,
     }
 }
@@ -377,8 +437,9 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
                 // Only the connection the events went out on can confirm them.
                 if connected(&client).is_some_and(|now| sent_on.as_ref() == Some(&now)) {
                     let mut confirmed = in_flight.confirm(&echo);
-                    let first_time = confirmed.iter().filter(|item| !item.confirmed).count();
+                    let first_time = confirmed.iter().filter(|item| item.counts()).count();
                     shared.counters.published.fetch_add(first_time as u64, Ordering::Relaxed);
+                    shared.progress.notify_waiters();
                     confirmed.iter_mut().for_each(|item| item.confirmed = true);
                     recent.keep(confirmed);
                 }
@@ -404,7 +465,10 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
                 let mut handed = Vec::with_capacity(batch.len());
                 for item in batch {
                     if item.payload.len() > max_payload {
-                        shared.counters.dropped_too_large.fetch_add(1, Ordering::Relaxed);
+                        if item.counts() {
+                            shared.counters.dropped_too_large.fetch_add(1, Ordering::Relaxed);
+                            shared.progress.notify_waiters();
+                        }
                         tracing::warn!(subject = %item.subject, bytes = item.payload.len(), max_payload, "event larger than the NATS server allows: dropped");
                         continue;
                     }
@@ -431,6 +495,7 @@ mod tests {
                 subject: Subject::from_static("s"),
                 payload: Bytes::from_static(payload.as_bytes()),
                 confirmed: false,
+                report: false,
             })
             .collect()
     }

@@ -39,6 +39,8 @@ pub enum TracerError {
         selected: String,
         found: String,
     },
+    #[error("{binary}: none of its selected tracepoints can be attached:\n  {reasons}")]
+    NoneUsable { binary: String, reasons: String },
     #[error("{0} tracepoint locations exceed the limit of {MAX_ATTACH_POINTS}")]
     TooManyLocations(usize),
     #[error("reading the ring buffer: {0}")]
@@ -70,6 +72,11 @@ pub const DEFAULT_RING_BYTES: u32 = 32 * 1024 * 1024;
 /// The reader drains the ring at least this often: the kernel wakes it only once a fill
 /// threshold is passed, so at low rates this timer bounds the latency.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// How long the ring must stay empty after a detach before the reader stops. The kernel waits
+/// for running programs before a detach returns, so nothing should come; this is for a record
+/// still being committed (not yet readable, it hides the ones behind it), microseconds away.
+const DETACHED_QUIET: Duration = Duration::from_millis(5);
 
 /// Most records decoded per drain, so that a flood of records still lets events out, and the
 /// decoded events waiting to be published stay around 10 MB (8,000 1-KiB messages).
@@ -108,7 +115,7 @@ pub struct AttachedProbe {
 
 pub struct Tracer {
     // Field order matters on drop: links detach before the object is unloaded.
-    _links: Vec<UprobeLink>,
+    links: Vec<UprobeLink>,
     ring: AsyncFd<RingBuf<MapData>>,
     drops: PerCpuArray<MapData, u64>,
     payload_drops: PerCpuArray<MapData, u64>,
@@ -123,7 +130,8 @@ pub struct Tracer {
     pub attached: Vec<AttachedProbe>,
     /// Selected tracepoints this binary does not have (older Bitcoin Core, wallet disabled…).
     pub missing: Vec<Tracepoint>,
-    /// Probes whose argument specs could not be parsed, with the reason.
+    /// Probes not attached because their argument specs could not be parsed or differ from
+    /// the catalogue's signature, with the reason.
     pub unreadable: Vec<(Tracepoint, String)>,
 }
 
@@ -249,6 +257,10 @@ impl Tracer {
                     continue;
                 }
             };
+            if let Err(mismatch) = usdt::signature::check(tracepoint, &probe.arg_specs, args) {
+                unreadable.push((tracepoint, mismatch.to_string()));
+                continue;
+            }
             let cookie = links.len() as u32;
             specs.set(cookie, kernel_spec(tracepoint, args), 0)?;
             let target = UprobeTarget {
@@ -270,6 +282,16 @@ impl Tracer {
                 semaphore_page_shared: probe.semaphore_page_shared,
             });
         }
+        if attached.is_empty() && !unreadable.is_empty() {
+            return Err(TracerError::NoneUsable {
+                binary: config.binary.display().to_string(),
+                reasons: unreadable
+                    .iter()
+                    .map(|(_, reason)| reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n  "),
+            });
+        }
         if attached.is_empty() {
             return Err(nothing_to_attach(config, &probes));
         }
@@ -287,7 +309,7 @@ impl Tracer {
         // SAFETY: the AsyncFd owns the ring map, so its descriptor outlives the registration.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
         Ok(Tracer {
-            _links: links,
+            links,
             ring,
             drops,
             payload_drops,
@@ -332,16 +354,71 @@ impl Tracer {
         }
     }
 
-    /// Feeds what the ring holds (up to [`DRAIN_BATCH`] records) to the reassembler.
-    fn drain(&mut self) {
+    /// Feeds what the ring holds (up to [`DRAIN_BATCH`] records) to the reassembler; returns
+    /// how many records it took.
+    fn drain(&mut self) -> usize {
         let ring = self.ring.get_mut();
         let now = Instant::now();
-        for _ in 0..DRAIN_BATCH {
+        for taken in 0..DRAIN_BATCH {
             let Some(item) = ring.next() else {
-                break;
+                return taken;
             };
             self.reassembler.push(RingRecord::parse(&item), now);
         }
+        DRAIN_BATCH
+    }
+
+    /// Detaches every probe: the kernel removes the breakpoints and lowers the semaphores. The
+    /// returned future resolves once it is done: from then on no program runs any more and
+    /// nothing new enters the ring. The maps stay: what the ring holds can still be read
+    /// ([`Tracer::drain_detached`]), and the drop counters too.
+    ///
+    /// The kernel waits for an RCU grace period for each probe, one probe at a time (about
+    /// 0.1 s each here: 2 s for Bitcoin Core's 20), so the future does not borrow the tracer:
+    /// the ring can be read meanwhile.
+    pub fn detach(&mut self) -> impl std::future::Future<Output = ()> + 'static {
+        let links = std::mem::take(&mut self.links);
+        let closing = tokio::task::spawn_blocking(move || drop(links));
+        async move {
+            if let Err(error) = closing.await {
+                tracing::warn!(%error, "detaching failed");
+            }
+        }
+    }
+
+    /// After [`Tracer::detach`]: appends every event left in the ring to `out`, reading until
+    /// the ring has stayed empty for [`DETACHED_QUIET`] or `deadline` comes. Events whose
+    /// payload chunks have not all arrived by then never will: they are closed as cut, as
+    /// their timeout would close them; returns how many.
+    pub async fn drain_detached(
+        &mut self,
+        out: &mut Vec<TraceEvent>,
+        deadline: tokio::time::Instant,
+    ) -> usize {
+        let mut last_record = Instant::now();
+        loop {
+            let taken = self.drain();
+            self.reassembler.pop_ready(out);
+            let now = Instant::now();
+            if taken > 0 {
+                last_record = now;
+            }
+            if now.duration_since(last_record) >= DETACHED_QUIET {
+                break;
+            }
+            if now >= deadline.into_std() {
+                tracing::warn!(
+                    "the ring still delivered records after the detach; stopped reading it"
+                );
+                break;
+            }
+            if taken < DRAIN_BATCH {
+                self.drain_timer.tick().await;
+            }
+        }
+        let cut = self.reassembler.close_open();
+        self.reassembler.pop_ready(out);
+        cut
     }
 
     /// Records the kernel could not send (ring full), per tracepoint, since attach.

@@ -4,7 +4,9 @@
 pub mod argspec;
 pub mod attach;
 pub mod notes;
+pub mod signature;
 
 pub use argspec::{ArgLocation, ArgSpec, ArgSpecError};
 pub use attach::{attach_uprobe, AttachError, UprobeLink, UprobePmu, UprobeTarget};
 pub use notes::{read_probes, NotesError, UsdtProbe};
+pub use signature::SignatureMismatch;

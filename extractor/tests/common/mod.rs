@@ -2,6 +2,8 @@
 //! so parallel tests must not share one binary) and the extractor run in-process.
 #![allow(dead_code)]
 
+pub mod bus;
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
