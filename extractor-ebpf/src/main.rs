@@ -19,8 +19,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
         generated::{
-            bpf_get_attach_cookie, bpf_loop, bpf_probe_read_user,
-            bpf_probe_read_user_str,
+            bpf_get_attach_cookie, bpf_loop, bpf_probe_read_user, bpf_probe_read_user_str,
         },
     },
     macros::{map, uprobe},
@@ -137,7 +136,8 @@ fn next_event_id() -> u64 {
     match EVENT_COUNT.get_ptr_mut(0) {
         // SAFETY: the map value is a live, aligned u64 for as long as the program runs.
         Some(count) => {
-            let previous = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, 1) };
+            let previous =
+                unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, 1) };
             previous + 1
         }
         None => 0,

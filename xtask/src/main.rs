@@ -1,8 +1,10 @@
 //! `cargo xtask …`: set-up, the demo and the test suite. Each command that needs the toolchain
 //! runs the (idempotent, seconds when done) set-up first, so nothing else has to be typed.
 
+mod demo;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Command, ExitStatus};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -25,11 +27,15 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         cargo_args: Vec<String>,
     },
-    /// Set up, then run the demo: a local NATS, the simulated bitcoind replaying its
-    /// regtest-like scenario in a loop, the extractor attached to it, and the tools — the
-    /// logger printing every event, metrics on :8282, the live page on :47482. Ctrl-C stops it.
+    /// Set up, then run the demo: a local NATS, the tools (the logger printing every event,
+    /// metrics on :8282, the live page on :47482) and the extractor attached to a real regtest
+    /// bitcoind that makes payments, RBF bumps, blocks and connections. Ctrl-C stops it.
     Demo {
-        /// Milliseconds between simulated tracepoint firings.
+        /// Trace the simulated bitcoind replaying its regtest-like scenario instead.
+        #[arg(long, env = "NODESCOPE_DEMO_SIMULATED")]
+        simulated: bool,
+        /// Pace: milliseconds between simulated tracepoint firings; a real node takes a step
+        /// (a payment, sometimes a bump, a block, a peer) every 25 times this.
         #[arg(long, env = "NODESCOPE_DEMO_PACE_MS", default_value_t = 40)]
         pace_ms: u64,
         /// Stop after this many seconds (default: run until Ctrl-C).
@@ -67,9 +73,17 @@ fn main() -> Result<()> {
             setup()?;
             test(&cargo_args)
         }
-        Task::Demo { pace_ms, seconds } => {
+        Task::Demo {
+            simulated,
+            pace_ms,
+            seconds,
+        } => {
             setup()?;
-            demo(pace_ms, seconds)
+            demo::run(demo::DemoOptions {
+                simulated,
+                pace_ms,
+                seconds,
+            })
         }
         Task::Bench { what, quick } => {
             setup()?;
@@ -168,153 +182,4 @@ fn bench(what: BenchTarget, quick: bool) -> Result<()> {
         args.push("--quick");
     }
     check(cargo(&args).status()?, what_runs)
-}
-
-/// Children that are stopped (SIGTERM, then reaped) when the demo ends, however it ends.
-struct Processes(Vec<(&'static str, Child)>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child) in self.0.iter_mut().rev() {
-            // SAFETY: signalling our own child by pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-        }
-    }
-}
-
-fn demo(pace_ms: u64, seconds: Option<u64>) -> Result<()> {
-    check(
-        cargo(&[
-            "build",
-            "--package",
-            "extractor",
-            "--package",
-            "simulator",
-            "--package",
-            "nodescope-logger",
-            "--package",
-            "nodescope-metrics",
-            "--package",
-            "nodescope-websocket",
-            "--bins",
-        ])
-        .status()?,
-        "building the extractor, the simulator and the tools",
-    )?;
-    let root = workspace_root();
-    let bin = |name: &str| root.join("target/debug").join(name);
-    let mut processes = Processes(Vec::new());
-
-    let nats_config = root.join("compose/nats/nats.conf");
-    println!(
-        "demo: starting nats-server on 127.0.0.1:4222 ({})",
-        nats_config.display()
-    );
-    processes.0.push((
-        "nats-server",
-        Command::new("nats-server")
-            .arg("--config")
-            .arg(&nats_config)
-            .spawn()
-            .context("starting nats-server (run `cargo xtask setup`)")?,
-    ));
-    wait_for_port(4222, "nats-server")?;
-
-    // The tools subscribe before anything is published, so they see every event.
-    let nats = ["--nats-url", "nats://127.0.0.1:4222"];
-    println!("demo: Prometheus metrics on http://127.0.0.1:8282/metrics");
-    processes.0.push((
-        "metrics",
-        Command::new(bin("metrics"))
-            .args(nats)
-            .spawn()
-            .context("starting the metrics tool")?,
-    ));
-    println!(
-        "demo: the live page on http://127.0.0.1:47482/ (websocket feed: ws://127.0.0.1:47482/ws)"
-    );
-    processes.0.push((
-        "websocket",
-        Command::new(bin("websocket"))
-            .args(nats)
-            .spawn()
-            .context("starting the websocket tool")?,
-    ));
-    wait_for_port(8282, "the metrics tool")?;
-    wait_for_port(47482, "the websocket tool")?;
-    println!("demo: the logger prints every event below");
-    processes.0.push((
-        "logger",
-        Command::new(bin("logger"))
-            .args(nats)
-            .spawn()
-            .context("starting the logger")?,
-    ));
-    // The logger says when it has subscribed; give it that moment.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-
-    println!(
-        "demo: starting the extractor on {}",
-        bin("bitcoind-sim").display()
-    );
-    processes.0.push((
-        "extractor",
-        Command::new(bin("extractor"))
-            .args([
-                "ebpf",
-                "--node-id",
-                "demo",
-                "--nats-url",
-                "nats://127.0.0.1:4222",
-                "--bitcoind-path",
-            ])
-            .arg(bin("bitcoind-sim"))
-            .spawn()
-            .context("starting the extractor")?,
-    ));
-
-    println!("demo: starting the simulated bitcoind (regtest-like scenario, looping)");
-    processes.0.push((
-        "bitcoind-sim",
-        Command::new(bin("bitcoind-sim"))
-            .args([
-                "--loop",
-                "--pace",
-                &pace_ms.to_string(),
-                "--wait-for-tracer",
-                "all",
-                "--wait-timeout",
-                "60",
-                "regtest-like",
-            ])
-            .spawn()
-            .context("starting the simulator")?,
-    ));
-
-    let deadline = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        for (name, child) in processes.0.iter_mut() {
-            if let Some(status) = child.try_wait()? {
-                bail!("{name} exited ({status}); the demo stops");
-            }
-        }
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            println!("demo: done");
-            return Ok(());
-        }
-    }
-}
-
-/// Waits until something listens on 127.0.0.1:`port`.
-fn wait_for_port(port: u16, what: &str) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if std::time::Instant::now() > deadline {
-            bail!("{what} did not start listening on 127.0.0.1:{port} (is the port taken?)");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Ok(())
 }
