@@ -115,7 +115,13 @@ pub fn run(options: DemoOptions) -> Result<()> {
         start_extractor(&bin, &bitcoind, &mut processes)?;
         println!("demo: starting two regtest nodes ({})", bitcoind.display());
         let traced = Node::start(NodeConfig::new().wallet(true))?;
-        let peer = Node::start(NodeConfig::new())?;
+        // The extractor traces every process of the binary it is given: the peer runs a copy,
+        // so that only the traced node's events are shown.
+        let peer_binary = root.join("target/demo/peer-bitcoind");
+        std::fs::create_dir_all(root.join("target/demo"))?;
+        std::fs::copy(&bitcoind, &peer_binary)
+            .with_context(|| format!("copying bitcoind to {}", peer_binary.display()))?;
+        let peer = Node::start(NodeConfig::new().bitcoind(&peer_binary))?;
         println!(
             "demo: node on {} (RPC {}), its peer on {}",
             traced.p2p_addr(),
@@ -159,7 +165,9 @@ impl Traffic {
 
     fn step(&mut self, node: &Node) -> Result<()> {
         self.step += 1;
-        let txid = node.send_to_address(&self.address, 0.1 + (self.step % 7) as f64 * 0.01)?;
+        const AMOUNTS: [f64; 5] = [0.1, 0.25, 0.5, 1.0, 0.05];
+        let amount = AMOUNTS[self.step as usize % AMOUNTS.len()];
+        let txid = node.send_to_address(&self.address, amount)?;
         if self.step.is_multiple_of(4) {
             // The wallet may refuse (a descendant, say): the demo goes on without the bump.
             if let Ok(bumped) = node.bump_fee(&txid) {
