@@ -15,7 +15,8 @@ use nodescope_proto::event::Payload;
 use nodescope_proto::ExtractorStats;
 use prost::Message;
 
-use crate::envelope::{self, Envelope, EventBuffer};
+use crate::envelope::{self, EventBuffer};
+use crate::nodes::Nodes;
 use crate::publish::Publisher;
 use crate::tracer::{Tracer, TracerConfig};
 
@@ -58,7 +59,10 @@ pub struct EbpfArgs {
     /// 4,000,000 bytes); a message cut by it is published marked truncated with its real size.
     #[arg(long, env = "NODESCOPE_CAPTURE_LIMIT", default_value_t = extractor_common::usdt::DEFAULT_CAPTURE_LIMIT)]
     pub capture_limit: u32,
-    /// The node these events are about, in every event and subject (default: the host name).
+    /// The node these events are about, in every event and subject. Default: one node per
+    /// traced process, named `<host>-<chain>` and, when it has a -datadir, `-<hash of it>`
+    /// (stable across restarts), so that mainnet and signet of one install never mix. Set it
+    /// only when the binary runs one node (or with --pid).
     #[arg(long, env = "NODESCOPE_NODE_ID")]
     pub node_id: Option<String>,
     /// Also publish each P2P message's raw payload bytes (decoded fields are always published).
@@ -120,10 +124,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
 }
 
 async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let node_id = args.node_id.clone().unwrap_or_else(envelope::host_name);
-    let mut envelope = Envelope::new(
+    let mut nodes = Nodes::new(
         &args.nats.subject_prefix,
-        &node_id,
+        args.node_id.clone(),
+        envelope::host_name(),
         envelope::new_run_id(),
         args.keep_raw_payloads,
     )?;
@@ -140,8 +144,8 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         binary = %config.binary.display(),
         locations = tracer.attached.len(),
         pid = ?config.pid,
-        node = %node_id,
-        run_id = envelope.run_id(),
+        node = args.node_id.as_deref().unwrap_or("one per process (<host>-<chain>[-<datadir hash>])"),
+        run_id = nodes.run_id(),
         kernel_memory_mib = format!("{:.1}", tracer.kernel_memory_bytes() as f64 / (1024.0 * 1024.0)),
         "attached"
     );
@@ -164,7 +168,7 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = stats.tick() => publish_stats(&tracer, &publisher, &mut envelope, &pipeline.counts)?,
+            _ = stats.tick() => publish_stats(&tracer, &publisher, &mut nodes, &pipeline.counts)?,
             _ = upgrade_check.tick() => {
                 let now = BinaryIdentity::of(&config.binary);
                 if now.is_some() && now != binary {
@@ -172,7 +176,7 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                     tracing::info!(binary = %config.binary.display(), "the binary was replaced: re-attaching");
                     match Tracer::attach(&config) {
                         Ok(fresh) => {
-                            publish_stats(&tracer, &publisher, &mut envelope, &pipeline.counts)?;
+                            publish_stats(&tracer, &publisher, &mut nodes, &pipeline.counts)?;
                             tracer = fresh;
                             report_attach_problems(&tracer);
                             binary = now;
@@ -183,11 +187,11 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
             }
             read = tracer.read_events(&mut events) => {
                 read?;
-                pipeline.forward(&mut events, &mut envelope, &publisher);
+                pipeline.forward(&mut events, &mut nodes, &publisher);
             }
         }
     }
-    stop(tracer, pipeline, envelope, publisher).await
+    stop(tracer, pipeline, nodes, publisher).await
 }
 
 /// SIGINT/SIGTERM: detaches, publishes what was read and the final stats, within
@@ -195,7 +199,7 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
 async fn stop(
     mut tracer: Tracer,
     mut pipeline: Pipeline,
-    mut envelope: Envelope,
+    mut nodes: Nodes,
     publisher: Publisher,
 ) -> anyhow::Result<()> {
     let stopping = tokio::time::Instant::now();
@@ -208,7 +212,7 @@ async fn stop(
             _ = &mut detaching => break,
             read = tracer.read_events(&mut events) => {
                 read?;
-                pipeline.forward(&mut events, &mut envelope, &publisher);
+                pipeline.forward(&mut events, &mut nodes, &publisher);
             }
         }
     }
@@ -216,7 +220,7 @@ async fn stop(
     let cut = tracer
         .drain_detached(&mut events, tokio::time::Instant::now() + RING_DRAIN_LIMIT)
         .await;
-    pipeline.forward(&mut events, &mut envelope, &publisher);
+    pipeline.forward(&mut events, &mut nodes, &publisher);
     if cut > 0 {
         tracing::warn!(
             cut,
@@ -231,7 +235,7 @@ async fn stop(
             "NATS has not confirmed every event in time: the final stats count them as queued"
         );
     }
-    publish_stats(&tracer, &publisher, &mut envelope, &pipeline.counts)?;
+    publish_stats(&tracer, &publisher, &mut nodes, &pipeline.counts)?;
     drop(tracer);
     let last = publisher
         .close(deadline.saturating_duration_since(tokio::time::Instant::now()))
@@ -311,7 +315,7 @@ impl Pipeline {
     fn forward(
         &mut self,
         events: &mut Vec<crate::event::TraceEvent>,
-        envelope: &mut Envelope,
+        nodes: &mut Nodes,
         publisher: &Publisher,
     ) {
         // Encoded before taking the publisher's lock, so that its task can hand the previous
@@ -323,7 +327,9 @@ impl Pipeline {
                 // Reader went away (closed pipe): stop printing, keep publishing.
                 self.printing = false;
             }
-            let (subject, encoded, decode_failed) = envelope.trace_encoded(trace, &mut self.buffer);
+            let (subject, encoded, decode_failed) = nodes
+                .for_pid(trace.pid)
+                .trace_encoded(trace, &mut self.buffer);
             self.counts.decode_errors += decode_failed as u64;
             self.outgoing.push((subject, encoded));
             if self.outgoing.len() == SEND_BATCH {
@@ -366,7 +372,7 @@ fn report_attach_problems(tracer: &Tracer) {
 fn publish_stats(
     tracer: &Tracer,
     publisher: &Publisher,
-    envelope: &mut Envelope,
+    nodes: &mut Nodes,
     counts: &Counts,
 ) -> anyhow::Result<()> {
     let kernel_drops = tracer.kernel_drops()?;
@@ -423,9 +429,17 @@ fn publish_stats(
             .collect(),
         kernel_memory_bytes: tracer.kernel_memory_bytes(),
     };
-    let (subject, event) =
-        envelope.wrap(std::process::id(), now_ns(), Payload::ExtractorStats(stats));
-    publisher.send_report(subject, event.encode_to_vec().into());
+    // Every node's consumers see the pipeline's health on their own subjects.
+    let time = now_ns();
+    for envelope in nodes.stats_targets() {
+        let (subject, event) = envelope.wrap(
+            std::process::id(),
+            time,
+            Payload::ExtractorStats(stats.clone()),
+        );
+        publisher.send_report(subject, event.encode_to_vec().into());
+    }
+    nodes.forget_exited();
     Ok(())
 }
 

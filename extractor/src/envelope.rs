@@ -4,7 +4,7 @@
 use async_nats::Subject;
 use bytes::{Bytes, BytesMut};
 use nodescope_proto::p2p::DecodeOptions;
-use nodescope_proto::subjects::{self, Category, SubjectError};
+use nodescope_proto::subjects::{self, Category, Sequences, SubjectError};
 use nodescope_proto::{event::Payload, tracepoint_payload, Event, ExtractorKind};
 use prost::Message;
 
@@ -13,22 +13,14 @@ use crate::event::{PayloadCut, TraceEvent};
 /// Numbers and addresses the events of one extractor run.
 pub struct Envelope {
     node_id: String,
-    /// `node_id` encoded as field 1 of `Event`, written before each event's other fields (see
-    /// [`Envelope::trace_encoded`]).
-    node_id_field: Vec<u8>,
+    chain: String,
+    /// `node_id` and `chain` encoded as fields of `Event`, written before each event's other
+    /// fields (see [`Envelope::trace_encoded`]).
+    node_fields: Vec<u8>,
     run_id: u64,
-    /// Next sequence number per category (indexed like `Category::ALL`): a consumer of one
-    /// category sees consecutive numbers, so any jump is a loss.
-    next_sequence: Vec<u64>,
+    sequences: Sequences,
     subjects: Vec<Subject>,
     decode: DecodeOptions,
-}
-
-fn category_index(category: Category) -> usize {
-    Category::ALL
-        .iter()
-        .position(|c| *c == category)
-        .expect("every category is in ALL")
 }
 
 /// A random run id, so that a restarted extractor is told apart from a gap.
@@ -61,6 +53,7 @@ impl Envelope {
     pub fn new(
         prefix: &str,
         node_id: &str,
+        chain: &str,
         run_id: u64,
         keep_raw_payloads: bool,
     ) -> Result<Envelope, SubjectError> {
@@ -68,15 +61,12 @@ impl Envelope {
             .iter()
             .map(|category| subjects::subject(prefix, node_id, *category).map(Subject::from))
             .collect::<Result<_, _>>()?;
-        let mut node_id_field = Vec::new();
-        if !node_id.is_empty() {
-            prost::encoding::string::encode(1, &node_id.to_string(), &mut node_id_field);
-        }
         Ok(Envelope {
             node_id: node_id.to_string(),
-            node_id_field,
+            chain: chain.to_string(),
+            node_fields: node_fields(node_id, chain),
             run_id,
-            next_sequence: vec![0; Category::ALL.len()],
+            sequences: Sequences::default(),
             subjects,
             decode: DecodeOptions {
                 keep_raw: keep_raw_payloads,
@@ -88,18 +78,32 @@ impl Envelope {
         self.run_id
     }
 
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn chain(&self) -> &str {
+        &self.chain
+    }
+
+    /// Learnt late: the node's process was first seen after its envelope was made.
+    pub fn set_chain(&mut self, chain: &str) {
+        self.chain = chain.to_string();
+        self.node_fields = node_fields(&self.node_id, chain);
+    }
+
     /// Wraps a payload; returns the subject to publish on and the event.
     pub fn wrap(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (Subject, Event) {
         let (subject, mut event) = self.wrap_unnamed(pid, timestamp_ns, payload);
         event.node_id = self.node_id.clone();
+        event.chain = self.chain.clone();
         (subject, event)
     }
 
     /// [`Envelope::wrap`] leaving `node_id` empty (the caller adds it).
     fn wrap_unnamed(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (Subject, Event) {
-        let index = category_index(Category::of(&payload));
-        let sequence = self.next_sequence[index];
-        self.next_sequence[index] += 1;
+        let category = Category::of(&payload);
+        let sequence = self.sequences.next(category);
         let event = Event {
             extractor: ExtractorKind::Ebpf as i32,
             pid,
@@ -109,31 +113,32 @@ impl Envelope {
             payload: Some(payload),
             ..Event::default()
         };
-        (self.subjects[index].clone(), event)
+        (self.subjects[category.index()].clone(), event)
     }
 
     /// The event for one tracepoint firing.
     pub fn trace(&mut self, trace: TraceEvent) -> (Subject, Event) {
         let (subject, mut event) = self.trace_unnamed(trace);
         event.node_id = self.node_id.clone();
+        event.chain = self.chain.clone();
         (subject, event)
     }
 
     /// The event for one tracepoint firing, encoded into `buffer`, and whether its P2P message
-    /// failed to decode. The bytes are exactly `trace`'s event encoded: `node_id` is field 1, so
-    /// writing it first and then the other fields is the same encoding, without copying the node
-    /// id into every event.
+    /// failed to decode. The bytes decode to exactly `trace`'s event: `node_id` and `chain` are
+    /// written first and then the other fields (protobuf takes fields in any order), without
+    /// copying the node's strings into every event.
     pub fn trace_encoded(
         &mut self,
         trace: TraceEvent,
         buffer: &mut EventBuffer,
     ) -> (Subject, Bytes, bool) {
         let (subject, event) = self.trace_unnamed(trace);
-        let encoded = buffer.encode(&self.node_id_field, &event);
+        let encoded = buffer.encode(&self.node_fields, &event);
         (subject, encoded, decode_failed(&event))
     }
 
-    /// [`Envelope::trace`] leaving `node_id` empty.
+    /// [`Envelope::trace`] leaving `node_id` and `chain` empty.
     fn trace_unnamed(&mut self, trace: TraceEvent) -> (Subject, Event) {
         let converted = tracepoint_payload(trace.tracepoint, trace.args, self.decode);
         let mut error = converted.error;
@@ -161,6 +166,17 @@ impl Envelope {
         event.error = error;
         (subject, event)
     }
+}
+
+/// `node_id` (field 1) and `chain` (field 9) of `Event`, encoded.
+fn node_fields(node_id: &str, chain: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [(1, node_id), (9, chain)] {
+        if !value.is_empty() {
+            prost::encoding::string::encode(tag, &value.to_string(), &mut fields);
+        }
+    }
+    fields
 }
 
 /// Whether the event carries a P2P message that failed to decode.
@@ -249,7 +265,7 @@ mod tests {
 
     #[test]
     fn encoded_events_are_the_events_encoding() {
-        let mut envelope = Envelope::new("nodescope", "node-a", 42, false).unwrap();
+        let mut envelope = Envelope::new("nodescope", "node-a", "regtest", 42, false).unwrap();
         let mut buffer = EventBuffer::default();
         let trace = |time_ns| TraceEvent {
             tracepoint: Tracepoint::NetInboundMessage,
@@ -284,6 +300,7 @@ mod tests {
             sequence: 1,
             ..event
         };
-        assert_eq!(bytes, expected.encode_to_vec());
+        assert_eq!(expected.chain, "regtest");
+        assert_eq!(Event::decode(bytes).unwrap(), expected);
     }
 }

@@ -189,7 +189,11 @@ pub const PAYLOAD_TIMEOUT: Duration = Duration::from_millis(200);
 ///
 /// An event waits until its payload is complete. It is closed early as cut by a full ring when a
 /// later record of the same thread arrives (one thread's records are in order in the ring, so its
-/// missing chunks will never come) or when no chunk arrived for [`PAYLOAD_TIMEOUT`].
+/// missing chunks will never come), or when it is the oldest event waiting and no chunk arrived
+/// for [`PAYLOAD_TIMEOUT`]. That expiry is decided at the head of the queue only, in
+/// [`Reassembler::pop_ready`]: one check per call however many events wait (the events behind
+/// the head cannot be released before it anyway), and it reaches every waiting event, even one
+/// no chunk could reach any more.
 pub struct Reassembler {
     clock: WallClock,
     capture_limit: u32,
@@ -198,10 +202,25 @@ pub struct Reassembler {
     first: u64,
     /// Events still receiving chunks: event id → sequence number.
     open: HashMap<u64, u64, IdHasher>,
-    /// The open event of each thread: tid → event id.
+    /// The open event of each thread: tid → sequence number.
     open_by_thread: HashMap<u32, u64, IdHasher>,
-    /// Chunks of no open event (their event already closed): should stay 0.
+    counts: ReassemblyCounts,
+}
+
+/// What the reassembler met besides whole events, since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReassemblyCounts {
+    /// Payload chunks of no event waiting for bytes, discarded: their event's record was lost
+    /// (ring full), or they came after their event was closed (expired, or closed at shutdown).
     pub stray_chunks: u64,
+    /// Events released with their payload cut ([`PayloadCut::RingFull`]) because no chunk came
+    /// for [`PAYLOAD_TIMEOUT`] while they were the oldest event waiting: the rest of their
+    /// chunks were lost to a full ring (also counted by `Tracer::kernel_payload_drops`) or never
+    /// sent.
+    pub expired_incomplete: u64,
+    /// Events released with their payload cut ([`PayloadCut::RingFull`]) by
+    /// [`Reassembler::close_open`]: still waiting for chunks when reading stopped.
+    pub closed_at_shutdown: u64,
 }
 
 struct Pending {
@@ -213,6 +232,7 @@ struct Pending {
 struct Receiving {
     arg: usize,
     announced: u32,
+    event_id: u64,
     tid: u32,
     last_progress: Instant,
 }
@@ -226,7 +246,7 @@ impl Reassembler {
             first: 0,
             open: HashMap::default(),
             open_by_thread: HashMap::default(),
-            stray_chunks: 0,
+            counts: ReassemblyCounts::default(),
         }
     }
 
@@ -250,23 +270,26 @@ impl Reassembler {
             receiving: payload_arg.map(|arg| Receiving {
                 arg,
                 announced: record.payload_len,
+                event_id: record.event_id,
                 tid: record.tid,
                 last_progress: now,
             }),
         });
         if payload_arg.is_some() {
             if record.payload_len > 0 {
+                // Should an id come twice, the earlier event gets no more chunks: it is closed
+                // by its thread's next record or expires at the head like any other.
                 self.open.insert(record.event_id, seq);
-                self.open_by_thread.insert(record.tid, record.event_id);
+                self.open_by_thread.insert(record.tid, seq);
             } else {
-                self.finish(seq, None);
+                self.close(seq, None);
             }
         }
     }
 
     fn push_chunk(&mut self, header: &ChunkHeader, data: &[u8], now: Instant) {
         let Some(&seq) = self.open.get(&header.event_id) else {
-            self.stray_chunks += 1;
+            self.counts.stray_chunks += 1;
             return;
         };
         let pending = &mut self.queue[(seq - self.first) as usize];
@@ -280,51 +303,48 @@ impl Reassembler {
         if header.offset as usize != bytes.len() {
             // Chunks of one event come in order and stop at the first failure, so a gap means
             // bytes were lost.
-            self.close(header.event_id, Some(PayloadCut::RingFull));
+            self.close(seq, Some(PayloadCut::RingFull));
             return;
         }
         bytes.extend_from_slice(data);
         receiving.last_progress = now;
         let complete = bytes.len() >= receiving.announced as usize;
         if header.flags & chunk_flags::READ_FAILED != 0 {
-            self.close(header.event_id, Some(PayloadCut::ReadFailed));
+            self.close(seq, Some(PayloadCut::ReadFailed));
         } else if complete || header.flags & chunk_flags::LAST != 0 {
-            self.close(header.event_id, None);
+            self.close(seq, None);
         }
     }
 
-    /// Closes open events that got no chunk for [`PAYLOAD_TIMEOUT`]: their chunks were lost.
-    pub fn expire(&mut self, now: Instant) {
-        let stale: Vec<u64> = self
-            .open
-            .iter()
-            .filter(|(_, seq)| {
-                let pending = &self.queue[(**seq - self.first) as usize];
-                pending
-                    .receiving
-                    .as_ref()
-                    .is_some_and(|r| now.duration_since(r.last_progress) >= PAYLOAD_TIMEOUT)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            self.close(id, Some(PayloadCut::RingFull));
-        }
-    }
-
-    /// Closes every open event as cut by a full ring, for when no more chunks can come (the
-    /// probes are detached and the ring read to its end). Returns how many it closed.
+    /// Closes every event still waiting for chunks as cut by a full ring, for when no more
+    /// chunks can come (the probes are detached and the ring read to its end). Returns how many
+    /// it closed. Walks the whole queue: for the end only.
     pub fn close_open(&mut self) -> usize {
-        let open: Vec<u64> = self.open.keys().copied().collect();
-        for id in &open {
-            self.close(*id, Some(PayloadCut::RingFull));
+        let waiting: Vec<u64> = (self.first..)
+            .zip(&self.queue)
+            .filter(|(_, pending)| pending.receiving.is_some())
+            .map(|(seq, _)| seq)
+            .collect();
+        for seq in &waiting {
+            self.close(*seq, Some(PayloadCut::RingFull));
         }
-        open.len()
+        self.counts.closed_at_shutdown += waiting.len() as u64;
+        waiting.len()
     }
 
-    /// Moves the complete events at the head of the queue to `out`, in arrival order.
-    pub fn pop_ready(&mut self, out: &mut Vec<TraceEvent>) {
-        while self.queue.front().is_some_and(|p| p.receiving.is_none()) {
+    /// Moves the complete events at the head of the queue to `out`, in arrival order. An event
+    /// at the head that got no chunk for [`PAYLOAD_TIMEOUT`] by `now` is closed as cut by a full
+    /// ring (its chunks are lost) and released too, and so on with the next one: an event whose
+    /// chunks never come holds the events behind it back for the timeout at most.
+    pub fn pop_ready(&mut self, out: &mut Vec<TraceEvent>, now: Instant) {
+        while let Some(front) = self.queue.front() {
+            if let Some(receiving) = &front.receiving {
+                if now.saturating_duration_since(receiving.last_progress) < PAYLOAD_TIMEOUT {
+                    break;
+                }
+                self.close(self.first, Some(PayloadCut::RingFull));
+                self.counts.expired_incomplete += 1;
+            }
             out.push(self.queue.pop_front().expect("front exists").event);
             self.first += 1;
         }
@@ -335,23 +355,22 @@ impl Reassembler {
         self.open.len()
     }
 
-    fn close(&mut self, event_id: u64, lost: Option<PayloadCut>) {
-        if let Some(seq) = self.open.remove(&event_id) {
-            self.finish(seq, lost);
-        }
+    /// Stray chunks and events closed incomplete, since the reassembler was created.
+    pub fn counts(&self) -> ReassemblyCounts {
+        self.counts
     }
 
-    /// Marks event `seq` complete and says whether and why its payload is cut.
-    fn finish(&mut self, seq: u64, lost: Option<PayloadCut>) {
+    /// Marks event `seq` complete, says whether and why its payload is cut, and forgets it as
+    /// open. An event already complete is left as it is.
+    fn close(&mut self, seq: u64, lost: Option<PayloadCut>) {
         let pending = &mut self.queue[(seq - self.first) as usize];
         let Some(receiving) = pending.receiving.take() else {
             return;
         };
-        if self
-            .open_by_thread
-            .get(&receiving.tid)
-            .is_some_and(|open| !self.open.contains_key(open))
-        {
+        if self.open.get(&receiving.event_id) == Some(&seq) {
+            self.open.remove(&receiving.event_id);
+        }
+        if self.open_by_thread.get(&receiving.tid) == Some(&seq) {
             self.open_by_thread.remove(&receiving.tid);
         }
         let event = &mut pending.event;

@@ -4,6 +4,8 @@
 pub mod cli;
 pub mod envelope;
 pub mod event;
+pub mod identity;
+pub mod nodes;
 pub mod publish;
 pub mod tracer;
 pub mod usdt;

@@ -36,6 +36,11 @@ impl Category {
         Category::Extractor,
     ];
 
+    /// The category's place in [`Category::ALL`]: an index for per-category arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Category::NetMessage => "net.message",
@@ -74,6 +79,25 @@ impl Category {
             | P::MempoolRejected(_) => Category::Mempool,
             P::ExtractorStats(_) => Category::Extractor,
         }
+    }
+}
+
+/// The sequence numbers of one stream of events (a node's events of one extractor run): per
+/// category, from 0 without holes, so that a consumer of one category sees any jump as a loss.
+#[derive(Debug, Clone, Default)]
+pub struct Sequences([u64; Category::ALL.len()]);
+
+impl Sequences {
+    /// The number of the next event of `category`.
+    pub fn next(&mut self, category: Category) -> u64 {
+        let next = &mut self.0[category.index()];
+        *next += 1;
+        *next - 1
+    }
+
+    /// Skips `count` numbers of `category`, as lost events would.
+    pub fn skip(&mut self, category: Category, count: u64) {
+        self.0[category.index()] += count;
     }
 }
 
@@ -188,6 +212,9 @@ mod tests {
 
     #[test]
     fn subjects_round_trip_for_every_category() {
+        for (index, category) in Category::ALL.iter().enumerate() {
+            assert_eq!(category.index(), index, "ALL is in declaration order");
+        }
         for category in Category::ALL {
             let subject = subject("nodescope", "node-a", *category).unwrap();
             assert_eq!(parse("nodescope", &subject), Some(("node-a", *category)));

@@ -4,6 +4,7 @@
 
 use clap::Parser;
 use nodescope_proto::event::Payload;
+use nodescope_proto::subjects::Sequences;
 use nodescope_proto::{subjects, Category, Event, ExtractorKind};
 use prost::Message;
 
@@ -16,7 +17,7 @@ pub struct EventSource {
     pub node: String,
     pub run_id: u64,
     pub extractor: ExtractorKind,
-    next_sequence: [u64; Category::ALL.len()],
+    sequences: Sequences,
 }
 
 impl EventSource {
@@ -25,18 +26,13 @@ impl EventSource {
             node: node.to_string(),
             run_id,
             extractor: ExtractorKind::Ebpf,
-            next_sequence: [0; Category::ALL.len()],
+            sequences: Sequences::default(),
         }
     }
 
     /// The next event of this run carrying `payload`, timestamped now.
     pub fn stamp(&mut self, payload: Payload) -> Event {
-        let index = Category::ALL
-            .iter()
-            .position(|c| *c == Category::of(&payload))
-            .expect("every category is listed");
-        let sequence = self.next_sequence[index];
-        self.next_sequence[index] += 1;
+        let sequence = self.sequences.next(Category::of(&payload));
         Event {
             node_id: self.node.clone(),
             extractor: self.extractor as i32,
@@ -54,8 +50,7 @@ impl EventSource {
 
     /// Skips `count` numbers of `category`, as if those events were lost.
     pub fn lose(&mut self, category: Category, count: u64) {
-        let index = Category::ALL.iter().position(|c| *c == category).unwrap();
-        self.next_sequence[index] += count;
+        self.sequences.skip(category, count);
     }
 }
 

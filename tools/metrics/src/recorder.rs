@@ -85,11 +85,7 @@ impl NodeState {
             .ok()
             .filter(|e| *e < EXTRACTORS)
             .unwrap_or(0);
-        let c = Category::ALL
-            .iter()
-            .position(|c| *c == category)
-            .expect("listed");
-        self.received[e * Category::ALL.len() + c].get_or_insert_with(|| {
+        self.received[e * Category::ALL.len() + category.index()].get_or_insert_with(|| {
             m.events_received.get_or_create_owned(&StreamLabels {
                 node: self.node.clone(),
                 extractor: extractor_name(extractor),

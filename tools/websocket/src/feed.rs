@@ -105,7 +105,7 @@ pub struct Demand([AtomicUsize; Category::ALL.len()]);
 
 impl Demand {
     fn wants(&self, category: Category) -> bool {
-        self.0[category as usize].load(Ordering::Relaxed) > 0
+        self.0[category.index()].load(Ordering::Relaxed) > 0
     }
 }
 
@@ -118,7 +118,7 @@ pub struct Wanted {
 impl Wanted {
     pub fn new(demand: &Arc<Demand>, categories: Vec<Category>) -> Wanted {
         for category in &categories {
-            demand.0[*category as usize].fetch_add(1, Ordering::Relaxed);
+            demand.0[category.index()].fetch_add(1, Ordering::Relaxed);
         }
         Wanted {
             demand: demand.clone(),
@@ -130,7 +130,7 @@ impl Wanted {
 impl Drop for Wanted {
     fn drop(&mut self) {
         for category in &self.categories {
-            self.demand.0[*category as usize].fetch_sub(1, Ordering::Relaxed);
+            self.demand.0[category.index()].fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
