@@ -168,7 +168,12 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = stats.tick() => publish_stats(&tracer, &publisher, &mut nodes, &pipeline.counts)?,
+            _ = stats.tick() => {
+                publish_stats(&tracer, &publisher, &mut nodes, &pipeline.counts)?;
+                if let Some(failure) = publisher.failure() {
+                    anyhow::bail!("{failure}");
+                }
+            }
             _ = upgrade_check.tick() => {
                 let now = BinaryIdentity::of(&config.binary);
                 if now.is_some() && now != binary {
@@ -380,10 +385,14 @@ fn publish_stats(
     let published = publisher.stats();
     let dropped_kernel: u64 = kernel_drops.iter().map(|(_, n)| n).sum();
     let cut_payloads: u64 = payload_drops.iter().map(|(_, n)| n).sum();
+    let reassembly = tracer.reassembly_counts();
     let log = if dropped_kernel
         + cut_payloads
         + published.dropped_queue_full
         + published.dropped_too_large
+        + reassembly.stray_chunks
+        + reassembly.expired_incomplete
+        + reassembly.closed_at_shutdown
         > 0
     {
         tracing::Level::WARN
@@ -391,7 +400,7 @@ fn publish_stats(
         tracing::Level::INFO
     };
     let message = format!(
-        "read {} events, published {}, queued {}; dropped: kernel {}, payloads cut by a full ring {}, queue full {}, too large {}; resent {}; decode errors {}, read errors {}",
+        "read {} events, published {}, queued {}; dropped: kernel {}, payloads cut by a full ring {}, queue full {}, too large {}; payloads closed incomplete: expired {}, at shutdown {}; stray chunks {}; resent {}; decode errors {}, read errors {}",
         counts.read,
         published.published,
         published.queued,
@@ -399,6 +408,9 @@ fn publish_stats(
         cut_payloads,
         published.dropped_queue_full,
         published.dropped_too_large,
+        reassembly.expired_incomplete,
+        reassembly.closed_at_shutdown,
+        reassembly.stray_chunks,
         published.resent,
         counts.decode_errors,
         counts.read_errors
@@ -428,6 +440,9 @@ fn publish_stats(
             .map(|(tp, n)| (tp.to_string(), n))
             .collect(),
         kernel_memory_bytes: tracer.kernel_memory_bytes(),
+        stray_chunks: reassembly.stray_chunks,
+        expired_incomplete: reassembly.expired_incomplete,
+        closed_at_shutdown: reassembly.closed_at_shutdown,
     };
     // Every node's consumers see the pipeline's health on their own subjects.
     let time = now_ns();

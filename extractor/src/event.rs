@@ -478,10 +478,10 @@ mod tests {
         r.push(message(7, 10, 5, 5), now);
         r.push(message(8, 11, 0, 0), now);
         r.push(chunk(7, 0, b"abc", 0), now);
-        r.pop_ready(&mut out);
+        r.pop_ready(&mut out, now);
         assert!(out.is_empty(), "event 7 still misses 2 bytes");
         r.push(chunk(7, 3, b"de", chunk_flags::LAST), now);
-        r.pop_ready(&mut out);
+        r.pop_ready(&mut out, now);
         assert_eq!(out.len(), 2);
         assert_eq!(payload(&out[0]), (&b"abcde"[..], None));
         assert_eq!(payload(&out[1]), (&b""[..], None));
@@ -495,7 +495,7 @@ mod tests {
         let mut out = Vec::new();
         r.push(message(1, 10, 5, 3), now);
         r.push(chunk(1, 0, b"abc", chunk_flags::LAST), now);
-        r.pop_ready(&mut out);
+        r.pop_ready(&mut out, now);
         assert_eq!(
             payload(&out[0]),
             (&b"abc"[..], Some(PayloadCut::CaptureLimit))
@@ -512,7 +512,7 @@ mod tests {
             chunk(1, 0, b"", chunk_flags::LAST | chunk_flags::READ_FAILED),
             now,
         );
-        r.pop_ready(&mut out);
+        r.pop_ready(&mut out, now);
         assert_eq!(payload(&out[0]), (&b""[..], Some(PayloadCut::ReadFailed)));
     }
 
@@ -525,21 +525,20 @@ mod tests {
         r.push(message(1, 10, 5, 5), now);
         r.push(chunk(1, 0, b"ab", 0), now);
         r.push(message(2, 10, 4, 4), now);
-        r.pop_ready(&mut out);
+        r.pop_ready(&mut out, now);
         assert_eq!(out.len(), 1);
         assert_eq!(payload(&out[0]), (&b"ab"[..], Some(PayloadCut::RingFull)));
 
         // Thread 10 stays silent: the timeout ends the wait.
-        r.expire(now + PAYLOAD_TIMEOUT / 2);
-        r.pop_ready(&mut out);
+        r.pop_ready(&mut out, now + PAYLOAD_TIMEOUT / 2);
         assert_eq!(out.len(), 1, "still within the timeout");
-        r.expire(now + PAYLOAD_TIMEOUT);
-        r.pop_ready(&mut out);
+        r.pop_ready(&mut out, now + PAYLOAD_TIMEOUT);
         assert_eq!(out.len(), 2);
         assert_eq!(payload(&out[1]), (&b""[..], Some(PayloadCut::RingFull)));
         // A chunk arriving after all is not mistaken for another event's.
         r.push(chunk(2, 0, b"wxyz", chunk_flags::LAST), now);
-        assert_eq!((r.stray_chunks, r.open_events()), (1, 0));
+        assert_eq!((r.counts().stray_chunks, r.open_events()), (1, 0));
+        assert_eq!(r.counts().expired_incomplete, 1);
     }
 
     #[test]
@@ -550,12 +549,217 @@ mod tests {
         r.push(message(1, 10, 5, 5), now);
         r.push(chunk(1, 0, b"ab", 0), now);
         r.push(message(2, 11, 0, 0), now);
-        r.pop_ready(&mut out);
+        r.pop_ready(&mut out, now);
         assert!(out.is_empty(), "event 2 waits behind event 1");
         assert_eq!(r.close_open(), 1);
-        r.pop_ready(&mut out);
+        r.pop_ready(&mut out, now);
         assert_eq!(out.len(), 2);
         assert_eq!(payload(&out[0]), (&b"ab"[..], Some(PayloadCut::RingFull)));
         assert_eq!(r.open_events(), 0);
+        assert_eq!(
+            r.counts(),
+            ReassemblyCounts {
+                closed_at_shutdown: 1,
+                ..ReassemblyCounts::default()
+            }
+        );
+    }
+
+    /// A net message of thread `tid` whose `data` payload comes whole in one chunk.
+    fn whole(r: &mut Reassembler, event_id: u64, tid: u32, data: &[u8], now: Instant) {
+        r.push(
+            message(event_id, tid, data.len() as u64, data.len() as u32),
+            now,
+        );
+        r.push(chunk(event_id, 0, data, chunk_flags::LAST), now);
+    }
+
+    #[test]
+    fn a_head_event_whose_chunks_never_come_holds_the_rest_back_for_the_timeout_only() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        // Thread 10 got 2 of its 5 bytes out, then its chunks were lost (ring full) or it was
+        // killed: it never sends another record.
+        r.push(message(1, 10, 5, 5), now);
+        r.push(chunk(1, 0, b"ab", 0), now);
+        for id in 2..1_002u64 {
+            whole(&mut r, id, 11, &id.to_le_bytes(), now);
+        }
+        r.pop_ready(&mut out, now);
+        r.pop_ready(&mut out, now + PAYLOAD_TIMEOUT - Duration::from_millis(1));
+        assert!(
+            out.is_empty(),
+            "within the timeout, all wait behind event 1"
+        );
+        r.pop_ready(&mut out, now + PAYLOAD_TIMEOUT);
+        assert_eq!(out.len(), 1_001, "at the timeout, all are out");
+        assert_eq!(payload(&out[0]), (&b"ab"[..], Some(PayloadCut::RingFull)));
+        for (id, event) in (2..1_002u64).zip(&out[1..]) {
+            assert_eq!(payload(event), (&id.to_le_bytes()[..], None), "event {id}");
+        }
+        assert_eq!(r.open_events(), 0);
+        assert_eq!(
+            r.counts(),
+            ReassemblyCounts {
+                expired_incomplete: 1,
+                ..ReassemblyCounts::default()
+            }
+        );
+    }
+
+    #[test]
+    fn each_waiting_event_expires_from_its_own_last_chunk_once_it_is_the_oldest() {
+        let now = Instant::now();
+        let later = now + PAYLOAD_TIMEOUT / 2;
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(message(1, 10, 5, 5), now);
+        r.push(message(2, 11, 5, 5), now);
+        whole(&mut r, 3, 12, b"xyz", now);
+        r.push(chunk(2, 0, b"ab", 0), later);
+        whole(&mut r, 4, 12, b"uvw", later);
+        // Event 1 expires; event 2 got a chunk since: it is given its own timeout.
+        r.pop_ready(&mut out, now + PAYLOAD_TIMEOUT);
+        assert_eq!(out.len(), 1);
+        assert_eq!(payload(&out[0]), (&b""[..], Some(PayloadCut::RingFull)));
+        r.pop_ready(&mut out, later + PAYLOAD_TIMEOUT);
+        assert_eq!(out.len(), 4);
+        assert_eq!(payload(&out[1]), (&b"ab"[..], Some(PayloadCut::RingFull)));
+        assert_eq!(payload(&out[2]), (&b"xyz"[..], None));
+        assert_eq!(payload(&out[3]), (&b"uvw"[..], None));
+        assert_eq!(r.counts().expired_incomplete, 2);
+    }
+
+    #[test]
+    fn an_event_no_chunk_can_reach_still_expires_at_the_head() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        // Two records with one id (the kernel's ids are unique; per-CPU ids once collided):
+        // the chunks go to the later one, the earlier can never complete.
+        r.push(message(5, 10, 5, 5), now);
+        whole(&mut r, 5, 11, b"xyz", now);
+        for id in 100..1_100 {
+            r.push(message(id, 12, 0, 0), now);
+        }
+        r.pop_ready(&mut out, now);
+        assert!(out.is_empty());
+        r.pop_ready(&mut out, now + PAYLOAD_TIMEOUT);
+        assert_eq!(out.len(), 1_002, "released after the timeout");
+        assert_eq!(payload(&out[0]), (&b""[..], Some(PayloadCut::RingFull)));
+        assert_eq!(payload(&out[1]), (&b"xyz"[..], None));
+        assert_eq!(r.counts().expired_incomplete, 1);
+    }
+
+    #[test]
+    fn a_threads_next_record_closes_its_own_event_even_when_its_id_came_twice() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(message(5, 10, 5, 5), now);
+        r.push(message(5, 11, 3, 3), now);
+        // Thread 10 moves on: its own event is closed, not thread 11's.
+        r.push(message(7, 10, 0, 0), now);
+        r.push(chunk(5, 0, b"xyz", chunk_flags::LAST), now);
+        r.pop_ready(&mut out, now);
+        assert_eq!(out.len(), 3);
+        assert_eq!(payload(&out[0]), (&b""[..], Some(PayloadCut::RingFull)));
+        assert_eq!(payload(&out[1]), (&b"xyz"[..], None));
+        assert_eq!(
+            (r.counts(), r.open_events()),
+            (ReassemblyCounts::default(), 0)
+        );
+    }
+
+    #[test]
+    fn close_open_lets_out_an_event_no_chunk_can_reach() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(message(5, 10, 5, 5), now);
+        whole(&mut r, 5, 11, b"xyz", now);
+        r.push(message(6, 12, 5, 5), now);
+        assert_eq!(r.close_open(), 2);
+        r.pop_ready(&mut out, now);
+        assert_eq!(out.len(), 3, "released at shutdown");
+        assert_eq!(payload(&out[0]), (&b""[..], Some(PayloadCut::RingFull)));
+        assert_eq!(payload(&out[2]), (&b""[..], Some(PayloadCut::RingFull)));
+        assert_eq!(r.counts().closed_at_shutdown, 2);
+        assert_eq!(r.open_events(), 0);
+    }
+
+    #[test]
+    fn a_check_costs_the_same_however_many_events_wait() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        // A burst whose chunks were all lost, one thread each: 20,000 events waiting.
+        for id in 0..20_000 {
+            r.push(message(id, id as u32, 5, 5), now);
+        }
+        // 5 s of drains, one check a millisecond, before the timeout: each looks at the head
+        // only. (Scanning every waiting event took 6 s here.)
+        let started = Instant::now();
+        for _ in 0..5_000 {
+            r.pop_ready(&mut out, now);
+        }
+        let spent = started.elapsed();
+        assert!(
+            spent < Duration::from_millis(500),
+            "5,000 checks took {spent:?}"
+        );
+        assert!(out.is_empty());
+        r.pop_ready(&mut out, now + PAYLOAD_TIMEOUT);
+        assert_eq!(out.len(), 20_000);
+        assert_eq!(r.counts().expired_incomplete, 20_000);
+        assert_eq!(r.open_events(), 0);
+    }
+
+    #[test]
+    fn stray_chunks_are_counted_and_added_to_nothing() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        // Event 1's record was lost (ring full), its chunk was not.
+        r.push(chunk(1, 0, b"lost", chunk_flags::LAST), now);
+        assert_eq!(r.counts().stray_chunks, 1);
+        // Event 2 expires at the head; event 3 (another thread) waits behind it, started later.
+        r.push(message(2, 10, 5, 5), now);
+        r.push(chunk(2, 0, b"ab", 0), now);
+        let later = now + PAYLOAD_TIMEOUT / 2;
+        r.push(message(3, 11, 4, 4), later);
+        r.push(chunk(3, 0, b"wx", 0), later);
+        r.pop_ready(&mut out, now + PAYLOAD_TIMEOUT);
+        assert_eq!(out.len(), 1);
+        assert_eq!(payload(&out[0]), (&b"ab"[..], Some(PayloadCut::RingFull)));
+        // Event 2's missing bytes, late: stray, neither added to event 2 nor to event 3 (whose
+        // next offset they would fit).
+        r.push(chunk(2, 2, b"cde", chunk_flags::LAST), later);
+        assert_eq!(r.counts().stray_chunks, 2);
+        assert_eq!(payload(&out[0]), (&b"ab"[..], Some(PayloadCut::RingFull)));
+        r.push(chunk(3, 2, b"yz", chunk_flags::LAST), later);
+        r.pop_ready(&mut out, later);
+        assert_eq!(out.len(), 2);
+        assert_eq!(payload(&out[1]), (&b"wxyz"[..], None));
+        // A chunk of an event closed by its thread's next record, or at shutdown: stray too.
+        r.push(message(4, 12, 5, 5), later);
+        r.push(message(5, 12, 0, 0), later);
+        r.push(chunk(4, 0, b"abcde", chunk_flags::LAST), later);
+        r.push(message(6, 13, 5, 5), later);
+        r.close_open();
+        r.push(chunk(6, 0, b"abcde", chunk_flags::LAST), later);
+        r.pop_ready(&mut out, later);
+        assert_eq!(out.len(), 5);
+        assert_eq!(payload(&out[2]), (&b""[..], Some(PayloadCut::RingFull)));
+        assert_eq!(payload(&out[4]), (&b""[..], Some(PayloadCut::RingFull)));
+        assert_eq!(
+            r.counts(),
+            ReassemblyCounts {
+                stray_chunks: 4,
+                expired_incomplete: 1,
+                closed_at_shutdown: 1,
+            }
+        );
     }
 }

@@ -105,6 +105,9 @@ struct Shared {
     /// Notified whenever events are confirmed or dropped by the task (for [`Publisher::flush`]).
     progress: Notify,
     counters: Counters,
+    /// Why nothing can be published any more (the confirmation path is refused), for the
+    /// extractor to stop with.
+    failure: Mutex<Option<String>>,
 }
 
 pub struct Publisher {
@@ -126,6 +129,7 @@ impl Publisher {
             wake: Notify::new(),
             progress: Notify::new(),
             counters: Counters::default(),
+            failure: Mutex::new(None),
         });
         let task = tokio::spawn(run(connection, shared.clone()));
         Publisher { shared, task }
@@ -171,6 +175,12 @@ impl Publisher {
 
     pub fn stats(&self) -> PublisherStats {
         snapshot(&self.shared)
+    }
+
+    /// Set once publishing cannot work at all (NATS refuses the round trips that confirm it):
+    /// what to tell the person. The events stay queued (and counted) meanwhile.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().expect("failure").clone()
     }
 
     /// Waits until every event sent so far is confirmed or dropped; false if `deadline` came
@@ -386,13 +396,20 @@ fn connected(client: &async_nats::Client) -> Option<(String, u64)> {
     }
 }
 
+fn fail(shared: &Shared, reason: String) {
+    tracing::error!("{reason}");
+    *shared.failure.lock().expect("failure") = Some(reason);
+}
+
 async fn run(connection: Connection, shared: Arc<Shared>) {
     let client = connection.client.clone();
     let mut round_trip = match RoundTrip::new(&client).await {
         Ok(round_trip) => round_trip,
         Err(error) => {
-            tracing::error!(%error, "cannot subscribe to confirm publishing; events are not published");
-            return;
+            return fail(
+                &shared,
+                format!("cannot subscribe to the inbox that confirms publishing ({error}): nothing can be published"),
+            );
         }
     };
     let mut in_flight = InFlight::default();
@@ -415,6 +432,10 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
             }
         }
         if in_flight.timed_out() {
+            if let Some(reason) = connection.inbox_denied() {
+                // No probe will ever come back: resending would only send duplicates.
+                return fail(&shared, reason);
+            }
             requeue(&shared, in_flight.take().into_iter(), true);
         }
         if in_flight.items.is_empty() && finished(&shared) {

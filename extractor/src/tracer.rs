@@ -14,7 +14,7 @@ use extractor_common::usdt::{
 use extractor_common::{ArgKind, Tracepoint};
 use tokio::io::unix::AsyncFd;
 
-use crate::event::{ArgValue, Reassembler, RingRecord, TraceEvent, WallClock};
+use crate::event::{ArgValue, Reassembler, ReassemblyCounts, RingRecord, TraceEvent, WallClock};
 use crate::usdt::{self, UprobeLink, UprobePmu, UprobeTarget, UsdtProbe};
 
 /// The kernel object built by build.rs from `extractor-ebpf`.
@@ -346,8 +346,8 @@ impl Tracer {
                 _ = self.drain_timer.tick() => {}
             }
             self.drain();
-            self.reassembler.expire(Instant::now());
-            self.reassembler.pop_ready(out);
+            // Also closes an event at the queue's head whose chunks stopped coming.
+            self.reassembler.pop_ready(out, Instant::now());
             if out.len() > before {
                 return Ok(());
             }
@@ -398,8 +398,8 @@ impl Tracer {
         let mut last_record = Instant::now();
         loop {
             let taken = self.drain();
-            self.reassembler.pop_ready(out);
             let now = Instant::now();
+            self.reassembler.pop_ready(out, now);
             if taken > 0 {
                 last_record = now;
             }
@@ -417,7 +417,7 @@ impl Tracer {
             }
         }
         let cut = self.reassembler.close_open();
-        self.reassembler.pop_ready(out);
+        self.reassembler.pop_ready(out, Instant::now());
         cut
     }
 
@@ -431,6 +431,12 @@ impl Tracer {
     /// `payload_cut == Some(PayloadCut::RingFull)`.
     pub fn kernel_payload_drops(&self) -> Result<Vec<(Tracepoint, u64)>, TracerError> {
         per_tracepoint(&self.payload_drops)
+    }
+
+    /// Payload chunks of no waiting event, and events released with their payload cut because
+    /// their chunks stopped coming (timeout) or reading stopped (shutdown), since attach.
+    pub fn reassembly_counts(&self) -> ReassemblyCounts {
+        self.reassembler.counts()
     }
 
     /// Firings counted by the count-only program ([`TracerConfig::count_only`]) since attach.

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use extractor::event::PayloadCut;
+use extractor::event::{PayloadCut, ReassemblyCounts};
 use extractor::{ArgValue, TraceEvent, Tracer, TracerConfig};
 use extractor_common::Tracepoint;
 use simulator::truth::{read_truth, TruthArg, TruthRecord};
@@ -186,6 +186,11 @@ async fn regtest_like_scenario_arrives_exactly_as_fired_in_running_and_later_pro
     assert!(
         tracer.kernel_payload_drops().unwrap().is_empty(),
         "kernel cut payloads"
+    );
+    assert_eq!(
+        tracer.reassembly_counts(),
+        ReassemblyCounts::default(),
+        "no stray chunk, no payload closed incomplete"
     );
 
     // Detaching lowers the semaphores again: a new process sees no tracer.
@@ -376,6 +381,17 @@ async fn an_overloaded_tiny_ring_counts_every_loss() {
         .filter(|e| e.payload_cut == Some(PayloadCut::RingFull))
         .count() as u64;
     assert_eq!(cut_by_ring, payload_drops, "every cut payload is counted");
+    // The kernel sends no chunk of an event whose record found the ring full: nothing is
+    // stray. Events closed by the timeout are among the cut ones, the rest were closed by
+    // their thread's next record.
+    let reassembly = tracer.reassembly_counts();
+    eprintln!("reassembly: {reassembly:?}");
+    assert_eq!(reassembly.stray_chunks, 0, "stray chunks");
+    assert!(
+        reassembly.expired_incomplete <= cut_by_ring,
+        "{reassembly:?}"
+    );
+    assert_eq!(reassembly.closed_at_shutdown, 0);
     for (i, event) in events.iter().enumerate() {
         let (ArgValue::Unsigned(size), ArgValue::Bytes(payload)) = (&event.args[4], &event.args[5])
         else {

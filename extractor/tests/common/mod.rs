@@ -67,6 +67,11 @@ impl Running {
         }
     }
 
+    /// Waits for it to end on its own, and returns how it ended.
+    pub async fn ended(mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.expect("extractor task")
+    }
+
     /// Stops it as SIGINT would, and returns how it ended.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.take().expect("running").send(());

@@ -68,6 +68,11 @@ pub struct NatsArgs {
     /// Refuse a connection without TLS.
     #[arg(long, env = "NODESCOPE_NATS_TLS_REQUIRED")]
     pub nats_tls_required: bool,
+    /// Subject prefix of this client's inbox (default `_INBOX`): the round trips that confirm
+    /// publishing and subscriptions go through it, so the NATS user needs publish and subscribe
+    /// permission on `<prefix>.>`. Set it to a prefix the user may use when `_INBOX.>` is not.
+    #[arg(long, env = "NODESCOPE_NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
     /// First part of every subject: `<prefix>.<node>.<category>`.
     #[arg(long, env = "NODESCOPE_SUBJECT_PREFIX", default_value = "nodescope")]
     pub subject_prefix: String,
@@ -94,12 +99,27 @@ pub struct Link {
 pub struct Connection {
     pub client: Client,
     link: watch::Receiver<Link>,
+    inbox_prefix: String,
+    denied: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Connection {
     /// The link, to read now or to wait on for its next change.
     pub fn watch_link(&self) -> watch::Receiver<Link> {
         self.link.clone()
+    }
+
+    /// What to tell a person when the server refused this client's inbox (a permissions
+    /// violation naming it): then no round trip can confirm anything. `None` otherwise.
+    pub fn inbox_denied(&self) -> Option<String> {
+        let violation = self.denied.lock().expect("denied").clone()?;
+        let prefix = &self.inbox_prefix;
+        Some(format!(
+            "NATS refused this client's inbox ({violation}): nodescope confirms what it publishes \
+             and subscribes with round trips through its inbox, so the NATS user needs publish \
+             and subscribe permission on \"{prefix}.>\"; grant it, or set --nats-inbox-prefix \
+             (NODESCOPE_NATS_INBOX_PREFIX) to a prefix the user may publish and subscribe to"
+        ))
     }
 }
 
@@ -242,6 +262,12 @@ impl NatsArgs {
         if self.nats_tls_required {
             options = options.require_tls(true);
         }
+        let inbox_prefix = self
+            .nats_inbox_prefix
+            .clone()
+            .unwrap_or_else(|| "_INBOX".to_string());
+        options = options.custom_inbox_prefix(&inbox_prefix);
+        let denied = Arc::new(std::sync::Mutex::new(None));
 
         let url = self.nats_url.clone();
         // async-nats asks for the delay before every attempt, the first of a series included:
@@ -255,10 +281,12 @@ impl NatsArgs {
         let link_sender = Arc::new(link_sender);
         let event_url = url.clone();
         let credential = Arc::new(self.credential());
+        let denied_inbox = (denied.clone(), inbox_prefix.clone());
         options = options.event_callback(move |event| {
             let url = event_url.clone();
             let link_sender = link_sender.clone();
             let credential = credential.clone();
+            let (denied, inbox_prefix) = denied_inbox.clone();
             async move {
                 match event {
                     Event::Connected => {
@@ -277,6 +305,17 @@ impl NatsArgs {
                         tracing::warn!(%url, "lost the NATS connection; reconnecting")
                     }
                     Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS says this client is a slow consumer: messages were dropped by the server"),
+                    Event::ServerError(async_nats::ServerError::Other(text))
+                        if text.to_lowercase().contains("permissions violation") =>
+                    {
+                        if text.contains(&format!("{inbox_prefix}.")) {
+                            *denied.lock().expect("denied") = Some(text.clone());
+                        }
+                        tracing::error!(
+                            %url,
+                            "NATS refused an operation for lack of permission ({text}): this process presented {credential}; grant that permission to the user"
+                        );
+                    }
                     Event::ServerError(error) => tracing::warn!(%error, "NATS server error"),
                     // A failed connection attempt: async-nats says why only here.
                     Event::ClientError(async_nats::ClientError::Other(reason)) => {
@@ -318,7 +357,12 @@ impl NatsArgs {
                 url,
                 error: error.to_string(),
             })?;
-        Ok(Connection { client, link })
+        Ok(Connection {
+            client,
+            link,
+            inbox_prefix,
+            denied,
+        })
     }
 }
 

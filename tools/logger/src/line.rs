@@ -336,11 +336,14 @@ fn extractor_stats(line: &mut String, s: &ExtractorStats) {
     let payload_drops: u64 = s.kernel_payload_drops.values().sum();
     let _ = write!(
         line,
-        " read={} published={} kernel_drops={} payload_drops={} queue_drops={} too_large={} decode_errors={} queued={} resent={}",
+        " read={} published={} kernel_drops={} payload_drops={} expired_incomplete={} closed_at_shutdown={} stray_chunks={} queue_drops={} too_large={} decode_errors={} queued={} resent={}",
         s.events_read,
         s.published,
         kernel_drops,
         payload_drops,
+        s.expired_incomplete,
+        s.closed_at_shutdown,
+        s.stray_chunks,
         s.dropped_queue_full,
         s.dropped_too_large,
         s.decode_errors,

@@ -148,6 +148,8 @@ pub struct Metrics {
     pub extractor_events_dropped: Counters<DropLabels>,
     pub extractor_kernel_drops: Counters<TracepointLabels>,
     pub extractor_kernel_payload_drops: Counters<TracepointLabels>,
+    pub extractor_payloads_incomplete: Counters<DropLabels>,
+    pub extractor_stray_chunks: Counters<ExtractorLabels>,
     pub extractor_errors: Counters<ErrorLabels>,
     pub extractor_queued_events: Gauges<ExtractorLabels>,
     pub extractor_queued_bytes: Gauges<ExtractorLabels>,
@@ -207,6 +209,8 @@ impl Metrics {
             extractor_events_dropped: Family::default(),
             extractor_kernel_drops: Family::default(),
             extractor_kernel_payload_drops: Family::default(),
+            extractor_payloads_incomplete: Family::default(),
+            extractor_stray_chunks: Family::default(),
             extractor_errors: Family::default(),
             extractor_queued_events: Family::default(),
             extractor_queued_bytes: Family::default(),
@@ -452,6 +456,12 @@ impl Metrics {
             "extractor_kernel_payload_drops",
             "P2P payloads cut because the ring buffer filled (the extractor's current run)",
             m.extractor_kernel_payload_drops.clone(),
+        );
+        r.register("extractor_payloads_incomplete", "P2P payloads published cut because their chunks stopped coming: expired (none for 200 ms), or still missing at shutdown (the extractor's current run)", m.extractor_payloads_incomplete.clone());
+        r.register(
+            "extractor_stray_chunks",
+            "Payload chunks of no event waiting for bytes, discarded (the extractor's current run)",
+            m.extractor_stray_chunks.clone(),
         );
         r.register("extractor_errors", "Payloads the extractor could not decode, arguments it could not read (its current run)", m.extractor_errors.clone());
         r.register(

@@ -607,6 +607,21 @@ fn extractor_stats(m: &Metrics, node: Node, extractor: &'static str, s: &Extract
         };
         store(&m.extractor_events_dropped.get_or_create(&labels), value);
     }
+    for (cause, value) in [
+        ("expired", s.expired_incomplete),
+        ("shutdown", s.closed_at_shutdown),
+    ] {
+        let labels = DropLabels {
+            node: node.clone(),
+            extractor,
+            cause,
+        };
+        store(
+            &m.extractor_payloads_incomplete.get_or_create(&labels),
+            value,
+        );
+    }
+    store(&m.extractor_stray_chunks.get_or_create(&e), s.stray_chunks);
     for (kind, value) in [("decode", s.decode_errors), ("read", s.read_errors)] {
         let labels = ErrorLabels {
             node: node.clone(),

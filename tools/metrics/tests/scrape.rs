@@ -516,6 +516,9 @@ fn node_a_events() -> (Vec<Event>, Event) {
             attached_locations: 20,
             kernel_payload_drops: [("net:inbound_message".to_string(), 1)].into(),
             kernel_memory_bytes: 33_800_000,
+            stray_chunks: 8,
+            expired_incomplete: 1,
+            closed_at_shutdown: 2,
         }),
     );
     let mut restarted = EventSource::new("node-a", 2);
@@ -704,6 +707,9 @@ nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="q
 nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="too_large"} 0
 nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="decode"} 0
 nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="read"} 0
+nodescope_extractor_payloads_incomplete_total{node="node-a",extractor="ebpf",cause="expired"} 0
+nodescope_extractor_payloads_incomplete_total{node="node-a",extractor="ebpf",cause="shutdown"} 0
+nodescope_extractor_stray_chunks_total{node="node-a",extractor="ebpf"} 0
 nodescope_extractor_queued_events{node="node-a",extractor="ebpf"} 0
 nodescope_extractor_queued_bytes{node="node-a",extractor="ebpf"} 0
 nodescope_extractor_attached_locations{node="node-a",extractor="ebpf"} 20
@@ -723,6 +729,9 @@ nodescope_extractor_kernel_drops_total{node="node-a",extractor="ebpf",tracepoint
 nodescope_extractor_kernel_drops_total{node="node-a",extractor="ebpf",tracepoint="net:outbound_message"} 0
 nodescope_extractor_kernel_drops_total{node="node-a",extractor="ebpf",tracepoint="other"} 2
 nodescope_extractor_kernel_payload_drops_total{node="node-a",extractor="ebpf",tracepoint="net:inbound_message"} 1
+nodescope_extractor_payloads_incomplete_total{node="node-a",extractor="ebpf",cause="expired"} 1
+nodescope_extractor_payloads_incomplete_total{node="node-a",extractor="ebpf",cause="shutdown"} 2
+nodescope_extractor_stray_chunks_total{node="node-a",extractor="ebpf"} 8
 nodescope_extractor_queued_events{node="node-a",extractor="ebpf"} 2
 nodescope_extractor_queued_bytes{node="node-a",extractor="ebpf"} 300
 "#;
@@ -851,7 +860,7 @@ async fn every_family_has_exactly_the_expected_values() {
         .map(|s| family_of(s, &registered))
         .collect();
     assert_eq!(checked, registered);
-    assert_eq!(registered.len(), 53);
+    assert_eq!(registered.len(), 55);
     // The README lists every family (as the classic format names it: counters with `_total`).
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
@@ -969,7 +978,7 @@ async fn promtool_finds_nothing_to_complain_about() {
     )
     .await;
     let scrape = tool.scrape().await;
-    assert_eq!(families(&scrape).len(), 53);
+    assert_eq!(families(&scrape).len(), 55);
     assert_promtool_clean(&scrape);
     tool.stop().await;
 }
