@@ -18,7 +18,8 @@ use prost::Message;
 use crate::envelope::{self, EventBuffer};
 use crate::nodes::Nodes;
 use crate::publish::Publisher;
-use crate::tracer::{Tracer, TracerConfig};
+use crate::tracer::{Attachment, Tracer, TracerConfig};
+use crate::watch::{Watch, WATCH_INTERVAL};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -142,14 +143,14 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         .with_context(|| format!("cannot trace {}", config.binary.display()))?;
     tracing::info!(
         binary = %config.binary.display(),
-        locations = tracer.attached.len(),
+        locations = tracer.attached().count(),
         pid = ?config.pid,
         node = args.node_id.as_deref().unwrap_or("one per process (<host>-<chain>[-<datadir hash>])"),
         run_id = nodes.run_id(),
         kernel_memory_mib = format!("{:.1}", tracer.kernel_memory_bytes() as f64 / (1024.0 * 1024.0)),
         "attached"
     );
-    report_attach_problems(&tracer);
+    report_attach_problems(tracer.newest());
 
     let connection = args.nats.connect("nodescope-extractor").await?;
     let publisher = Publisher::start(connection, args.nats_buffer_mib * 1024 * 1024);
@@ -162,8 +163,8 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut events = Vec::new();
     let mut stats = tokio::time::interval(Duration::from_secs(args.stats_interval.max(1)));
     stats.tick().await;
-    let mut binary = BinaryIdentity::of(&config.binary);
-    let mut upgrade_check = tokio::time::interval(UPGRADE_CHECK);
+    let mut watch = Watch::new(&config);
+    let mut watch_tick = tokio::time::interval(WATCH_INTERVAL);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -174,22 +175,7 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                     anyhow::bail!("{failure}");
                 }
             }
-            _ = upgrade_check.tick() => {
-                let now = BinaryIdentity::of(&config.binary);
-                if now.is_some() && now != binary {
-                    // An upgrade put a new file at the path: its probes are at new offsets.
-                    tracing::info!(binary = %config.binary.display(), "the binary was replaced: re-attaching");
-                    match Tracer::attach(&config) {
-                        Ok(fresh) => {
-                            publish_stats(&tracer, &publisher, &mut nodes, &pipeline.counts)?;
-                            tracer = fresh;
-                            report_attach_problems(&tracer);
-                            binary = now;
-                        }
-                        Err(error) => tracing::warn!(%error, "re-attaching failed; will try again"),
-                    }
-                }
-            }
+            _ = watch_tick.tick() => watch.check(&mut tracer, &config),
             read = tracer.read_events(&mut events) => {
                 read?;
                 pipeline.forward(&mut events, &mut nodes, &publisher);
@@ -266,27 +252,6 @@ async fn stop(
     Ok(())
 }
 
-/// How often the extractor looks whether the traced binary was replaced (an upgrade).
-const UPGRADE_CHECK: Duration = Duration::from_secs(2);
-
-/// Which file is at the path now: a replaced binary has another inode (or device).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BinaryIdentity {
-    device: u64,
-    inode: u64,
-}
-
-impl BinaryIdentity {
-    fn of(path: &std::path::Path) -> Option<BinaryIdentity> {
-        use std::os::unix::fs::MetadataExt;
-        let metadata = std::fs::metadata(path).ok()?;
-        Some(BinaryIdentity {
-            device: metadata.dev(),
-            inode: metadata.ino(),
-        })
-    }
-}
-
 /// From SIGINT/SIGTERM to the end of `run`: detaching, reading the ring to its end, publishing
 /// and the final stats. The extractor promises to exit within 2 s (`docker stop` waits 10 s
 /// before SIGKILL); the rest is for the process to exit.
@@ -352,23 +317,23 @@ struct Counts {
     decode_errors: u64,
 }
 
-fn report_attach_problems(tracer: &Tracer) {
-    if !tracer.missing.is_empty() {
-        let missing: Vec<String> = tracer.missing.iter().map(|tp| tp.to_string()).collect();
+pub(crate) fn report_attach_problems(attachment: &Attachment) {
+    if !attachment.missing.is_empty() {
+        let missing: Vec<String> = attachment.missing.iter().map(|tp| tp.to_string()).collect();
         tracing::warn!(
             missing = %missing.join(","),
             "the binary lacks {} selected tracepoints (older bitcoind, or built without the wallet)",
             missing.len()
         );
     }
-    if tracer.attached.iter().any(|a| a.semaphore_page_shared) {
+    if attachment.attached.iter().any(|a| a.semaphore_page_shared) {
         tracing::warn!(
             "this binary's semaphores share a file page between two writable segments (an lld \
              layout): processes started from now on may not fire; restart the extractor after \
              restarting bitcoind, or link bitcoind with GNU ld"
         );
     }
-    for (tp, reason) in &tracer.unreadable {
+    for (tp, reason) in &attachment.unreadable {
         tracing::warn!(tracepoint = %tp, "not attached: {reason}");
     }
 }
@@ -434,7 +399,7 @@ fn publish_stats(
         queued_bytes: published.queued_bytes,
         decode_errors: counts.decode_errors,
         read_errors: counts.read_errors,
-        attached_locations: tracer.attached.len() as u32,
+        attached_locations: tracer.attached().count() as u32,
         kernel_payload_drops: payload_drops
             .into_iter()
             .map(|(tp, n)| (tp.to_string(), n))

@@ -37,7 +37,7 @@ use extractor_common::usdt::{capture, chunk_flags, flags, record_kind, ChunkHead
 pub use extractor_common::ArgValue;
 use extractor_common::{ArgKind, Tracepoint};
 
-use crate::tracer::{arg_value, capture_plan};
+use crate::plan::{arg_value, capture_plan};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceEvent {

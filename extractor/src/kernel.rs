@@ -51,15 +51,19 @@ fn missing_list(missing: &[Feature]) -> String {
 /// Whether each feature is there, as probed: `None` when probing itself failed (no
 /// permission, say), which then does not count as missing — loading will say what is wrong.
 pub fn probe() -> Vec<(Feature, Option<bool>)> {
+    let ring_buffer = is_map_supported(MapType::RingBuf).ok();
+    // Without the privilege to create maps, aya's own probes read as "absent": say nothing of
+    // them then; loading will report the missing privilege.
+    let known = |present: bool| ring_buffer.map(|_| present);
     let features = aya::features();
     vec![
-        (RING_BUFFER, is_map_supported(MapType::RingBuf).ok()),
+        (RING_BUFFER, ring_buffer),
         (
             BPF_LOOP,
             is_helper_supported(ProgramType::KProbe, BpfHelper::BPF_FUNC_loop).ok(),
         ),
-        (PERF_LINK, Some(features.bpf_perf_link())),
-        (ATTACH_COOKIE, Some(features.bpf_cookie())),
+        (PERF_LINK, known(features.bpf_perf_link())),
+        (ATTACH_COOKIE, known(features.bpf_cookie())),
     ]
 }
 

@@ -53,9 +53,26 @@ impl ProcessInstance {
     pub fn of(pid: u32) -> Option<ProcessInstance> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name (field 2) is in parentheses and may hold spaces: count after it.
-        let after_name = &stat[stat.rfind(')')? + 1..];
-        let start_time = after_name.split_whitespace().nth(19)?.parse().ok()?;
+        let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+        // A zombie (field 3 `Z`) has exited; only its parent has not reaped it yet.
+        if matches!(fields.next()?, "Z" | "X") {
+            return None;
+        }
+        let start_time = fields.nth(18)?.parse().ok()?;
         Some(ProcessInstance { pid, start_time })
+    }
+
+    /// A process known to be gone (never [`ProcessInstance::is_running`]).
+    pub fn gone(pid: u32) -> ProcessInstance {
+        ProcessInstance {
+            pid,
+            start_time: u64::MAX,
+        }
+    }
+
+    /// When it started (clock ticks after boot): a later process has a larger one.
+    pub fn start_time(self) -> u64 {
+        self.start_time
     }
 
     /// Whether this very process still runs (not exited, its pid not reused).

@@ -6,16 +6,18 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, Map, MapData, MapType, PerCpuArray, RingBuf};
-use aya::programs::UProbe;
+use aya::programs::{ProgramFd, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use extractor_common::usdt::{
-    capture, UsdtArgSpec, UsdtSpec, DEFAULT_CAPTURE_LIMIT, MAX_ARGS, MAX_ATTACH_POINTS,
-};
-use extractor_common::{ArgKind, Tracepoint};
+use std::os::fd::AsFd;
+
+use extractor_common::usdt::{UsdtSpec, DEFAULT_CAPTURE_LIMIT, MAX_ATTACH_POINTS};
+use extractor_common::Tracepoint;
 use tokio::io::unix::AsyncFd;
 
-use crate::event::{ArgValue, Reassembler, ReassemblyCounts, RingRecord, TraceEvent, WallClock};
-use crate::usdt::{self, UprobeLink, UprobePmu, UprobeTarget, UsdtProbe};
+use crate::attachment::Cookies;
+use crate::event::{Reassembler, ReassemblyCounts, RingRecord, TraceEvent, WallClock};
+use crate::kernel;
+use crate::usdt::{self, UprobePmu};
 
 /// The kernel object built by build.rs from `extractor-ebpf`.
 static EBPF_OBJECT: &[u8] =
@@ -23,6 +25,8 @@ static EBPF_OBJECT: &[u8] =
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracerError {
+    #[error(transparent)]
+    Kernel(#[from] kernel::MissingFeatures),
     #[error(transparent)]
     Notes(#[from] usdt::NotesError),
     #[error(transparent)]
@@ -103,19 +107,15 @@ impl TracerConfig {
     }
 }
 
-/// One attached probe location.
-#[derive(Debug, Clone)]
-pub struct AttachedProbe {
-    pub tracepoint: Tracepoint,
-    pub offset: u64,
-    pub semaphore_offset: Option<u64>,
-    /// See [`UsdtProbe::semaphore_page_shared`].
-    pub semaphore_page_shared: bool,
-}
+pub use crate::attachment::{AttachedProbe, Attachment};
 
 pub struct Tracer {
     // Field order matters on drop: links detach before the object is unloaded.
-    links: Vec<UprobeLink>,
+    attachments: Vec<Attachment>,
+    program: ProgramFd,
+    pmu: UprobePmu,
+    specs: Array<MapData, UsdtSpec>,
+    cookies: Cookies,
     ring: AsyncFd<RingBuf<MapData>>,
     drops: PerCpuArray<MapData, u64>,
     payload_drops: PerCpuArray<MapData, u64>,
@@ -127,12 +127,6 @@ pub struct Tracer {
     /// next millisecond: up to 2 ms between drains).
     drain_timer: tokio::time::Interval,
     kernel_memory_bytes: u64,
-    pub attached: Vec<AttachedProbe>,
-    /// Selected tracepoints this binary does not have (older Bitcoin Core, wallet disabled…).
-    pub missing: Vec<Tracepoint>,
-    /// Probes not attached because their argument specs could not be parsed or differ from
-    /// the catalogue's signature, with the reason.
-    pub unreadable: Vec<(Tracepoint, String)>,
 }
 
 /// Forwards the kernel program's diagnostics (aya-log) into this process's log while it lives.
@@ -172,47 +166,11 @@ impl Drop for KernelLog {
     }
 }
 
-/// Which capture slot each argument of a tracepoint uses: strings and hashes are numbered in
-/// argument order. The spec sent to the kernel and the decoder both follow this.
-pub(crate) fn capture_plan(tracepoint: Tracepoint) -> impl Iterator<Item = (u8, u8)> {
-    let (mut strings, mut hashes) = (0u8, 0u8);
-    tracepoint.args().iter().map(move |kind| match kind {
-        ArgKind::CStr => {
-            strings += 1;
-            (capture::CSTRING, strings - 1)
-        }
-        ArgKind::Hash32 => {
-            hashes += 1;
-            (capture::HASH, hashes - 1)
-        }
-        ArgKind::Bytes => (capture::PAYLOAD, 0),
-        _ => (capture::VALUE, 0),
-    })
-}
-
-fn kernel_spec(tracepoint: Tracepoint, args: &[usdt::ArgSpec]) -> UsdtSpec {
-    let mut spec = UsdtSpec {
-        args: [UsdtArgSpec::default(); MAX_ARGS],
-        tracepoint: tracepoint as u16,
-        arg_count: args.len().min(MAX_ARGS) as u8,
-        _reserved: [0; 5],
-    };
-    let plan = capture_plan(tracepoint).chain(std::iter::repeat((capture::VALUE, 0)));
-    for ((slot, arg), (capture, capture_slot)) in spec.args.iter_mut().zip(args).zip(plan) {
-        *slot = UsdtArgSpec {
-            capture,
-            slot: capture_slot,
-            ..arg.to_kernel()
-        };
-    }
-    spec
-}
-
 impl Tracer {
     /// Loads the kernel object and attaches every selected tracepoint `config.binary` has.
     /// Must be called within a tokio runtime.
     pub fn attach(config: &TracerConfig) -> Result<Tracer, TracerError> {
-        let probes = usdt::read_probes(&config.binary)?;
+        kernel::require(&kernel::probe())?;
         let wakeup_bytes = WAKEUP_BYTES.min(config.ring_bytes / 8) as u64;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", config.ring_bytes)
@@ -231,76 +189,11 @@ impl Tracer {
             .expect("the object defines both programs")
             .try_into()?;
         program.load()?;
-        let program_fd = program.fd()?.try_clone()?;
+        let program = program.fd()?.try_clone()?;
         let pmu = UprobePmu::detect()?;
-
-        let selected: Vec<(Tracepoint, &UsdtProbe)> = probes
-            .iter()
-            .filter_map(|probe| {
-                let tp = Tracepoint::from_provider_name(&probe.provider, &probe.name)?;
-                config.tracepoints.contains(&tp).then_some((tp, probe))
-            })
-            .collect();
-        if selected.len() > MAX_ATTACH_POINTS as usize {
-            return Err(TracerError::TooManyLocations(selected.len()));
-        }
-        let mut specs: Array<_, UsdtSpec> =
-            Array::try_from(ebpf.map_mut("USDT_SPECS").expect("USDT_SPECS"))?;
-        let mut links = Vec::new();
-        let mut attached = Vec::new();
-        let mut unreadable = Vec::new();
-        for (tracepoint, probe) in selected {
-            let args = match &probe.args {
-                Ok(args) => args,
-                Err(e) => {
-                    unreadable.push((tracepoint, e.to_string()));
-                    continue;
-                }
-            };
-            if let Err(mismatch) = usdt::signature::check(tracepoint, &probe.arg_specs, args) {
-                unreadable.push((tracepoint, mismatch.to_string()));
-                continue;
-            }
-            let cookie = links.len() as u32;
-            specs.set(cookie, kernel_spec(tracepoint, args), 0)?;
-            let target = UprobeTarget {
-                binary: &config.binary,
-                offset: probe.offset,
-                semaphore_offset: probe.semaphore_offset,
-                pid: config.pid,
-                cookie: cookie as u64,
-            };
-            links.push(usdt::attach_uprobe(
-                pmu,
-                std::os::fd::AsFd::as_fd(&program_fd),
-                &target,
-            )?);
-            attached.push(AttachedProbe {
-                tracepoint,
-                offset: probe.offset,
-                semaphore_offset: probe.semaphore_offset,
-                semaphore_page_shared: probe.semaphore_page_shared,
-            });
-        }
-        if attached.is_empty() && !unreadable.is_empty() {
-            return Err(TracerError::NoneUsable {
-                binary: config.binary.display().to_string(),
-                reasons: unreadable
-                    .iter()
-                    .map(|(_, reason)| reason.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n  "),
-            });
-        }
-        if attached.is_empty() {
-            return Err(nothing_to_attach(config, &probes));
-        }
-        let missing = config
-            .tracepoints
-            .iter()
-            .copied()
-            .filter(|tp| !attached.iter().any(|a| a.tracepoint == *tp))
-            .collect();
+        let mut specs = Array::try_from(ebpf.take_map("USDT_SPECS").expect("USDT_SPECS"))?;
+        let cookies = Cookies::new();
+        let first = Attachment::new(config, program.as_fd(), pmu, &mut specs, &cookies)?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS"))?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS"))?;
         let payload_drops =
@@ -309,7 +202,11 @@ impl Tracer {
         // SAFETY: the AsyncFd owns the ring map, so its descriptor outlives the registration.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
         Ok(Tracer {
-            links,
+            attachments: vec![first],
+            program,
+            pmu,
+            specs,
+            cookies,
             ring,
             drops,
             payload_drops,
@@ -324,10 +221,49 @@ impl Tracer {
                 timer
             },
             kernel_memory_bytes,
-            attached,
-            missing,
-            unreadable,
         })
+    }
+
+    /// Attaches the file at `config.binary` (or, with `config.pid`, one process of it) as
+    /// well, into the same ring: nothing falls between it and what is attached already.
+    pub fn attach_also(&mut self, config: &TracerConfig) -> Result<&Attachment, TracerError> {
+        let attachment = Attachment::new(
+            config,
+            self.program.as_fd(),
+            self.pmu,
+            &mut self.specs,
+            &self.cookies,
+        )?;
+        self.attachments.push(attachment);
+        Ok(self.attachments.last().expect("just pushed"))
+    }
+
+    /// What is attached, oldest first.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Every probe attached, of every attachment.
+    pub fn attached(&self) -> impl Iterator<Item = &AttachedProbe> {
+        self.attachments.iter().flat_map(|a| a.attached.iter())
+    }
+
+    /// The newest attachment: what the file at the path now offers.
+    pub fn newest(&self) -> &Attachment {
+        self.attachments.last().expect("a tracer has an attachment")
+    }
+
+    /// Detaches the attachments `which` picks, off the runtime's threads (see
+    /// [`Tracer::detach`]); what they sent stays in the ring and is read as usual.
+    pub fn detach_where(
+        &mut self,
+        which: impl Fn(&Attachment) -> bool,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let (going, staying) = std::mem::take(&mut self.attachments)
+            .into_iter()
+            .partition(|a| which(a));
+        self.attachments = staying;
+        close(going)
     }
 
     /// Waits until at least one event is complete and appends all complete events, decoded
@@ -377,13 +313,7 @@ impl Tracer {
     /// 0.1 s each here: 2 s for Bitcoin Core's 20), so the future does not borrow the tracer:
     /// the ring can be read meanwhile.
     pub fn detach(&mut self) -> impl std::future::Future<Output = ()> + 'static {
-        let links = std::mem::take(&mut self.links);
-        let closing = tokio::task::spawn_blocking(move || drop(links));
-        async move {
-            if let Err(error) = closing.await {
-                tracing::warn!(%error, "detaching failed");
-            }
-        }
+        close(std::mem::take(&mut self.attachments))
     }
 
     /// After [`Tracer::detach`]: appends every event left in the ring to `out`, reading until
@@ -451,6 +381,16 @@ impl Tracer {
     }
 }
 
+/// Closes `attachments` on a blocking thread; resolves once the kernel has detached them.
+fn close(attachments: Vec<Attachment>) -> impl std::future::Future<Output = ()> + 'static {
+    let closing = tokio::task::spawn_blocking(move || drop(attachments));
+    async move {
+        if let Err(error) = closing.await {
+            tracing::warn!(%error, "detaching failed");
+        }
+    }
+}
+
 fn per_tracepoint(
     counters: &PerCpuArray<MapData, u64>,
 ) -> Result<Vec<(Tracepoint, u64)>, TracerError> {
@@ -488,102 +428,4 @@ fn kernel_memory(ebpf: &Ebpf) -> Result<u64, TracerError> {
         };
     }
     Ok(total)
-}
-
-fn nothing_to_attach(config: &TracerConfig, probes: &[UsdtProbe]) -> TracerError {
-    let list = |items: Vec<String>| {
-        if items.is_empty() {
-            "none".to_string()
-        } else {
-            items.join(",")
-        }
-    };
-    TracerError::NothingToAttach {
-        binary: config.binary.display().to_string(),
-        selected: list(config.tracepoints.iter().map(|tp| tp.to_string()).collect()),
-        found: list(
-            probes
-                .iter()
-                .map(|p| format!("{}:{}", p.provider, p.name))
-                .collect(),
-        ),
-    }
-}
-
-/// Decodes `value` of argument `index` of `tracepoint` as the catalogue types it.
-pub(crate) fn arg_value(tracepoint: Tracepoint, index: usize, raw: u64) -> ArgValue {
-    match tracepoint.args().get(index) {
-        Some(ArgKind::I64 | ArgKind::I32) => ArgValue::Signed(raw as i64),
-        Some(ArgKind::Bool) => ArgValue::Bool(raw != 0),
-        _ => ArgValue::Unsigned(raw),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use extractor_common::usdt::{HASH_SLOTS, STRING_SLOTS};
-
-    #[test]
-    fn every_tracepoint_fits_the_capture_slots() {
-        for tp in Tracepoint::ALL {
-            let plan: Vec<_> = capture_plan(*tp).collect();
-            let strings = plan.iter().filter(|(c, _)| *c == capture::CSTRING).count();
-            let hashes = plan.iter().filter(|(c, _)| *c == capture::HASH).count();
-            assert!(strings <= STRING_SLOTS && hashes <= HASH_SLOTS, "{tp}");
-            assert!(tp.args().len() <= MAX_ARGS);
-        }
-    }
-
-    #[test]
-    fn spec_numbers_strings_and_hashes_in_argument_order() {
-        let args: Vec<_> = [
-            "8@%r13",
-            "-4@%eax",
-            "-8@112(%rbx)",
-            "8@136(%rbx)",
-            "8@%rdx",
-            "-4@168(%rsp)",
-            "-8@160(%rsp)",
-            "1@%cl",
-        ]
-        .iter()
-        .map(|s| usdt::ArgSpec::parse(s).unwrap())
-        .collect();
-        let spec = kernel_spec(Tracepoint::MempoolReplaced, &args);
-        assert_eq!(spec.arg_count, 8);
-        assert_eq!(
-            (spec.args[0].capture, spec.args[0].slot),
-            (capture::HASH, 0)
-        );
-        assert_eq!(
-            (spec.args[4].capture, spec.args[4].slot),
-            (capture::HASH, 1)
-        );
-        assert_eq!(spec.args[7].size, 1);
-        let args: Vec<_> = [
-            "-8@-968(%rbp)",
-            "8@-928(%rbp)",
-            "8@-640(%rbp)",
-            "8@-336(%rbp)",
-            "8@%rax",
-            "8@%rdx",
-        ]
-        .iter()
-        .map(|s| usdt::ArgSpec::parse(s).unwrap())
-        .collect();
-        let spec = kernel_spec(Tracepoint::NetInboundMessage, &args);
-        let slots: Vec<_> = spec.args[..6].iter().map(|a| (a.capture, a.slot)).collect();
-        assert_eq!(
-            slots,
-            [
-                (0, 0),
-                (capture::CSTRING, 0),
-                (capture::CSTRING, 1),
-                (capture::CSTRING, 2),
-                (0, 0),
-                (capture::PAYLOAD, 0)
-            ]
-        );
-    }
 }

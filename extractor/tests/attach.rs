@@ -135,14 +135,14 @@ async fn regtest_like_scenario_arrives_exactly_as_fired_in_running_and_later_pro
     // A runs before the extractor attaches, B starts after: neither is named by PID.
     let before = start_simulator(&binary, &truth_a, &wait);
     let mut tracer = attach(&binary);
-    assert_eq!(tracer.attached.len(), 20, "one location per tracepoint");
+    assert_eq!(tracer.attached().count(), 20, "one location per tracepoint");
     let memory = tracer.kernel_memory_bytes();
     assert!(
         (32 << 20..=64 << 20).contains(&memory),
         "kernel memory {memory} bytes: the 32 MiB ring, within 64 MiB in all"
     );
-    assert!(tracer.missing.is_empty() && tracer.unreadable.is_empty());
-    assert!(tracer.attached.iter().all(|a| a.semaphore_offset.is_some()));
+    assert!(tracer.newest().missing.is_empty() && tracer.newest().unreadable.is_empty());
+    assert!(tracer.attached().all(|a| a.semaphore_offset.is_some()));
     let after = start_simulator(&binary, &truth_b, &wait);
 
     let mut children = [before, after];
@@ -215,8 +215,8 @@ async fn binary_without_semaphores_is_traced_like_bitcoind_v23_to_v28() {
     let binary = private_binary(dir.path(), "bitcoind-sim-legacy");
     let truth = dir.path().join("truth.jsonl");
     let mut tracer = attach(&binary);
-    assert_eq!(tracer.attached.len(), 20);
-    assert!(tracer.attached.iter().all(|a| a.semaphore_offset.is_none()));
+    assert_eq!(tracer.attached().count(), 20);
+    assert!(tracer.attached().all(|a| a.semaphore_offset.is_none()));
 
     let mut children = [start_simulator(&binary, &truth, &[])];
     let events = collect(&mut tracer, &mut children, || {
@@ -240,7 +240,7 @@ async fn selected_tracepoints_only() {
         ..TracerConfig::new(&binary)
     };
     let mut tracer = Tracer::attach(&config).expect("attach");
-    assert_eq!(tracer.attached.len(), 2);
+    assert_eq!(tracer.attached().count(), 2);
 
     let wait = [
         "--wait-for-tracer",

@@ -250,7 +250,8 @@ async fn regtest_like_scenario_is_published_exactly_as_fired() {
         (0, 0, 0, 0)
     );
     assert!(stats.kernel_drops.is_empty());
-    assert_eq!(stats.attached_locations, 20);
+    // The final stats are taken once the probes are detached.
+    assert_eq!(stats.attached_locations, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,10 +46,15 @@ async fn a_probe_with_another_signature_is_refused_and_the_difference_named() {
     let dir = tempfile::tempdir().unwrap();
     let binary = compile(dir.path());
     let tracer = Tracer::attach(&TracerConfig::new(&binary)).expect("the matching probe attaches");
-    let attached: Vec<Tracepoint> = tracer.attached.iter().map(|a| a.tracepoint).collect();
+    let attached: Vec<Tracepoint> = tracer.attached().map(|a| a.tracepoint).collect();
     assert_eq!(attached, [Tracepoint::MempoolAdded]);
-    assert_eq!(tracer.unreadable.len(), 1, "{:?}", tracer.unreadable);
-    let (refused, reason) = &tracer.unreadable[0];
+    assert_eq!(
+        tracer.newest().unreadable.len(),
+        1,
+        "{:?}",
+        tracer.newest().unreadable
+    );
+    let (refused, reason) = &tracer.newest().unreadable[0];
     assert_eq!(*refused, Tracepoint::NetInboundMessage);
     assert!(
         reason.contains("argument 1 (peer_id) is -4 instead of -8"),
