@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use nodescope_proto::event::Payload;
@@ -11,18 +11,7 @@ use nodescope_proto::json::hex;
 use nodescope_regtest::{Node, NodeConfig};
 
 use common::bus::Collected;
-use common::start_extractor;
-
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(work)
-}
-
-fn private_bitcoind(dir: &Path) -> PathBuf {
-    let source = nodescope_regtest::bin_dir().unwrap().join("bitcoind");
-    let copy = dir.join("bitcoind");
-    std::fs::copy(source, &copy).unwrap();
-    copy
-}
+use common::{blocking, private_bitcoind, start_extractor};
 
 /// What a package manager does: the new file written aside, then renamed over the old path.
 fn replace(binary: &Path) {

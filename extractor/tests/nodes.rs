@@ -12,11 +12,7 @@ use nodescope_proto::{Category, Event};
 use nodescope_regtest::{Node, NodeConfig};
 
 use common::bus::Collected;
-use common::start_extractor;
-
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(work)
-}
+use common::{blocking, private_bitcoind, start_extractor};
 
 /// The node id events of `pid` carry, once one with a block arrived.
 async fn node_of(bus: &Collected, pid: u32) -> String {
@@ -37,9 +33,7 @@ async fn node_of(bus: &Collected, pid: u32) -> String {
 async fn each_process_of_one_binary_is_a_node_of_its_own() {
     common::assert_root();
     let dir = tempfile::tempdir().unwrap();
-    let source = nodescope_regtest::bin_dir().unwrap().join("bitcoind");
-    let bitcoind = dir.path().join("bitcoind");
-    std::fs::copy(source, &bitcoind).unwrap();
+    let bitcoind = private_bitcoind(dir.path());
     let nats = nodescope_bus::test_server::NatsServer::start();
     let bus = Collected::start(&nats.url(), "*").await;
     // No --node-id: the extractor names each process's node.

@@ -17,6 +17,22 @@ pub fn private_binary(dir: &Path, name: &str) -> PathBuf {
     copy
 }
 
+/// A private copy of the installed bitcoind, for the same reason.
+pub fn private_bitcoind(dir: &Path) -> PathBuf {
+    let source = nodescope_regtest::bin_dir()
+        .expect("Bitcoin Core is installed (cargo xtask setup)")
+        .join("bitcoind");
+    let copy = dir.join("bitcoind");
+    std::fs::copy(&source, &copy).expect("copying bitcoind");
+    copy
+}
+
+/// Blocking harness calls (RPC, raw sockets) off the async workers, so that an extractor
+/// running in the test's process keeps reading meanwhile.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
+}
+
 pub fn assert_root() {
     assert_eq!(
         unsafe { libc::geteuid() },
