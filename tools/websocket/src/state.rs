@@ -332,6 +332,32 @@ mod tests {
         }
     }
 
+    /// Two processes of one binary are two nodes, and both number their peers from 0: peer 5
+    /// of one is never peer 5 of the other.
+    #[test]
+    fn peers_are_kept_per_node() {
+        let mut nodes = Nodes::default();
+        for node in ["host-main", "host-signet"] {
+            let mut source = EventSource::new(node, 1);
+            let event = source.stamp(Payload::InboundConnection(InboundConnection {
+                peer: peer(5),
+                network: Network::Ipv4 as i32,
+                inbound_count: 1,
+            }));
+            nodes.node(node).apply(&received(event, Continuity::Next));
+        }
+        let mut source = EventSource::new("host-main", 2);
+        let closed = source.stamp(Payload::ClosedConnection(ClosedConnection {
+            peer: peer(5),
+            ..Default::default()
+        }));
+        nodes
+            .node("host-main")
+            .apply(&received(closed, Continuity::Next));
+        assert!(nodes.nodes["host-main"].peers.is_empty());
+        assert!(nodes.nodes["host-signet"].peers.contains_key(&5));
+    }
+
     #[test]
     fn peers_traffic_mempool_blocks_and_pipeline_follow_the_events() {
         let mut source = EventSource::new("n", 1);
