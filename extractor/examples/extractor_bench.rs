@@ -12,6 +12,11 @@
 //! * A burst of 4 MB blocks, flat out.
 //! * The cost charged to the traced thread: the simulator flat out with no tracer, with a
 //!   count-only uprobe (the bare trap) and with the extractor attached.
+//! * A real Bitcoin Core regtest node flooded by raw P2P peers, without and with the extractor
+//!   (all tracepoints): bitcoind's CPU per message, the extractor's per event, losses
+//!   (`bench_bitcoind/mod.rs`).
+
+mod bench_bitcoind;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,8 +47,12 @@ struct Args {
     /// (default: the one this example was built into).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Sections to run (comma-separated): cost, ping, inv, block.
-    #[arg(long, default_value = "cost,ping,inv,block", value_delimiter = ',')]
+    /// Sections to run (comma-separated): cost, ping, inv, block, bitcoind.
+    #[arg(
+        long,
+        default_value = "cost,ping,inv,block,bitcoind",
+        value_delimiter = ','
+    )]
     sections: Vec<String>,
 }
 
@@ -360,6 +369,32 @@ impl Memory {
     }
 }
 
+/// User + system CPU seconds of process `pid` so far (all its threads), from /proc.
+fn process_cpu_seconds(pid: i32) -> f64 {
+    let (user, system) = stat_cpu_seconds(&format!("/proc/{pid}/stat"));
+    user + system
+}
+
+/// User and system CPU seconds in a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` file
+/// (NaN if it cannot be read).
+fn stat_cpu_seconds(path: &str) -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return (f64::NAN, f64::NAN);
+    };
+    let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // Fields 14 and 15 of proc(5); `after_name` starts at field 3.
+    let seconds = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .map_or(f64::NAN, |ticks| ticks as f64 / hz)
+    };
+    (seconds(11), seconds(12))
+}
+
 /// The release `extractor` as a child process, attached to `binary`.
 struct Extractor {
     child: tokio::process::Child,
@@ -431,19 +466,7 @@ impl Extractor {
 
     /// User + system CPU seconds so far.
     fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return f64::NAN;
-        };
-        let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // Fields 14 and 15 of proc(5); `after_name` starts at field 3.
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        ticks as f64 / hz
+        process_cpu_seconds(self.pid)
     }
 
     fn memory(&self) -> Memory {
@@ -1024,6 +1047,13 @@ async fn bench(args: Args) -> Result<()> {
     } else {
         None
     };
+    // Kept to print after the other sections, should it fail.
+    let real = if run("bitcoind") {
+        eprintln!("bench: real bitcoind flooded by raw peers…");
+        Some(bench_bitcoind::measure(&paths.dir, &paths.extractor, &nats_url, quick).await)
+    } else {
+        None
+    };
     drop(nats);
 
     // ------------------------------------------------------------------ print
@@ -1150,6 +1180,15 @@ async fn bench(args: Args) -> Result<()> {
         }
     }
 
+    match &real {
+        Some(Ok(section)) => bench_bitcoind::print(section),
+        Some(Err(e)) => {
+            println!();
+            println!("Real bitcoind: failed: {e:#}");
+        }
+        None => {}
+    }
+
     // Summary against the targets.
     println!();
     println!("Targets:");
@@ -1249,5 +1288,8 @@ async fn bench(args: Args) -> Result<()> {
         rows[last][3] = String::new();
     }
     print_table("  ", &rows);
-    Ok(())
+    match real {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
