@@ -213,7 +213,16 @@ fn concurrent_processes_and_sigterm() {
         ])
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // Signalled once it has written records (not after a fixed time: a loaded machine may take
+    // longer to start it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(&t).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the simulator wrote no record within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     unsafe { libc_kill(child.id() as i32, 15) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
