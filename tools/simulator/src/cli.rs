@@ -214,6 +214,9 @@ pub fn parse_tracepoints(list: &str) -> anyhow::Result<Vec<Tracepoint>> {
         .collect()
 }
 
+/// See [`wait_for_tracer`]: how long after its semaphores rise a tracer is taken to be linked.
+const LINK_SETTLE: Duration = Duration::from_millis(100);
+
 fn wait_for_tracer(probes: &Probes, tps: &[Tracepoint], timeout: Duration) -> anyhow::Result<()> {
     if probes.flavour == Flavour::Legacy {
         eprintln!("warning: --wait-for-tracer ignored: legacy (v23-v28) probes have no semaphores");
@@ -226,7 +229,16 @@ fn wait_for_tracer(probes: &Probes, tps: &[Tracepoint], timeout: Duration) -> an
             .filter(|tp| !probes.active(**tp))
             .map(|tp| tp.to_string())
             .collect();
-        if missing.is_empty() || stop_requested() {
+        if stop_requested() {
+            return Ok(());
+        }
+        if missing.is_empty() {
+            // A semaphore goes up when the kernel registers the uprobe (the tracer's
+            // perf_event_open), a moment before the tracer links its program to it
+            // (BPF_LINK_CREATE); a firing in between traps with no program to run and is lost
+            // where nothing can count it. Nothing in this process can see the link, so the
+            // first firing waits this long past the semaphore; a real node just starts firing.
+            std::thread::sleep(LINK_SETTLE);
             return Ok(());
         }
         if start.elapsed() >= timeout {
