@@ -3,7 +3,7 @@
 //! upgraded node while its process still runs beside the new file, or the next process of a
 //! followed `--pid` before the exited one is let go — so that nothing falls between them.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{Array, MapData};
@@ -12,8 +12,9 @@ use extractor_common::Tracepoint;
 
 use crate::plan::kernel_spec;
 use crate::process::FileIdentity;
-use crate::tracer::{TracerConfig, TracerError};
-use crate::usdt::{self, UprobeLink, UprobePmu, UprobeTarget, UsdtProbe};
+use crate::tracer::{Programs, TracerConfig, TracerError};
+use crate::usdt::multi::MultiTarget;
+use crate::usdt::{self, UprobeLink, UprobeTarget, UsdtProbe};
 
 /// One attached probe location.
 #[derive(Debug, Clone)]
@@ -53,6 +54,9 @@ impl Cookies {
 
 pub struct Attachment {
     // Dropped first: closing the links detaches the probes.
+    /// The one link of every probe, where the kernel has multi-uprobe links.
+    multi_link: Option<OwnedFd>,
+    /// Otherwise a perf link per probe.
     links: Vec<UprobeLink>,
     cookies: Vec<u32>,
     pool: Cookies,
@@ -72,8 +76,7 @@ impl Attachment {
     /// Attaches every selected tracepoint the file at `config.binary` has.
     pub(crate) fn new(
         config: &TracerConfig,
-        program: BorrowedFd<'_>,
-        pmu: UprobePmu,
+        programs: &Programs,
         specs: &mut Array<MapData, UsdtSpec>,
         pool: &Cookies,
     ) -> Result<Attachment, TracerError> {
@@ -87,6 +90,7 @@ impl Attachment {
             })
             .collect();
         let mut attachment = Attachment {
+            multi_link: None,
             links: Vec::new(),
             cookies: pool.take(selected.len())?,
             pool: pool.clone(),
@@ -97,6 +101,7 @@ impl Attachment {
             unreadable: Vec::new(),
         };
         let mut cookies = attachment.cookies.clone().into_iter();
+        let mut targets = Vec::new();
         for (tracepoint, probe) in selected {
             let args = match &probe.args {
                 Ok(args) => args,
@@ -113,16 +118,13 @@ impl Attachment {
             }
             let cookie = cookies.next().expect("a cookie per selected probe");
             specs.set(cookie, kernel_spec(tracepoint, args), 0)?;
-            let target = UprobeTarget {
+            targets.push(UprobeTarget {
                 binary: &config.binary,
                 offset: probe.offset,
                 semaphore_offset: probe.semaphore_offset,
                 pid: config.pid,
                 cookie: cookie as u64,
-            };
-            attachment
-                .links
-                .push(usdt::attach_uprobe(pmu, program, &target)?);
+            });
             attachment.attached.push(AttachedProbe {
                 tracepoint,
                 offset: probe.offset,
@@ -130,6 +132,7 @@ impl Attachment {
                 semaphore_page_shared: probe.semaphore_page_shared,
             });
         }
+        attachment.link(programs, &targets)?;
         if attachment.attached.is_empty() && !attachment.unreadable.is_empty() {
             return Err(TracerError::NoneUsable {
                 binary: config.binary.display().to_string(),
@@ -154,10 +157,57 @@ impl Attachment {
     }
 }
 
+impl Attachment {
+    /// Whether its probes share one multi-uprobe link (detached at once) rather than a perf
+    /// link each.
+    pub fn multi_link(&self) -> bool {
+        self.multi_link.is_some()
+    }
+
+    /// One multi-uprobe link for all `targets` where the kernel takes it, else a perf link each.
+    fn link(
+        &mut self,
+        programs: &Programs,
+        targets: &[UprobeTarget<'_>],
+    ) -> Result<(), TracerError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        if let Some(multi) = &programs.multi {
+            let probes: Vec<MultiTarget> = targets
+                .iter()
+                .map(|t| MultiTarget {
+                    offset: t.offset,
+                    semaphore_offset: t.semaphore_offset.unwrap_or(0),
+                    cookie: t.cookie,
+                })
+                .collect();
+            match usdt::multi::attach(multi.as_fd(), targets[0].binary, &probes, targets[0].pid) {
+                Ok(link) => {
+                    self.multi_link = Some(link);
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "multi-uprobe link refused; one perf link per probe")
+                }
+            }
+        }
+        for target in targets {
+            self.links.push(usdt::attach_uprobe(
+                programs.pmu,
+                programs.perf.as_fd(),
+                target,
+            )?);
+        }
+        Ok(())
+    }
+}
+
 /// Dropping closes the links — blocking: the kernel waits for a grace period per probe, about
 /// 0.1 s each, so drop it off the runtime's threads — then frees the cookies.
 impl Drop for Attachment {
     fn drop(&mut self) {
+        drop(self.multi_link.take());
         drop(std::mem::take(&mut self.links));
         self.pool.give_back(std::mem::take(&mut self.cookies));
     }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use aya::maps::{Array, Map, MapData, MapType, PerCpuArray, RingBuf};
 use aya::programs::{ProgramFd, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use std::os::fd::AsFd;
 
 use extractor_common::usdt::{UsdtSpec, DEFAULT_CAPTURE_LIMIT, MAX_ATTACH_POINTS};
 use extractor_common::Tracepoint;
@@ -65,6 +64,9 @@ pub struct TracerConfig {
     /// Attach the count-only program instead: it reads and sends nothing, only counts firings
     /// ([`Tracer::count_only_firings`]). For benchmarks: the cost of the bare uprobe trap.
     pub count_only: bool,
+    /// A perf link per probe even where the kernel has multi-uprobe links (6.6+), as older
+    /// kernels attach. Detaching then waits for a grace period per probe (about 0.1 s each).
+    pub perf_links: bool,
 }
 
 /// Default ring size: room for about 8 whole 4 MB blocks, or about 50,000 small messages (about
@@ -103,17 +105,25 @@ impl TracerConfig {
             ring_bytes: DEFAULT_RING_BYTES,
             capture_limit: DEFAULT_CAPTURE_LIMIT,
             count_only: false,
+            perf_links: false,
         }
     }
 }
 
 pub use crate::attachment::{AttachedProbe, Attachment};
 
+/// The loaded program, as the attach paths take it: for a perf link per probe (any kernel with
+/// perf links), and, where the kernel has them (6.6+), for one multi-uprobe link per file.
+pub(crate) struct Programs {
+    pub(crate) perf: ProgramFd,
+    pub(crate) multi: Option<std::os::fd::OwnedFd>,
+    pub(crate) pmu: UprobePmu,
+}
+
 pub struct Tracer {
     // Field order matters on drop: links detach before the object is unloaded.
     attachments: Vec<Attachment>,
-    program: ProgramFd,
-    pmu: UprobePmu,
+    programs: Programs,
     specs: Array<MapData, UsdtSpec>,
     cookies: Cookies,
     ring: AsyncFd<RingBuf<MapData>>,
@@ -178,7 +188,6 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .load(EBPF_OBJECT)?;
         let kernel_memory_bytes = kernel_memory(&ebpf)?;
-        let kernel_log = KernelLog::forward(&mut ebpf);
         let program_name = if config.count_only {
             "usdt_count"
         } else {
@@ -190,10 +199,20 @@ impl Tracer {
             .try_into()?;
         program.load()?;
         let program = program.fd()?.try_clone()?;
+        // Loaded before any map is taken out of `ebpf`: its relocation needs them all.
+        let multi_program = (!config.perf_links)
+            .then(|| usdt::multi::load_program(&ebpf, EBPF_OBJECT, program_name))
+            .flatten();
+        let kernel_log = KernelLog::forward(&mut ebpf);
         let pmu = UprobePmu::detect()?;
         let mut specs = Array::try_from(ebpf.take_map("USDT_SPECS").expect("USDT_SPECS"))?;
         let cookies = Cookies::new();
-        let first = Attachment::new(config, program.as_fd(), pmu, &mut specs, &cookies)?;
+        let programs = Programs {
+            perf: program,
+            multi: multi_program,
+            pmu,
+        };
+        let first = Attachment::new(config, &programs, &mut specs, &cookies)?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS"))?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS"))?;
         let payload_drops =
@@ -203,8 +222,7 @@ impl Tracer {
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
         Ok(Tracer {
             attachments: vec![first],
-            program,
-            pmu,
+            programs,
             specs,
             cookies,
             ring,
@@ -227,13 +245,7 @@ impl Tracer {
     /// Attaches the file at `config.binary` (or, with `config.pid`, one process of it) as
     /// well, into the same ring: nothing falls between it and what is attached already.
     pub fn attach_also(&mut self, config: &TracerConfig) -> Result<&Attachment, TracerError> {
-        let attachment = Attachment::new(
-            config,
-            self.program.as_fd(),
-            self.pmu,
-            &mut self.specs,
-            &self.cookies,
-        )?;
+        let attachment = Attachment::new(config, &self.programs, &mut self.specs, &self.cookies)?;
         self.attachments.push(attachment);
         Ok(self.attachments.last().expect("just pushed"))
     }

@@ -3,6 +3,7 @@
 
 pub mod argspec;
 pub mod attach;
+pub mod multi;
 pub mod notes;
 pub mod signature;
 
