@@ -395,6 +395,29 @@ fn stat_cpu_seconds(path: &str) -> (f64, f64) {
     (seconds(11), seconds(12))
 }
 
+/// `extractor ebpf` attached to `tracepoints` of `binary`, publishing as `node` with stats every
+/// second, its log in `log`: the child every section measures.
+fn spawn_extractor(
+    bin: &Path,
+    binary: &Path,
+    nats_url: &str,
+    node: &str,
+    tracepoints: &str,
+    log: &Path,
+) -> Result<tokio::process::Child> {
+    Command::new(bin)
+        .args(["ebpf", "--bitcoind-path"])
+        .arg(binary)
+        .args(["--nats-url", nats_url, "--node-id", node])
+        .args(["--tracepoints", tracepoints, "--stats-interval", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
 /// The release `extractor` as a child process, attached to `binary`.
 struct Extractor {
     child: tokio::process::Child,
@@ -412,25 +435,7 @@ impl Extractor {
         subscriber: &mut Subscriber,
     ) -> Result<Extractor> {
         let started = Instant::now();
-        let child = Command::new(bin)
-            .args(["ebpf", "--bitcoind-path"])
-            .arg(binary)
-            .args([
-                "--nats-url",
-                nats_url,
-                "--node-id",
-                NODE,
-                "--tracepoints",
-                "net:inbound_message",
-                "--stats-interval",
-                "1",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let child = spawn_extractor(bin, binary, nats_url, NODE, "net:inbound_message", log)?;
         let pid = child.id().context("extractor pid")? as i32;
         let memory = Arc::new(std::sync::Mutex::new(Memory::default()));
         let sampled = memory.clone();

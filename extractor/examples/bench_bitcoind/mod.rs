@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -34,10 +33,10 @@ use nodescope_proto::ExtractorStats;
 use nodescope_regtest::p2p::{payload, v1};
 use nodescope_regtest::{Node, NodeConfig, RawPeer, Transport};
 use prost::Message as _;
-use tokio::process::Command;
 
 use super::{
-    fixed, print_table, process_cpu_seconds, stat_cpu_seconds, thousands, Envelope, Memory,
+    fixed, print_table, process_cpu_seconds, spawn_extractor, stat_cpu_seconds, thousands,
+    Envelope, Memory,
 };
 
 /// The node id the extractor publishes under here (the simulator sections use another).
@@ -371,25 +370,7 @@ impl Extractor {
         counter: &Counter,
     ) -> Result<Extractor> {
         let started = Instant::now();
-        let child = Command::new(bin)
-            .args(["ebpf", "--bitcoind-path"])
-            .arg(bitcoind)
-            .args([
-                "--nats-url",
-                nats_url,
-                "--node-id",
-                NODE,
-                "--tracepoints",
-                "all",
-                "--stats-interval",
-                "1",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let child = spawn_extractor(bin, bitcoind, nats_url, NODE, "all", log)?;
         let pid = child.id().context("extractor pid")?;
         let mut extractor = Extractor {
             child,
