@@ -990,21 +990,19 @@ fn assert_unknown_type_traced(bus: &Collected, node: &Node, addr: SocketAddr) {
     );
 }
 
-const BYTES_V1_NODE: &str = "regtest-e2e-bytes-v1";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v1_bytes_per_peer_and_message_type_add_up_to_getpeerinfo() {
-    let traced = traced_extractor(BYTES_V1_NODE).await;
+/// The traced node and an untraced peer, both with `-v2transport` as given, connected, each
+/// having mined blocks the other synced.
+fn two_synced_nodes(traced: &Traced, v2transport: bool) -> (Node, Node) {
     let node = blocking(|| {
         Node::start(
             NodeConfig::new()
-                .v2transport(false)
+                .v2transport(v2transport)
                 .bitcoind(&traced.bitcoind),
         )
     })
     .expect("starting the traced node");
-    let other =
-        blocking(|| Node::start(NodeConfig::new().v2transport(false))).expect("starting its peer");
+    let other = blocking(|| Node::start(NodeConfig::new().v2transport(v2transport)))
+        .expect("starting its peer");
     blocking(|| -> nodescope_regtest::Result<()> {
         node.connect_to(&other)?;
         node.generate(2)?;
@@ -1013,6 +1011,15 @@ async fn v1_bytes_per_peer_and_message_type_add_up_to_getpeerinfo() {
         Node::sync_blocks(&[&node, &other]).map(drop)
     })
     .expect("two nodes in sync");
+    (node, other)
+}
+
+const BYTES_V1_NODE: &str = "regtest-e2e-bytes-v1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_bytes_per_peer_and_message_type_add_up_to_getpeerinfo() {
+    let traced = traced_extractor(BYTES_V1_NODE).await;
+    let (node, other) = two_synced_nodes(&traced, false);
     let mut raw = blocking(|| answering_raw_peer(&node, Transport::V1));
     let tip = blocking(|| node.best_block_hash()).unwrap();
     let rejected = blocking(|| chatter(&mut raw, &tip));
@@ -1048,24 +1055,7 @@ const BYTES_V2_NODE: &str = "regtest-e2e-bytes-v2";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_bytes_per_peer_and_message_type_add_up_to_getpeerinfo() {
     let traced = traced_extractor(BYTES_V2_NODE).await;
-    let node = blocking(|| {
-        Node::start(
-            NodeConfig::new()
-                .v2transport(true)
-                .bitcoind(&traced.bitcoind),
-        )
-    })
-    .expect("starting the traced node");
-    let other =
-        blocking(|| Node::start(NodeConfig::new().v2transport(true))).expect("starting its peer");
-    blocking(|| -> nodescope_regtest::Result<()> {
-        node.connect_to(&other)?;
-        node.generate(2)?;
-        Node::sync_blocks(&[&node, &other])?;
-        other.generate(2)?;
-        Node::sync_blocks(&[&node, &other]).map(drop)
-    })
-    .expect("two nodes in sync");
+    let (node, other) = two_synced_nodes(&traced, true);
     let tip = blocking(|| node.best_block_hash()).unwrap();
     let mut raw_v2 = blocking(|| answering_raw_peer(&node, Transport::V2));
     let rejected_v2 = blocking(|| chatter(&mut raw_v2, &tip));

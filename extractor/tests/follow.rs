@@ -38,18 +38,13 @@ async fn mine_and_see(bus: &Collected, node: &Node, n: u32) -> Vec<u32> {
 
 /// The pid of the block_connected event of `hash`, if it arrives within `wait`.
 async fn seen_within(bus: &Collected, hash: &str, wait: Duration) -> Option<u32> {
-    let deadline = tokio::time::Instant::now() + wait;
-    while tokio::time::Instant::now() < deadline {
-        let seen = bus.events().iter().find_map(|e| match &e.payload {
+    bus.find_within(wait, |events| {
+        events.iter().find_map(|e| match &e.payload {
             Some(Payload::BlockConnected(b)) if hex(&b.hash) == hash => Some(e.pid),
             _ => None,
-        });
-        if seen.is_some() {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
+        })
+    })
+    .await
 }
 
 fn extractor_args<'a>(binary: &'a str, url: &'a str, node: &'a str) -> Vec<&'a str> {

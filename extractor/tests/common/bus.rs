@@ -51,32 +51,45 @@ impl Collected {
     }
 
     /// Polls (every 20 ms, for up to `timeout`) until `find` picks something out of the events
-    /// received so far; panics naming `what`, with the payload kinds received, if it never does.
+    /// received so far; `None` if it never does.
+    pub async fn find_within<T>(
+        &self,
+        timeout: Duration,
+        mut find: impl FnMut(&[Event]) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = find(&self.events.lock().unwrap()) {
+                return Some(found);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// [`Collected::find_within`], failing the test naming `what`, with the payload kinds
+    /// received, if nothing is found.
     pub async fn wait_for<T>(
         &self,
         what: &str,
         timeout: Duration,
-        mut find: impl FnMut(&[Event]) -> Option<T>,
+        find: impl FnMut(&[Event]) -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(found) = find(&self.events.lock().unwrap()) {
-                return found;
-            }
-            if Instant::now() > deadline {
-                let events = self.events();
-                let kinds: std::collections::BTreeMap<String, usize> =
-                    events.iter().fold(Default::default(), |mut kinds, e| {
-                        *kinds.entry(payload_kind(e)).or_default() += 1;
-                        kinds
-                    });
-                panic!(
-                    "{what}: not among the {} events received within {timeout:?} ({kinds:?})",
-                    events.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(found) = self.find_within(timeout, find).await {
+            return found;
         }
+        let events = self.events();
+        let kinds: std::collections::BTreeMap<String, usize> =
+            events.iter().fold(Default::default(), |mut kinds, e| {
+                *kinds.entry(payload_kind(e)).or_default() += 1;
+                kinds
+            });
+        panic!(
+            "{what}: not among the {} events received within {timeout:?} ({kinds:?})",
+            events.len()
+        );
     }
 
     /// The first payload `pick` matches, waiting for it.
