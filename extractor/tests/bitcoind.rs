@@ -25,7 +25,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+
 use std::time::{Duration, Instant};
 
 use nodescope_proto::event::Payload;
@@ -46,6 +46,7 @@ use nodescope_regtest::{
 };
 
 use common::bus::Collected;
+use common::traced::{traced_extractor, Traced};
 use common::{blocking, private_bitcoind, start_extractor};
 
 fn sats(btc: &Value) -> i64 {
@@ -420,46 +421,6 @@ fn zero_fee_transaction(node: &Node) -> (String, String, (String, u32)) {
     (txid, message, (coin_txid, vout))
 }
 
-/// A private bitcoind copy with the extractor (in this process) attached to all 20 of its
-/// tracepoints, publishing as `node_id` to a nats-server of its own whose events are collected.
-/// Nodes started from `bitcoind` afterwards are traced from their start (no event is missed).
-struct Traced {
-    bitcoind: PathBuf,
-    bus: Collected,
-    extractor: common::Running,
-    _nats: nodescope_bus::test_server::NatsServer,
-    _dir: tempfile::TempDir,
-}
-
-async fn traced_extractor(node_id: &str) -> Traced {
-    common::assert_root();
-    let dir = tempfile::tempdir().unwrap();
-    let bitcoind = private_bitcoind(dir.path());
-    let nats = nodescope_bus::test_server::NatsServer::start();
-    let bus = Collected::start(&nats.url(), node_id).await;
-    let mut extractor = start_extractor(&[
-        "ebpf",
-        "--bitcoind-path",
-        bitcoind.to_str().unwrap(),
-        "--node-id",
-        node_id,
-        "--nats-url",
-        &nats.url(),
-        "--stats-interval",
-        "1",
-    ]);
-    extractor
-        .alongside(bus.stats_when(|s| s.attached_locations == 20))
-        .await;
-    Traced {
-        bitcoind,
-        bus,
-        extractor,
-        _nats: nats,
-        _dir: dir,
-    }
-}
-
 /// Ends the extractor as SIGINT would and checks it ran to the end and marked no event.
 async fn stop(traced: Traced) -> Vec<Event> {
     let events = traced.bus.events();
@@ -490,7 +451,7 @@ async fn an_evicted_inbound_peer_is_reported_as_getpeerinfo_knew_it_and_then_clo
     const MAX_CONNECTIONS: u32 = 35;
     const INBOUND_SLOTS: usize = 24;
     const PEERS: usize = INBOUND_SLOTS + 6;
-    let traced = traced_extractor(EVICTION_NODE).await;
+    let traced = traced_extractor(Some(EVICTION_NODE)).await;
     let bus = &traced.bus;
     let config = NodeConfig::new()
         .max_connections(MAX_CONNECTIONS)
@@ -624,7 +585,7 @@ const RESTART_NODE: &str = "regtest-e2e-restart";
 /// again without the extractor restarting: one run id, sequences that go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_three_processes_of_one_restarted_bitcoind_share_one_extractor_run() {
-    let mut traced = traced_extractor(RESTART_NODE).await;
+    let mut traced = traced_extractor(Some(RESTART_NODE)).await;
     let mut node = blocking(|| Node::start(NodeConfig::new().bitcoind(&traced.bitcoind)))
         .expect("starting the traced node");
     let bus = &traced.bus;
@@ -1018,7 +979,7 @@ const BYTES_V1_NODE: &str = "regtest-e2e-bytes-v1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_bytes_per_peer_and_message_type_add_up_to_getpeerinfo() {
-    let traced = traced_extractor(BYTES_V1_NODE).await;
+    let traced = traced_extractor(Some(BYTES_V1_NODE)).await;
     let (node, other) = two_synced_nodes(&traced, false);
     let mut raw = blocking(|| answering_raw_peer(&node, Transport::V1));
     let tip = blocking(|| node.best_block_hash()).unwrap();
@@ -1054,7 +1015,7 @@ const BYTES_V2_NODE: &str = "regtest-e2e-bytes-v2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_bytes_per_peer_and_message_type_add_up_to_getpeerinfo() {
-    let traced = traced_extractor(BYTES_V2_NODE).await;
+    let traced = traced_extractor(Some(BYTES_V2_NODE)).await;
     let (node, other) = two_synced_nodes(&traced, true);
     let tip = blocking(|| node.best_block_hash()).unwrap();
     let mut raw_v2 = blocking(|| answering_raw_peer(&node, Transport::V2));

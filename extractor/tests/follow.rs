@@ -11,6 +11,7 @@ use nodescope_proto::json::hex;
 use nodescope_regtest::{Node, NodeConfig};
 
 use common::bus::Collected;
+use common::traced::{traced_extractor, Traced};
 use common::{blocking, private_bitcoind, start_extractor};
 
 /// What a package manager does: the new file written aside, then renamed over the old path.
@@ -63,19 +64,13 @@ fn extractor_args<'a>(binary: &'a str, url: &'a str, node: &'a str) -> Vec<&'a s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_replaced_under_a_running_node_is_traced_old_and_new() {
-    common::assert_root();
-    let dir = tempfile::tempdir().unwrap();
-    let bitcoind = private_bitcoind(dir.path());
-    let nats = nodescope_bus::test_server::NatsServer::start();
-    let bus = Collected::start(&nats.url(), "upgrade").await;
-    let mut extractor = start_extractor(&extractor_args(
-        bitcoind.to_str().unwrap(),
-        &nats.url(),
-        "upgrade",
-    ));
-    extractor
-        .alongside(bus.stats_when(|s| s.attached_locations == 20))
-        .await;
+    let Traced {
+        bitcoind,
+        bus,
+        mut extractor,
+        nats: _nats,
+        dir: _dir,
+    } = traced_extractor(Some("upgrade")).await;
     let mut node = blocking(|| Node::start(NodeConfig::new().bitcoind(&bitcoind))).unwrap();
     let old_pid = node.pid();
     assert_eq!(

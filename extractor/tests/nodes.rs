@@ -11,8 +11,9 @@ use nodescope_proto::event::Payload;
 use nodescope_proto::{Category, Event};
 use nodescope_regtest::{Node, NodeConfig};
 
+use common::blocking;
 use common::bus::Collected;
-use common::{blocking, private_bitcoind, start_extractor};
+use common::traced::{traced_extractor, Traced};
 
 /// The node id events of `pid` carry, once one with a block arrived.
 async fn node_of(bus: &Collected, pid: u32) -> String {
@@ -31,24 +32,14 @@ async fn node_of(bus: &Collected, pid: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_process_of_one_binary_is_a_node_of_its_own() {
-    common::assert_root();
-    let dir = tempfile::tempdir().unwrap();
-    let bitcoind = private_bitcoind(dir.path());
-    let nats = nodescope_bus::test_server::NatsServer::start();
-    let bus = Collected::start(&nats.url(), "*").await;
     // No --node-id: the extractor names each process's node.
-    let mut extractor = start_extractor(&[
-        "ebpf",
-        "--bitcoind-path",
-        bitcoind.to_str().unwrap(),
-        "--nats-url",
-        &nats.url(),
-        "--stats-interval",
-        "1",
-    ]);
-    extractor
-        .alongside(bus.stats_when(|s| s.attached_locations == 20))
-        .await;
+    let Traced {
+        bitcoind,
+        bus,
+        mut extractor,
+        nats: _nats,
+        dir: _dir,
+    } = traced_extractor(None).await;
     let mut a = blocking(|| Node::start(NodeConfig::new().bitcoind(&bitcoind))).unwrap();
     let b = blocking(|| Node::start(NodeConfig::new().bitcoind(&bitcoind))).unwrap();
     blocking(|| a.connect_to(&b)).unwrap();

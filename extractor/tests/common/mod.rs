@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bus;
+pub mod traced;
 
 use std::path::{Path, PathBuf};
 
