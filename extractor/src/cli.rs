@@ -15,11 +15,11 @@ use nodescope_proto::event::Payload;
 use nodescope_proto::ExtractorStats;
 use prost::Message;
 
-use crate::envelope::{self, EventBuffer};
 use crate::nodes::Nodes;
-use crate::publish::Publisher;
 use crate::tracer::{Attachment, Tracer, TracerConfig};
 use crate::watch::{Watch, WATCH_INTERVAL};
+use nodescope_proto::p2p::DecodeOptions;
+use nodescope_publish::{host_name, new_run_id, EventBuffer, Publisher};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -132,9 +132,8 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut nodes = Nodes::new(
         &args.nats.subject_prefix,
         args.node_id.clone(),
-        envelope::host_name(),
-        envelope::new_run_id(),
-        args.keep_raw_payloads,
+        host_name(),
+        new_run_id(),
     )?;
     let config = TracerConfig {
         pid: args.pid,
@@ -163,6 +162,9 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut pipeline = Pipeline {
         counts: Counts::default(),
         printing: args.print,
+        decode: DecodeOptions {
+            keep_raw: args.keep_raw_payloads,
+        },
         buffer: EventBuffer::default(),
         outgoing: Vec::new(),
     };
@@ -282,6 +284,7 @@ const SEND_BATCH: usize = 1024;
 struct Pipeline {
     counts: Counts,
     printing: bool,
+    decode: DecodeOptions,
     buffer: EventBuffer,
     /// Encoded events on their way to the publisher (kept to reuse its allocation).
     outgoing: Vec<(async_nats::Subject, bytes::Bytes)>,
@@ -303,9 +306,12 @@ impl Pipeline {
                 // Reader went away (closed pipe): stop printing, keep publishing.
                 self.printing = false;
             }
-            let (subject, encoded, decode_failed) = nodes
-                .for_pid(trace.pid)
-                .trace_encoded(trace, &mut self.buffer);
+            let (subject, encoded, decode_failed) = crate::envelope::trace_encoded(
+                nodes.for_pid(trace.pid),
+                trace,
+                self.decode,
+                &mut self.buffer,
+            );
             self.counts.decode_errors += decode_failed as u64;
             self.outgoing.push((subject, encoded));
             if self.outgoing.len() == SEND_BATCH {

@@ -1,182 +1,68 @@
-//! Turning tracepoint firings into protobuf `Event`s: the envelope (node, run, per-category
-//! sequence, time) around the payload `nodescope-proto` builds from the arguments.
+//! Tracepoint firings as events: the payload `nodescope-proto` builds from the arguments, with
+//! what could not be read noted, in the node's envelope (see `nodescope_publish`).
 
 use async_nats::Subject;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use nodescope_proto::p2p::DecodeOptions;
-use nodescope_proto::subjects::{self, Category, Sequences, SubjectError};
-use nodescope_proto::{event::Payload, tracepoint_payload, Event, ExtractorKind};
-use prost::Message;
+use nodescope_proto::{event::Payload, tracepoint_payload, Event};
+use nodescope_publish::{Envelope, EventBuffer};
 
 use crate::event::{PayloadCut, TraceEvent};
 
-/// Numbers and addresses the events of one extractor run.
-pub struct Envelope {
-    node_id: String,
-    chain: String,
-    /// `node_id` and `chain` encoded as fields of `Event`, written before each event's other
-    /// fields (see [`Envelope::trace_encoded`]).
-    node_fields: Vec<u8>,
-    run_id: u64,
-    sequences: Sequences,
-    subjects: Vec<Subject>,
+/// The event for one tracepoint firing.
+pub fn trace(
+    envelope: &mut Envelope,
+    trace: TraceEvent,
     decode: DecodeOptions,
+) -> (Subject, Event) {
+    let (subject, mut event) = trace_unnamed(envelope, trace, decode);
+    event.node_id = envelope.node_id().to_string();
+    event.chain = envelope.chain().to_string();
+    (subject, event)
 }
 
-/// A random run id, so that a restarted extractor is told apart from a gap.
-pub fn new_run_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: writes at most 8 bytes into our buffer.
-    let read = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) };
-    if read != 8 {
-        // No entropy source: time and pid still differ between runs.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return now.as_nanos() as u64 ^ ((std::process::id() as u64) << 32);
-    }
-    u64::from_le_bytes(bytes)
+/// The event for one tracepoint firing, encoded into `buffer`, and whether its P2P message
+/// failed to decode. The bytes decode to exactly [`trace`]'s event.
+pub fn trace_encoded(
+    envelope: &mut Envelope,
+    trace: TraceEvent,
+    decode: DecodeOptions,
+    buffer: &mut EventBuffer,
+) -> (Subject, Bytes, bool) {
+    let (subject, event) = trace_unnamed(envelope, trace, decode);
+    let encoded = envelope.encode(&event, buffer);
+    (subject, encoded, decode_failed(&event))
 }
 
-/// This machine's host name: the default node id.
-pub fn host_name() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: gethostname writes at most buffer.len() bytes.
-    if unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } != 0 {
-        return "localhost".to_string();
-    }
-    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-    String::from_utf8_lossy(&buffer[..end]).replace('.', "-")
-}
-
-impl Envelope {
-    pub fn new(
-        prefix: &str,
-        node_id: &str,
-        chain: &str,
-        run_id: u64,
-        keep_raw_payloads: bool,
-    ) -> Result<Envelope, SubjectError> {
-        let subjects = Category::ALL
-            .iter()
-            .map(|category| subjects::subject(prefix, node_id, *category).map(Subject::from))
-            .collect::<Result<_, _>>()?;
-        Ok(Envelope {
-            node_id: node_id.to_string(),
-            chain: chain.to_string(),
-            node_fields: node_fields(node_id, chain),
-            run_id,
-            sequences: Sequences::default(),
-            subjects,
-            decode: DecodeOptions {
-                keep_raw: keep_raw_payloads,
-            },
-        })
-    }
-
-    pub fn run_id(&self) -> u64 {
-        self.run_id
-    }
-
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    pub fn chain(&self) -> &str {
-        &self.chain
-    }
-
-    /// Learnt late: the node's process was first seen after its envelope was made.
-    pub fn set_chain(&mut self, chain: &str) {
-        self.chain = chain.to_string();
-        self.node_fields = node_fields(&self.node_id, chain);
-    }
-
-    /// Wraps a payload; returns the subject to publish on and the event.
-    pub fn wrap(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (Subject, Event) {
-        let (subject, mut event) = self.wrap_unnamed(pid, timestamp_ns, payload);
-        event.node_id = self.node_id.clone();
-        event.chain = self.chain.clone();
-        (subject, event)
-    }
-
-    /// [`Envelope::wrap`] leaving `node_id` empty (the caller adds it).
-    fn wrap_unnamed(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (Subject, Event) {
-        let category = Category::of(&payload);
-        let sequence = self.sequences.next(category);
-        let event = Event {
-            extractor: ExtractorKind::Ebpf as i32,
-            pid,
-            sequence,
-            run_id: self.run_id,
-            timestamp_ns,
-            payload: Some(payload),
-            ..Event::default()
-        };
-        (self.subjects[category.index()].clone(), event)
-    }
-
-    /// The event for one tracepoint firing.
-    pub fn trace(&mut self, trace: TraceEvent) -> (Subject, Event) {
-        let (subject, mut event) = self.trace_unnamed(trace);
-        event.node_id = self.node_id.clone();
-        event.chain = self.chain.clone();
-        (subject, event)
-    }
-
-    /// The event for one tracepoint firing, encoded into `buffer`, and whether its P2P message
-    /// failed to decode. The bytes decode to exactly `trace`'s event: `node_id` and `chain` are
-    /// written first and then the other fields (protobuf takes fields in any order), without
-    /// copying the node's strings into every event.
-    pub fn trace_encoded(
-        &mut self,
-        trace: TraceEvent,
-        buffer: &mut EventBuffer,
-    ) -> (Subject, Bytes, bool) {
-        let (subject, event) = self.trace_unnamed(trace);
-        let encoded = buffer.encode(&self.node_fields, &event);
-        (subject, encoded, decode_failed(&event))
-    }
-
-    /// [`Envelope::trace`] leaving `node_id` and `chain` empty.
-    fn trace_unnamed(&mut self, trace: TraceEvent) -> (Subject, Event) {
-        let converted = tracepoint_payload(trace.tracepoint, trace.args, self.decode);
-        let mut error = converted.error;
-        let mut note = |text: &str| {
-            if !error.is_empty() {
-                error.push_str("; ");
-            }
-            error.push_str(text);
-        };
-        if trace.read_failed {
-            note("an argument could not be read from the traced process");
+/// [`trace`] leaving `node_id` and `chain` empty.
+fn trace_unnamed(
+    envelope: &mut Envelope,
+    trace: TraceEvent,
+    decode: DecodeOptions,
+) -> (Subject, Event) {
+    let converted = tracepoint_payload(trace.tracepoint, trace.args, decode);
+    let mut error = converted.error;
+    let mut note = |text: &str| {
+        if !error.is_empty() {
+            error.push_str("; ");
         }
-        match trace.payload_cut {
-            Some(PayloadCut::ReadFailed) => {
-                note("the payload could not be read from the traced process")
-            }
-            Some(PayloadCut::RingFull) => {
-                note("the payload was cut: the kernel ring buffer was full")
-            }
-            // A capture-limit cut is the operator's choice: `truncated_fields` says it.
-            Some(PayloadCut::CaptureLimit) | None => {}
-        }
-        let (subject, mut event) = self.wrap_unnamed(trace.pid, trace.time_ns, converted.payload);
-        event.truncated_fields = converted.truncated_fields;
-        event.error = error;
-        (subject, event)
+        error.push_str(text);
+    };
+    if trace.read_failed {
+        note("an argument could not be read from the traced process");
     }
-}
-
-/// `node_id` (field 1) and `chain` (field 9) of `Event`, encoded.
-fn node_fields(node_id: &str, chain: &str) -> Vec<u8> {
-    let mut fields = Vec::new();
-    for (tag, value) in [(1, node_id), (9, chain)] {
-        if !value.is_empty() {
-            prost::encoding::string::encode(tag, &value.to_string(), &mut fields);
+    match trace.payload_cut {
+        Some(PayloadCut::ReadFailed) => {
+            note("the payload could not be read from the traced process")
         }
+        Some(PayloadCut::RingFull) => note("the payload was cut: the kernel ring buffer was full"),
+        // A capture-limit cut is the operator's choice: `truncated_fields` says it.
+        Some(PayloadCut::CaptureLimit) | None => {}
     }
-    fields
+    let (subject, mut event) = envelope.wrap_unnamed(trace.pid, trace.time_ns, converted.payload);
+    event.truncated_fields = converted.truncated_fields;
+    event.error = error;
+    (subject, event)
 }
 
 /// Whether the event carries a P2P message that failed to decode.
@@ -190,82 +76,23 @@ pub fn decode_failed(event: &Event) -> bool {
     }
 }
 
-/// Where events are encoded: each event's bytes are a slice of a shared block, so encoding
-/// costs one allocation per block rather than an allocation (and later a free) per event. A
-/// block is freed once all its events are published and out of the replay window, which keeps
-/// the memory held beyond what the publisher counts to about one block.
-#[derive(Default)]
-pub struct EventBuffer {
-    block: BytesMut,
-    /// Events are encoded here first, then copied to `block` at once.
-    scratch: Scratch,
-}
-
-/// A `Vec` as prost's output. prost writes varints a byte at a time with `put_u8`, which `Vec`
-/// and `BytesMut` implement as a one-byte `put_slice`: a call and a `memcpy` per byte, a visible
-/// share of the per-event cost. Here it is a push.
-#[derive(Default)]
-struct Scratch(Vec<u8>);
-
-// SAFETY: every method delegates to `Vec<u8>`'s implementation, except `put_u8`, whose push
-// keeps the same contract (the byte is written and the length advances by one).
-unsafe impl bytes::BufMut for Scratch {
-    fn remaining_mut(&self) -> usize {
-        self.0.remaining_mut()
-    }
-
-    unsafe fn advance_mut(&mut self, cnt: usize) {
-        // SAFETY: the caller's guarantee, passed on.
-        unsafe { self.0.advance_mut(cnt) }
-    }
-
-    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
-        self.0.chunk_mut()
-    }
-
-    #[inline]
-    fn put_slice(&mut self, src: &[u8]) {
-        self.0.extend_from_slice(src);
-    }
-
-    #[inline]
-    fn put_u8(&mut self, n: u8) {
-        self.0.push(n);
-    }
-}
-
-/// Bytes allocated at a time for encoding events (a larger event gets a block of its size).
-const BLOCK_BYTES: usize = 64 * 1024;
-
-impl EventBuffer {
-    /// `prefix` followed by `event`'s encoding.
-    fn encode(&mut self, prefix: &[u8], event: &Event) -> Bytes {
-        let scratch = &mut self.scratch.0;
-        scratch.clear();
-        scratch.extend_from_slice(prefix);
-        event.encode_raw(&mut self.scratch);
-        let scratch = &mut self.scratch.0;
-        let len = scratch.len();
-        if self.block.capacity() < len {
-            self.block = BytesMut::with_capacity(len.max(BLOCK_BYTES));
-        }
-        self.block.extend_from_slice(scratch);
-        if scratch.capacity() > BLOCK_BYTES {
-            // A 4 MB block passed through: do not keep its memory for small events.
-            *scratch = Vec::new();
-        }
-        self.block.split().freeze()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use extractor_common::{ArgValue, Tracepoint};
+    use prost::Message;
 
     #[test]
     fn encoded_events_are_the_events_encoding() {
-        let mut envelope = Envelope::new("nodescope", "node-a", "regtest", 42, false).unwrap();
+        let mut envelope = Envelope::new(
+            "nodescope",
+            "node-a",
+            "regtest",
+            nodescope_proto::ExtractorKind::Ebpf,
+            42,
+        )
+        .unwrap();
+        let decode = DecodeOptions::default();
         let mut buffer = EventBuffer::default();
         let trace = |time_ns| TraceEvent {
             tracepoint: Tracepoint::NetInboundMessage,
@@ -292,8 +119,9 @@ mod tests {
             read_failed: false,
             payload_cut: None,
         };
-        let (subject, event) = envelope.trace(trace(1));
-        let (subject_encoded, bytes, failed) = envelope.trace_encoded(trace(1), &mut buffer);
+        let (subject, event) = super::trace(&mut envelope, trace(1), decode);
+        let (subject_encoded, bytes, failed) =
+            trace_encoded(&mut envelope, trace(1), decode, &mut buffer);
         assert_eq!(subject, subject_encoded);
         assert!(!failed);
         let expected = Event {

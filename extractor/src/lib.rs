@@ -10,7 +10,6 @@ pub mod kernel;
 pub mod nodes;
 mod plan;
 pub mod process;
-pub mod publish;
 pub mod tracer;
 pub mod usdt;
 pub mod watch;

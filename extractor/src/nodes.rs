@@ -7,13 +7,13 @@ use std::collections::HashMap;
 
 use nodescope_proto::subjects::SubjectError;
 
-use crate::envelope::Envelope;
 use crate::identity::ProcessIdentity;
+use nodescope_proto::ExtractorKind;
+use nodescope_publish::Envelope;
 
 pub struct Nodes {
     subject_prefix: String,
     run_id: u64,
-    keep_raw_payloads: bool,
     /// `--node-id`: every process's events go to this one node.
     configured: Option<String>,
     /// The first part of derived node ids (the host name).
@@ -31,12 +31,10 @@ impl Nodes {
         configured: Option<String>,
         host: String,
         run_id: u64,
-        keep_raw_payloads: bool,
     ) -> Result<Nodes, SubjectError> {
         let mut nodes = Nodes {
             subject_prefix: subject_prefix.to_string(),
             run_id,
-            keep_raw_payloads,
             configured,
             host,
             envelopes: Vec::new(),
@@ -60,8 +58,8 @@ impl Nodes {
             &self.subject_prefix,
             node_id,
             chain,
+            ExtractorKind::Ebpf,
             self.run_id,
-            self.keep_raw_payloads,
         )
     }
 

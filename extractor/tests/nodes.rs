@@ -49,7 +49,7 @@ async fn each_process_of_one_binary_is_a_node_of_its_own() {
     let (a_pid, b_pid) = (a.pid(), b.pid());
     let a_node = extractor.alongside(node_of(&bus, a_pid)).await;
     let b_node = extractor.alongside(node_of(&bus, b_pid)).await;
-    let host = extractor::envelope::host_name();
+    let host = nodescope_publish::host_name();
     assert_ne!(a_node, b_node);
     for node in [&a_node, &b_node] {
         assert!(

@@ -3,7 +3,10 @@
 //! cardinality).
 
 use crate::event::Payload;
-use crate::{ConnectionType, MempoolRemoved, Network, Peer, RemovalReason};
+use crate::{
+    AddrNetwork, ConnectionType, ConnectivityResult, MempoolRemoved, Network, Peer, RemovalReason,
+    V2Support,
+};
 
 impl Payload {
     /// The payload's field name in `Event`, which is also the tracepoint's name
@@ -31,6 +34,7 @@ impl Payload {
             P::MempoolRemoved(_) => "mempool_removed",
             P::MempoolReplaced(_) => "mempool_replaced",
             P::MempoolRejected(_) => "mempool_rejected",
+            P::ConnectivityCheck(_) => "connectivity_check",
             P::ExtractorStats(_) => "extractor_stats",
         }
     }
@@ -60,6 +64,47 @@ impl Network {
             Network::I2p => "i2p",
             Network::Cjdns => "cjdns",
             Network::Internal => "internal",
+        }
+    }
+}
+
+impl AddrNetwork {
+    pub fn label(self) -> &'static str {
+        match self {
+            AddrNetwork::Unknown => "unknown",
+            AddrNetwork::Ipv4 => "ipv4",
+            AddrNetwork::Ipv6 => "ipv6",
+            AddrNetwork::Torv2 => "torv2",
+            AddrNetwork::Torv3 => "torv3",
+            AddrNetwork::I2p => "i2p",
+            AddrNetwork::Cjdns => "cjdns",
+        }
+    }
+}
+
+impl ConnectivityResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectivityResult::Unspecified => "unspecified",
+            ConnectivityResult::Reachable => "reachable",
+            ConnectivityResult::Refused => "refused",
+            ConnectivityResult::Timeout => "timeout",
+            ConnectivityResult::Reset => "reset",
+            ConnectivityResult::WrongMagic => "wrong_magic",
+            ConnectivityResult::NotBitcoin => "not_bitcoin",
+            ConnectivityResult::ProxyError => "proxy_error",
+            ConnectivityResult::UnreachableNetwork => "unreachable_network",
+        }
+    }
+}
+
+impl V2Support {
+    pub fn label(self) -> &'static str {
+        match self {
+            V2Support::NotTried => "not_tried",
+            V2Support::Supported => "supported",
+            V2Support::NotSupported => "not_supported",
+            V2Support::Unknown => "unknown",
         }
     }
 }
@@ -108,7 +153,7 @@ impl MempoolRemoved {
 #[cfg(test)]
 mod tests {
     use crate::json::to_json;
-    use crate::{ConnectionType, Event, Network, Peer, RemovalReason};
+    use crate::{ConnectionType, ConnectivityResult, Event, Network, Peer, RemovalReason, V2Support};
 
     /// The names here and the JSON rendering's cannot drift apart.
     #[test]
@@ -132,6 +177,23 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(to_json(&removed)["reason"], reason.label());
+            let network = crate::AddrNetwork::try_from(value).unwrap();
+            let address = crate::NetAddress {
+                network: value,
+                ..Default::default()
+            };
+            assert_eq!(to_json(&address)["network"], network.label());
+        }
+        for value in 0..=8 {
+            let result = ConnectivityResult::try_from(value).unwrap();
+            let v2 = V2Support::try_from(value.min(3)).unwrap();
+            let check = crate::ConnectivityCheck {
+                result: value,
+                v2: v2 as i32,
+                ..Default::default()
+            };
+            assert_eq!(to_json(&check)["result"], result.label());
+            assert_eq!(to_json(&check)["v2"], v2.label());
         }
         use crate::event::Payload as P;
         let payloads = [
@@ -155,6 +217,7 @@ mod tests {
             P::MempoolRemoved(Default::default()),
             P::MempoolReplaced(Default::default()),
             P::MempoolRejected(Default::default()),
+            P::ConnectivityCheck(Default::default()),
             P::ExtractorStats(Default::default()),
         ];
         let other = Peer {

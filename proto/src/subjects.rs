@@ -20,6 +20,7 @@ pub enum Category {
     CoinSelection,
     Rpc,
     P2p,
+    Connectivity,
     Extractor,
 }
 
@@ -33,6 +34,7 @@ impl Category {
         Category::CoinSelection,
         Category::Rpc,
         Category::P2p,
+        Category::Connectivity,
         Category::Extractor,
     ];
 
@@ -51,6 +53,7 @@ impl Category {
             Category::CoinSelection => "coin_selection",
             Category::Rpc => "rpc",
             Category::P2p => "p2p",
+            Category::Connectivity => "connectivity",
             Category::Extractor => "extractor",
         }
     }
@@ -77,6 +80,7 @@ impl Category {
             | P::MempoolRemoved(_)
             | P::MempoolReplaced(_)
             | P::MempoolRejected(_) => Category::Mempool,
+            P::ConnectivityCheck(_) => Category::Connectivity,
             P::ExtractorStats(_) => Category::Extractor,
         }
     }
@@ -132,7 +136,7 @@ pub enum SubjectError {
     BadNodeId(String),
     #[error("subject prefix {0:?} is not valid: dot-separated tokens without spaces, '*' or '>'")]
     BadPrefix(String),
-    #[error("unknown category {0:?}: use one of net.message, net.connection, mempool, validation, utxocache, coin_selection, rpc, p2p, extractor")]
+    #[error("unknown category {0:?}: use one of net.message, net.connection, mempool, validation, utxocache, coin_selection, rpc, p2p, connectivity, extractor")]
     UnknownCategory(String),
 }
 

@@ -6,11 +6,13 @@
 
 use std::collections::HashSet;
 
+use hyper::body::Incoming;
 use hyper::header::ACCEPT;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
 
 use crate::http::{response, Body};
+use crate::Health;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -25,6 +27,34 @@ pub fn metrics_response<B>(request: &Request<B>, registry: &Registry) -> Respons
             StatusCode::INTERNAL_SERVER_ERROR,
             "text/plain; charset=utf-8",
             format!("cannot encode the metrics: {error}\n"),
+        ),
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The answer of a tool that serves `/metrics` and `/healthz` (200 while NATS is connected and
+/// subscribed, 503 with the reason otherwise); 404 for anything else.
+pub fn metrics_and_health(
+    request: &Request<Incoming>,
+    registry: &Registry,
+    health: &Health,
+) -> Response<Body> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n");
+    }
+    match request.uri().path() {
+        "/metrics" => metrics_response(request, registry),
+        "/healthz" if health.receiving() => response(StatusCode::OK, TEXT, "ok\n"),
+        "/healthz" => response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "not receiving: connecting to NATS and subscribing\n",
+        ),
+        _ => response(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found: try /metrics or /healthz\n",
         ),
     }
 }

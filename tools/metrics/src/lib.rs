@@ -3,7 +3,6 @@
 //! other label from a closed set) and serves them on `/metrics`; `/healthz` tells whether NATS
 //! is connected. The README's "Metrics" section lists every family.
 
-pub mod endpoints;
 pub mod labels;
 pub mod metrics;
 pub mod recorder;
@@ -13,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use nodescope_consumer::{http, Consumer, ConsumerArgs};
+use nodescope_consumer::{exposition, http, Consumer, ConsumerArgs};
 use tokio::net::TcpListener;
 
 pub use labels::FlushModes;
@@ -96,7 +95,7 @@ pub async fn serve(
     let registry = Arc::new(registry);
     let health = consumer.health();
     let server = tokio::spawn(http::serve(listener, move |request| {
-        let response = endpoints::respond(&request, &registry, &health);
+        let response = exposition::metrics_and_health(&request, &registry, &health);
         async move { response }
     }));
     // Dropping the handle would not stop the server: abort it however this function ends.

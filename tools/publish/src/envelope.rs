@@ -1,0 +1,244 @@
+//! The envelope around every payload: node, chain, kind of publisher, run id, per-category
+//! sequence number and time, and the subject it goes out on.
+
+use async_nats::Subject;
+use bytes::{Bytes, BytesMut};
+use nodescope_proto::subjects::{self, Category, Sequences, SubjectError};
+use nodescope_proto::{event::Payload, Event, ExtractorKind};
+use prost::Message;
+
+/// Numbers and addresses the events of one node in one run of a publisher.
+pub struct Envelope {
+    node_id: String,
+    chain: String,
+    /// `node_id` and `chain` encoded as fields of `Event`, written before each event's other
+    /// fields (see [`Envelope::trace_encoded`]).
+    node_fields: Vec<u8>,
+    kind: ExtractorKind,
+    run_id: u64,
+    sequences: Sequences,
+    subjects: Vec<Subject>,
+}
+
+/// A random run id, so that a restarted extractor is told apart from a gap.
+pub fn new_run_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: writes at most 8 bytes into our buffer.
+    let read = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) };
+    if read != 8 {
+        // No entropy source: time and pid still differ between runs.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return now.as_nanos() as u64 ^ ((std::process::id() as u64) << 32);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// This machine's host name: the default node id.
+pub fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most buffer.len() bytes.
+    if unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } != 0 {
+        return "localhost".to_string();
+    }
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).replace('.', "-")
+}
+
+impl Envelope {
+    pub fn new(
+        prefix: &str,
+        node_id: &str,
+        chain: &str,
+        kind: ExtractorKind,
+        run_id: u64,
+    ) -> Result<Envelope, SubjectError> {
+        let subjects = Category::ALL
+            .iter()
+            .map(|category| subjects::subject(prefix, node_id, *category).map(Subject::from))
+            .collect::<Result<_, _>>()?;
+        Ok(Envelope {
+            node_id: node_id.to_string(),
+            chain: chain.to_string(),
+            node_fields: node_fields(node_id, chain),
+            kind,
+            run_id,
+            sequences: Sequences::default(),
+            subjects,
+        })
+    }
+
+    pub fn run_id(&self) -> u64 {
+        self.run_id
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn chain(&self) -> &str {
+        &self.chain
+    }
+
+    /// Learnt late: the node's process was first seen after its envelope was made.
+    pub fn set_chain(&mut self, chain: &str) {
+        self.chain = chain.to_string();
+        self.node_fields = node_fields(&self.node_id, chain);
+    }
+
+    /// Wraps a payload; returns the subject to publish on and the event.
+    pub fn wrap(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (Subject, Event) {
+        let (subject, mut event) = self.wrap_unnamed(pid, timestamp_ns, payload);
+        event.node_id = self.node_id.clone();
+        event.chain = self.chain.clone();
+        (subject, event)
+    }
+
+    /// [`Envelope::wrap`] leaving `node_id` and `chain` empty: [`Envelope::encode`] writes
+    /// them, without copying the node's strings into every event.
+    pub fn wrap_unnamed(
+        &mut self,
+        pid: u32,
+        timestamp_ns: u64,
+        payload: Payload,
+    ) -> (Subject, Event) {
+        let category = Category::of(&payload);
+        let sequence = self.sequences.next(category);
+        let event = Event {
+            extractor: self.kind as i32,
+            pid,
+            sequence,
+            run_id: self.run_id,
+            timestamp_ns,
+            payload: Some(payload),
+            ..Event::default()
+        };
+        (self.subjects[category.index()].clone(), event)
+    }
+
+    /// The bytes of `event` (from [`Envelope::wrap_unnamed`]) with this envelope's `node_id`
+    /// and `chain`: they are written first and then the other fields (protobuf takes fields in
+    /// any order).
+    pub fn encode(&self, event: &Event, buffer: &mut EventBuffer) -> Bytes {
+        buffer.encode(&self.node_fields, event)
+    }
+}
+
+/// `node_id` (field 1) and `chain` (field 9) of `Event`, encoded.
+fn node_fields(node_id: &str, chain: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [(1, node_id), (9, chain)] {
+        if !value.is_empty() {
+            prost::encoding::string::encode(tag, &value.to_string(), &mut fields);
+        }
+    }
+    fields
+}
+
+/// Where events are encoded: each event's bytes are a slice of a shared block, so encoding
+/// costs one allocation per block rather than an allocation (and later a free) per event. A
+/// block is freed once all its events are published and out of the replay window, which keeps
+/// the memory held beyond what the publisher counts to about one block.
+#[derive(Default)]
+pub struct EventBuffer {
+    block: BytesMut,
+    /// Events are encoded here first, then copied to `block` at once.
+    scratch: Scratch,
+}
+
+/// A `Vec` as prost's output. prost writes varints a byte at a time with `put_u8`, which `Vec`
+/// and `BytesMut` implement as a one-byte `put_slice`: a call and a `memcpy` per byte, a visible
+/// share of the per-event cost. Here it is a push.
+#[derive(Default)]
+struct Scratch(Vec<u8>);
+
+// SAFETY: every method delegates to `Vec<u8>`'s implementation, except `put_u8`, whose push
+// keeps the same contract (the byte is written and the length advances by one).
+unsafe impl bytes::BufMut for Scratch {
+    fn remaining_mut(&self) -> usize {
+        self.0.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.0.advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.0.chunk_mut()
+    }
+
+    #[inline]
+    fn put_slice(&mut self, src: &[u8]) {
+        self.0.extend_from_slice(src);
+    }
+
+    #[inline]
+    fn put_u8(&mut self, n: u8) {
+        self.0.push(n);
+    }
+}
+
+/// Bytes allocated at a time for encoding events (a larger event gets a block of its size).
+const BLOCK_BYTES: usize = 64 * 1024;
+
+impl EventBuffer {
+    /// `prefix` followed by `event`'s encoding.
+    fn encode(&mut self, prefix: &[u8], event: &Event) -> Bytes {
+        let scratch = &mut self.scratch.0;
+        scratch.clear();
+        scratch.extend_from_slice(prefix);
+        event.encode_raw(&mut self.scratch);
+        let scratch = &mut self.scratch.0;
+        let len = scratch.len();
+        if self.block.capacity() < len {
+            self.block = BytesMut::with_capacity(len.max(BLOCK_BYTES));
+        }
+        self.block.extend_from_slice(scratch);
+        if scratch.capacity() > BLOCK_BYTES {
+            // A 4 MB block passed through: do not keep its memory for small events.
+            *scratch = Vec::new();
+        }
+        self.block.split().freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodescope_proto::MempoolRejected;
+
+    #[test]
+    fn encoded_events_are_the_wrapped_events() {
+        let mut envelope = Envelope::new(
+            "nodescope",
+            "node-a",
+            "regtest",
+            ExtractorKind::ConnectivityCheck,
+            42,
+        )
+        .unwrap();
+        let mut buffer = EventBuffer::default();
+        let payload = Payload::MempoolRejected(MempoolRejected {
+            txid: vec![7; 32],
+            reason: "insufficient fee".into(),
+        });
+        let (subject, event) = envelope.wrap(9, 1, payload.clone());
+        assert_eq!(subject.as_str(), "nodescope.node-a.mempool");
+        let (_, unnamed) = envelope.wrap_unnamed(9, 1, payload);
+        let bytes = envelope.encode(&unnamed, &mut buffer);
+        let decoded = Event::decode(bytes).unwrap();
+        assert_eq!(
+            decoded,
+            Event {
+                sequence: 1,
+                ..event.clone()
+            }
+        );
+        assert_eq!(
+            (decoded.chain.as_str(), decoded.extractor, event.sequence),
+            ("regtest", ExtractorKind::ConnectivityCheck as i32, 0)
+        );
+    }
+}
