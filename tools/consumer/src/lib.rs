@@ -70,7 +70,7 @@ pub fn extractor_name(kind: i32) -> &'static str {
         Ok(ExtractorKind::Ebpf) => "ebpf",
         Ok(ExtractorKind::Rpc) => "rpc",
         Ok(ExtractorKind::P2p) => "p2p",
-        Ok(ExtractorKind::ConnectivityCheck) => "connectivity-check",
+        Ok(ExtractorKind::ConnectivityCheck) => "connectivity_check",
         _ => "unknown",
     }
 }

@@ -25,10 +25,11 @@ pub struct Args {
     #[command(flatten)]
     pub consumer: ConsumerArgs,
     /// Categories to print, comma-separated (default: all): net.message, net.connection,
-    /// mempool, validation, utxocache, coin_selection, rpc, p2p, extractor.
+    /// mempool, validation, utxocache, coin_selection, rpc, p2p, connectivity, extractor.
     #[arg(long, env = "NODESCOPE_LOGGER_CATEGORIES", value_delimiter = ',')]
     pub categories: Vec<Category>,
-    /// Only events about these peer ids (messages, connections, misbehaving), comma-separated.
+    /// Only events about these peer ids (messages, connections, misbehaving, connectivity checks
+    /// of the addresses they announced), comma-separated.
     #[arg(long, env = "NODESCOPE_LOGGER_PEERS", value_delimiter = ',')]
     pub peers: Vec<i64>,
     /// Only P2P messages of these types (e.g. inv,tx), comma-separated.
@@ -144,6 +145,7 @@ fn peer_id(payload: &Payload) -> Option<i64> {
         P::EvictedInboundConnection(c) => c.peer.as_ref(),
         P::ClosedConnection(c) => c.peer.as_ref(),
         P::MisbehavingConnection(m) => return Some(m.peer_id),
+        P::ConnectivityCheck(c) => c.announced_by.as_ref(),
         _ => None,
     };
     peer.map(|p| p.id)

@@ -51,8 +51,9 @@ struct NodeState {
     messages: Vec<Option<(Counter, Counter)>>,
 }
 
-/// Extractor kinds by protobuf number (0 and unknown numbers are "unknown").
-const EXTRACTORS: usize = 4;
+/// Extractor kinds by protobuf number (0 and unknown numbers are "unknown"); one more than the
+/// highest known kind, or that kind's events would share the "unknown" slot and its label.
+const EXTRACTORS: usize = 5;
 /// Connection types by protobuf number (0 and unknown numbers are "other").
 const CONN_TYPES: usize = 7;
 const MSG_TYPES: usize = nodescope_proto::p2p::MESSAGE_TYPES.len() + 1;
@@ -392,6 +393,8 @@ impl Recorder {
                     })
                     .inc();
             }
+            // Only counted in events_received: the connectivity tool serves its own metrics.
+            Payload::ConnectivityCheck(_) => {}
             Payload::ExtractorStats(s) => extractor_stats(m, node, extractor, s),
         }
     }
@@ -668,4 +671,52 @@ fn extractor_stats(m: &Metrics, node: Node, extractor: &'static str, s: &Extract
     m.extractor_kernel_memory
         .get_or_create(&e)
         .set(s.kernel_memory_bytes as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodescope_consumer::testing::EventSource;
+    use nodescope_proto::{ConnectivityCheck, ExtractorKind};
+    use prometheus_client::encoding::text::encode;
+
+    /// Connectivity checks make no families here, but are counted as received under their own
+    /// extractor label, even when an event of an unknown kind came first.
+    #[test]
+    fn connectivity_checks_are_counted_as_received() {
+        let (metrics, registry) = Metrics::new();
+        let mut recorder = Recorder::new(
+            metrics,
+            Config {
+                user_agents: 10,
+                max_nodes: 10,
+                flush_modes: FlushModes::V30,
+            },
+        );
+        let mut unknown = EventSource::new("node-a", 1);
+        unknown.extractor = ExtractorKind::Unspecified;
+        let mut checks = EventSource::new("node-a", 2);
+        checks.extractor = ExtractorKind::ConnectivityCheck;
+        let mut record = |source: &mut EventSource| {
+            let event = source.stamp(Payload::ConnectivityCheck(ConnectivityCheck::default()));
+            let event = Received {
+                category: Category::Connectivity,
+                event,
+                continuity: Continuity::First,
+            };
+            recorder.record(&Item::Event(Box::new(event)));
+        };
+        record(&mut unknown);
+        for _ in 0..3 {
+            record(&mut checks);
+        }
+        let mut scrape = String::new();
+        encode(&mut scrape, &registry).unwrap();
+        for line in [
+            r#"nodescope_events_received_total{node="node-a",extractor="connectivity-check",category="connectivity"} 3"#,
+            r#"nodescope_events_received_total{node="node-a",extractor="unknown",category="connectivity"} 1"#,
+        ] {
+            assert!(scrape.contains(line), "no {line} in {scrape}");
+        }
+    }
 }

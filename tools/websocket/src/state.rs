@@ -1,15 +1,18 @@
 //! What the live page shows about one node, kept from the events as they arrive so that a page
 //! opened at any moment sees the present at once: the connected peers with their traffic,
-//! message counts by type, mempool activity, recent blocks and the pipeline's health. The page
-//! only draws this state (sent a few times a second), so what it shows is exactly what the
-//! events said, whatever their rate.
+//! message counts by type, mempool activity, recent blocks, the pipeline's health and, when a
+//! connectivity-check tool watches the node, how reachable the addresses its peers announce
+//! are, per network. The page only draws this state (sent a few times a second), so what it
+//! shows is exactly what the events said, whatever their rate.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use nodescope_consumer::{Continuity, Received};
 use nodescope_proto::event::Payload;
 use nodescope_proto::json::hex;
-use nodescope_proto::{Network, Peer};
+use nodescope_proto::{
+    AddrNetwork, ConnectivityCheck, ConnectivityResult, Network, Peer, V2Support,
+};
 use serde::Serialize;
 
 /// Peers kept per node. bitcoind serves a few hundred connections at most; this only bounds a
@@ -36,6 +39,79 @@ pub struct NodeState {
     pub mempool: Mempool,
     pub blocks: VecDeque<Block>,
     pub pipeline: Pipeline,
+    /// Connectivity checks of announced addresses by network ([`CHECK_NETWORKS`]): empty until
+    /// the first check, so pages of nodes nobody checks show nothing of it.
+    pub connectivity: BTreeMap<&'static str, Reachability>,
+}
+
+/// The networks checks are counted under: the closed set of the page's rows (Tor v2 and
+/// networks nodescope does not know are `other`).
+pub const CHECK_NETWORKS: [&str; 6] = ["ipv4", "ipv6", "torv3", "i2p", "cjdns", "other"];
+
+/// How the checks of one network's addresses ended. Counts only, never addresses: the memory
+/// stays the same whatever peers announce.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct Reachability {
+    pub checks: u64,
+    pub reachable: u64,
+    pub refused: u64,
+    pub timeout: u64,
+    pub reset: u64,
+    pub wrong_magic: u64,
+    pub not_bitcoin: u64,
+    pub proxy_error: u64,
+    pub unreachable_network: u64,
+    /// Results this tool does not know (unspecified, or added to the schema after it).
+    pub other: u64,
+    /// Reachable among the checks that dialled (all but `unreachable_network`, which says
+    /// nothing about the address, only that its network cannot be reached from the checker);
+    /// `None` until one did.
+    pub reachable_share: Option<f64>,
+    /// Peers that accepted a BIP324 handshake, of those where one was tried.
+    pub v2_supported: u64,
+    pub v2_tried: u64,
+}
+
+impl Reachability {
+    fn count(&mut self, check: &ConnectivityCheck) {
+        self.checks += 1;
+        use ConnectivityResult as R;
+        let class = match R::try_from(check.result) {
+            Ok(R::Reachable) => &mut self.reachable,
+            Ok(R::Refused) => &mut self.refused,
+            Ok(R::Timeout) => &mut self.timeout,
+            Ok(R::Reset) => &mut self.reset,
+            Ok(R::WrongMagic) => &mut self.wrong_magic,
+            Ok(R::NotBitcoin) => &mut self.not_bitcoin,
+            Ok(R::ProxyError) => &mut self.proxy_error,
+            Ok(R::UnreachableNetwork) => &mut self.unreachable_network,
+            Ok(R::Unspecified) | Err(_) => &mut self.other,
+        };
+        *class += 1;
+        let dialled = self.checks - self.unreachable_network;
+        self.reachable_share = (dialled > 0).then(|| self.reachable as f64 / dialled as f64);
+        match V2Support::try_from(check.v2) {
+            Ok(V2Support::NotTried) => {}
+            Ok(V2Support::Supported) => {
+                self.v2_supported += 1;
+                self.v2_tried += 1;
+            }
+            _ => self.v2_tried += 1,
+        }
+    }
+}
+
+/// The row a check counts in: one of [`CHECK_NETWORKS`].
+fn check_network(check: &ConnectivityCheck) -> &'static str {
+    let network = check.address.as_ref().map_or(0, |a| a.network);
+    match AddrNetwork::try_from(network) {
+        Ok(AddrNetwork::Ipv4) => "ipv4",
+        Ok(AddrNetwork::Ipv6) => "ipv6",
+        Ok(AddrNetwork::Torv3) => "torv3",
+        Ok(AddrNetwork::I2p) => "i2p",
+        Ok(AddrNetwork::Cjdns) => "cjdns",
+        Ok(AddrNetwork::Torv2 | AddrNetwork::Unknown) | Err(_) => "other",
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -221,6 +297,11 @@ impl NodeState {
             }
             P::MempoolReplaced(_) => self.mempool.replaced += 1,
             P::MempoolRejected(r) => count_reason(&mut self.mempool.rejected, &r.reason),
+            P::ConnectivityCheck(c) => self
+                .connectivity
+                .entry(check_network(c))
+                .or_default()
+                .count(c),
             P::ExtractorStats(s) => {
                 self.pipeline.extractor = Some(ExtractorCounters {
                     events_read: s.events_read,
@@ -295,7 +376,7 @@ mod tests {
     use nodescope_consumer::testing::EventSource;
     use nodescope_proto::{
         BlockConnected, ClosedConnection, ExtractorStats, InboundConnection, MempoolAdded,
-        MempoolRejected, MempoolRemoved, NetMessage, P2pMessage,
+        MempoolRejected, MempoolRemoved, NetAddress, NetMessage, P2pMessage,
     };
     use nodescope_proto::{Category, ConnectionType, Event, RemovalReason};
 
@@ -501,5 +582,87 @@ mod tests {
         assert_eq!(state.mempool.rejected.len(), MAX_REASONS + 1);
         assert_eq!(state.mempool.rejected["other"], 5);
         let _ = Category::Mempool;
+    }
+
+    fn check(network: AddrNetwork, result: i32, v2: V2Support) -> Payload {
+        Payload::ConnectivityCheck(ConnectivityCheck {
+            address: Some(NetAddress {
+                network: network as i32,
+                address: "192.0.2.1".into(),
+                port: 8333,
+                ..NetAddress::default()
+            }),
+            result,
+            v2: v2 as i32,
+            ..ConnectivityCheck::default()
+        })
+    }
+
+    #[test]
+    fn connectivity_checks_are_summed_per_network_and_result() {
+        use ConnectivityResult as R;
+        let mut source = EventSource::new("n", 1);
+        let mut state = NodeState::new("n");
+        assert!(state.connectivity.is_empty(), "nothing until a check");
+        let mut apply = |payload: Payload| {
+            state.apply(&received(source.stamp(payload), Continuity::Next));
+        };
+        apply(check(
+            AddrNetwork::Ipv4,
+            R::Reachable as i32,
+            V2Support::Supported,
+        ));
+        apply(check(
+            AddrNetwork::Ipv4,
+            R::Reachable as i32,
+            V2Support::NotSupported,
+        ));
+        apply(check(
+            AddrNetwork::Ipv4,
+            R::Refused as i32,
+            V2Support::NotTried,
+        ));
+        apply(check(
+            AddrNetwork::Ipv4,
+            R::Timeout as i32,
+            V2Support::NotTried,
+        ));
+        apply(check(
+            AddrNetwork::Torv3,
+            R::UnreachableNetwork as i32,
+            V2Support::NotTried,
+        ));
+        apply(check(
+            AddrNetwork::Torv2,
+            R::WrongMagic as i32,
+            V2Support::NotTried,
+        ));
+        apply(check(AddrNetwork::Unknown, 77, V2Support::NotTried));
+        apply(Payload::ConnectivityCheck(ConnectivityCheck::default()));
+
+        assert_eq!(
+            state.connectivity["ipv4"],
+            Reachability {
+                checks: 4,
+                reachable: 2,
+                refused: 1,
+                timeout: 1,
+                reachable_share: Some(0.5),
+                v2_supported: 1,
+                v2_tried: 2,
+                ..Reachability::default()
+            }
+        );
+        let tor = &state.connectivity["torv3"];
+        assert_eq!((tor.checks, tor.unreachable_network), (1, 1));
+        assert_eq!(tor.reachable_share, None, "nothing was dialled");
+        let other = &state.connectivity["other"];
+        assert_eq!((other.checks, other.wrong_magic, other.other), (3, 1, 2));
+        assert_eq!(other.reachable_share, Some(0.0));
+        assert!(state
+            .connectivity
+            .keys()
+            .all(|network| CHECK_NETWORKS.contains(network)));
+        assert_eq!(state.pipeline.by_category["connectivity"], 8);
     }
 }

@@ -12,8 +12,9 @@ use nodescope_consumer::testing::{
 };
 use nodescope_proto::event::Payload;
 use nodescope_proto::{
-    BlockConnected, ConnectionType, Event, InboundConnection, MempoolAdded, NetMessage, Network,
-    P2pMessage, Peer,
+    AddrNetwork, BlockConnected, ConnectionType, ConnectivityCheck, ConnectivityResult, Event,
+    ExtractorKind, InboundConnection, MempoolAdded, NetAddress, NetMessage, Network, P2pMessage,
+    Peer, V2Support,
 };
 use nodescope_websocket::{run_on, Args};
 use serde_json::Value;
@@ -279,6 +280,135 @@ async fn a_page_gets_the_current_state_at_once_on_connect() {
     let feed = next_json(&mut page).await;
     assert_eq!(feed["type"], "feed");
     assert_eq!(feed["receiving"], true);
+    tool.stop().await;
+}
+
+fn check(
+    network: AddrNetwork,
+    address: &str,
+    result: ConnectivityResult,
+    v2: V2Support,
+) -> Payload {
+    Payload::ConnectivityCheck(ConnectivityCheck {
+        address: Some(NetAddress {
+            network: network as i32,
+            address: address.into(),
+            port: 8333,
+            ..NetAddress::default()
+        }),
+        addr_version: "addrv2".into(),
+        announced_by: peer(3),
+        result: result as i32,
+        v2: v2 as i32,
+        ..ConnectivityCheck::default()
+    })
+}
+
+/// The connectivity tool's checks reach clients that ask for the category, and pages get
+/// them summed per network and result (counts only, no addresses) in the node's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectivity_checks_make_a_reachability_summary() {
+    use ConnectivityResult::{ProxyError, Reachable, Refused, Timeout, UnreachableNetwork};
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let tool = Tool::start(&server, &["--state-interval-ms", "50"]).await;
+    let mut checks_only = tool.connect("categories=connectivity").await;
+    let mut page = tool.connect("events=0&state=1").await;
+
+    let mut checker = EventSource::new("node-a", 1);
+    checker.extractor = ExtractorKind::ConnectivityCheck;
+    let onion = format!("{}.onion", "a".repeat(56));
+    let events = [
+        checker.stamp(check(
+            AddrNetwork::Ipv4,
+            "198.51.100.1",
+            Reachable,
+            V2Support::Supported,
+        )),
+        checker.stamp(check(
+            AddrNetwork::Ipv4,
+            "198.51.100.2",
+            Reachable,
+            V2Support::NotSupported,
+        )),
+        checker.stamp(check(
+            AddrNetwork::Ipv4,
+            "198.51.100.3",
+            Refused,
+            V2Support::NotTried,
+        )),
+        checker.stamp(check(
+            AddrNetwork::Ipv6,
+            "2001:db8::1",
+            Timeout,
+            V2Support::NotTried,
+        )),
+        checker.stamp(check(
+            AddrNetwork::Torv3,
+            &onion,
+            ProxyError,
+            V2Support::NotTried,
+        )),
+        checker.stamp(check(
+            AddrNetwork::I2p,
+            "x.b32.i2p",
+            UnreachableNetwork,
+            V2Support::NotTried,
+        )),
+    ];
+    // An event of another category in between: the checks-only client must not get it.
+    let mut ebpf = EventSource::new("node-a", 1);
+    publish(&publisher, &ebpf.stamp(added(100))).await;
+    for event in &events {
+        publish(&publisher, event).await;
+    }
+    let received = next_events(&mut checks_only, events.len()).await;
+    assert_eq!(received, events.iter().map(expected).collect::<Vec<_>>());
+    assert_eq!(received[0]["category"], "connectivity");
+
+    // State frames come as the state changes: wait for the one with every check in it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let connectivity = loop {
+        let frame = next_json(&mut page).await;
+        if frame["type"] == "state" {
+            let connectivity = &frame["state"]["connectivity"];
+            let checks: u64 = connectivity
+                .as_object()
+                .map(|networks| {
+                    networks
+                        .values()
+                        .map(|n| n["checks"].as_u64().unwrap())
+                        .sum()
+                })
+                .unwrap_or(0);
+            if checks == events.len() as u64 {
+                break connectivity.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "no state with all the checks");
+    };
+    assert_eq!(
+        connectivity["ipv4"],
+        serde_json::json!({
+            "checks": 3, "reachable": 2, "refused": 1, "timeout": 0, "reset": 0,
+            "wrong_magic": 0, "not_bitcoin": 0, "proxy_error": 0, "unreachable_network": 0,
+            "other": 0, "reachable_share": 2.0 / 3.0, "v2_supported": 1, "v2_tried": 2,
+        })
+    );
+    assert_eq!(connectivity["ipv6"]["timeout"], 1);
+    assert_eq!(connectivity["ipv6"]["reachable_share"], 0.0);
+    assert_eq!(connectivity["torv3"]["proxy_error"], 1);
+    assert_eq!(connectivity["i2p"]["unreachable_network"], 1);
+    assert_eq!(
+        connectivity["i2p"]["reachable_share"],
+        Value::Null,
+        "nothing dialled"
+    );
+    let text = connectivity.to_string();
+    assert!(
+        !text.contains("198.51.100") && !text.contains(".onion"),
+        "no addresses are kept: {text}"
+    );
     tool.stop().await;
 }
 

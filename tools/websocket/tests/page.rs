@@ -13,9 +13,10 @@ use futures::{SinkExt, StreamExt};
 use nodescope_consumer::testing::{client, http_get, publish, EventSource, NatsServer};
 use nodescope_proto::event::Payload;
 use nodescope_proto::{
-    BlockConnected, ClosedConnection, ConnectionType, ExtractorStats, InboundConnection,
-    MempoolAdded, MempoolRejected, MempoolRemoved, NetMessage, Network, OutboundConnection,
-    P2pMessage, Peer, RemovalReason,
+    AddrNetwork, BlockConnected, ClosedConnection, ConnectionType, ConnectivityCheck,
+    ConnectivityResult, ExtractorKind, ExtractorStats, InboundConnection, MempoolAdded,
+    MempoolRejected, MempoolRemoved, NetAddress, NetMessage, Network, OutboundConnection,
+    P2pMessage, Peer, RemovalReason, V2Support,
 };
 use nodescope_websocket::{run_on, Args};
 use serde_json::{json, Value};
@@ -169,6 +170,9 @@ impl Browser {
                 removedReasons: [...document.querySelectorAll("#mempool-removed-reasons li")].map(li => li.textContent),
                 rejectedReasons: [...document.querySelectorAll("#mempool-rejected-reasons li")].map(li => li.textContent),
                 blocks: [...document.querySelectorAll("#blocks tbody tr")].map(r => [...r.cells].slice(0, 6).map(c => c.textContent)),
+                connectivityShown: !document.getElementById("connectivity").hidden,
+                connectivityChecks: document.getElementById("connectivity-checks").textContent,
+                reachability: [...document.querySelectorAll("#reachability tbody tr")].map(r => [...r.cells].map(c => c.textContent)),
             })"##,
         )
         .await
@@ -320,6 +324,34 @@ fn scenario(source: &mut EventSource) -> Vec<nodescope_proto::Event> {
     payloads.into_iter().map(|p| source.stamp(p)).collect()
 }
 
+/// What a connectivity checker watching the node found: two IPv4 addresses reachable (one
+/// over v2), one refused, and a Tor address its network cannot reach.
+fn checks(source: &mut EventSource) -> Vec<nodescope_proto::Event> {
+    use ConnectivityResult::{Reachable, Refused, UnreachableNetwork};
+    [
+        (AddrNetwork::Ipv4, Reachable, V2Support::Supported),
+        (AddrNetwork::Ipv4, Reachable, V2Support::NotSupported),
+        (AddrNetwork::Ipv4, Refused, V2Support::NotTried),
+        (AddrNetwork::Torv3, UnreachableNetwork, V2Support::NotTried),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(n, (network, result, v2))| {
+        source.stamp(Payload::ConnectivityCheck(ConnectivityCheck {
+            address: Some(NetAddress {
+                network: network as i32,
+                address: format!("198.51.100.{n}"),
+                port: 8333,
+                ..NetAddress::default()
+            }),
+            result: result as i32,
+            v2: v2 as i32,
+            ..ConnectivityCheck::default()
+        }))
+    })
+    .collect()
+}
+
 fn artifact(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     std::fs::create_dir_all(&dir).unwrap();
@@ -336,7 +368,10 @@ async fn the_live_page_shows_what_the_events_say() {
 
     // The events come first: the page, opened after them, must show them from the snapshot.
     let mut source = EventSource::new("node-a", 1);
-    let events = scenario(&mut source);
+    let mut events = scenario(&mut source);
+    let mut checker = EventSource::new("node-a", 7);
+    checker.extractor = ExtractorKind::ConnectivityCheck;
+    events.extend(checks(&mut checker));
     let count = events.len();
     let (mut probe, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
         .await
@@ -443,6 +478,15 @@ async fn the_live_page_shows_what_the_events_say() {
     assert_eq!(shown["kernelDrops"], "7");
     assert_eq!(shown["published"], "24");
     assert_eq!(shown["missed"], "0");
+    assert_eq!(shown["connectivityShown"], true);
+    assert_eq!(shown["connectivityChecks"], "4");
+    assert_eq!(
+        shown["reachability"],
+        json!([
+            ["ipv4", "3", "2", "66.7%", "1", "0", "0", "0", "0", "0", "0", "0", "1 of 2"],
+            ["torv3", "1", "0", "–", "0", "0", "0", "0", "0", "0", "1", "0", "–"],
+        ])
+    );
 
     let screenshot = browser
         .call("Page.captureScreenshot", json!({"format": "png"}))
@@ -507,6 +551,10 @@ async fn the_live_page_shows_what_the_events_say() {
         );
     };
     assert_eq!(peer_row_of(&shown, 0)[0], "9");
+    assert_eq!(
+        shown["connectivityShown"], false,
+        "no checks, no reachability card"
+    );
     assert_eq!(
         shown["blocks"],
         json!([]),
