@@ -10,6 +10,7 @@ mod decode;
 mod reader;
 #[doc(hidden)]
 pub mod samples;
+pub mod wire;
 
 use crate::p2p_message::Body;
 use crate::P2pMessage;
