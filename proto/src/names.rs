@@ -153,7 +153,9 @@ impl MempoolRemoved {
 #[cfg(test)]
 mod tests {
     use crate::json::to_json;
-    use crate::{ConnectionType, ConnectivityResult, Event, Network, Peer, RemovalReason, V2Support};
+    use crate::{
+        ConnectionType, ConnectivityResult, Event, Network, Peer, RemovalReason, V2Support,
+    };
 
     /// The names here and the JSON rendering's cannot drift apart.
     #[test]

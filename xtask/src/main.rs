@@ -65,6 +65,10 @@ enum BenchTarget {
     /// The websocket tool: fan-out to 100 clients at several event rates, delivered events/s
     /// and latency (tools/websocket/examples/websocket_bench.rs).
     Websocket,
+    /// connectivity-check: 50,000 announced addresses against 5,000 fake peers on loopback,
+    /// checks/s, handshake p99, memory, and the concurrency and rate limits measured at the
+    /// peers (tools/connectivity/examples/connectivity_bench.rs).
+    ConnectivityCheck,
 }
 
 fn main() -> Result<()> {
@@ -153,7 +157,26 @@ fn bench(what: BenchTarget, quick: bool) -> Result<()> {
             "websocket_bench",
             "the websocket benchmark",
         ),
+        BenchTarget::ConnectivityCheck => (
+            "nodescope-connectivity",
+            "connectivity_bench",
+            "the connectivity-check benchmark",
+        ),
     };
+    if let BenchTarget::ConnectivityCheck = what {
+        // The benchmark runs the tool as a process of its own, to measure its memory and CPU.
+        check(
+            cargo(&[
+                "build",
+                "--release",
+                "--package",
+                "nodescope-connectivity",
+                "--bins",
+            ])
+            .status()?,
+            "building connectivity-check (release)",
+        )?;
+    }
     if let BenchTarget::Extractor = what {
         // The benchmark runs the extractor and simulator binaries as separate processes.
         check(

@@ -201,11 +201,11 @@ async fn tor_and_i2p_names_go_through_the_proxy_unresolved() {
     .unwrap();
     let onion = format!(
         "{}.onion",
-        "abcdefghijklmnopqrstuvwxyz234567".repeat(2)[..56].to_string()
+        &"abcdefghijklmnopqrstuvwxyz234567".repeat(2)[..56]
     );
     let i2p = format!(
         "{}.b32.i2p",
-        "ukeu3k5oycgaauneqgtnvselmt4yemvoilkln7jpvamvfx7dnkdq"[..52].to_string()
+        "ukeu3k5oycgaauneqgtnvselmt4yemvoilkln7jpvamvfx7dnkdq"
     );
     let addrs = fakes.addrs();
     let proxy = Socks5Proxy::spawn(HashMap::from([
