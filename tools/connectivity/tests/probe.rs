@@ -234,7 +234,9 @@ async fn socks5_replies_are_mapped() {
         ),
         (1, ProxyError, "SOCKS5 reply 1 (general failure)"),
         (2, ProxyError, "SOCKS5 reply 2"),
-        (0xf0, ProxyError, "SOCKS5 reply 0xf0"),
+        (0xf0, Timeout, "SOCKS5 reply 0xf0"),
+        (0xf6, ProxyError, "SOCKS5 reply 0xf6"),
+        (0xf4, Refused, "SOCKS5 reply 0xf4"),
     ];
     for (code, result, detail) in cases {
         let proxy = Socks5Proxy::spawn_mode(HashMap::new(), ProxyMode::Reply(code)).unwrap();

@@ -119,9 +119,11 @@ fn socks_error(e: &tokio_socks::Error, seen: &[u8], proxy: SocketAddr) -> Failur
     };
     if let Some(code) = code {
         let result = match code {
-            5 => Refused,
-            // The proxy is fine; the target did not answer it.
-            4 | 6 => Timeout,
+            // The onion service wants client authorization: it answered, and said no.
+            5 | 0xf4 | 0xf5 => Refused,
+            // The proxy is fine; the target did not answer it (for Tor: no descriptor, or the
+            // introduction or rendezvous failed — the onion service is not online).
+            4 | 6 | 0xf0 | 0xf2 | 0xf3 | 0xf7 => Timeout,
             3 => UnreachableNetwork,
             _ => ProxyError,
         };
@@ -248,11 +250,17 @@ mod tests {
             &[5, 0, 5, 0xf0, 0, 1],
             proxy(),
         );
-        assert_eq!(fail.result, ConnectivityResult::ProxyError);
+        assert_eq!(fail.result, ConnectivityResult::Timeout);
         assert_eq!(
             fail.detail,
             "SOCKS5 reply 0xf0 (onion service descriptor not found) from 127.0.0.1:9050"
         );
+        let invalid = socks_error(
+            &tokio_socks::Error::UnknownAuthMethod,
+            &[5, 0, 5, 0xf6, 0, 1],
+            proxy(),
+        );
+        assert_eq!(invalid.result, ConnectivityResult::ProxyError);
         // The same error at the method selection is about authentication.
         let fail = socks_error(&tokio_socks::Error::UnknownAuthMethod, &[5, 3], proxy());
         assert!(fail.detail.contains("authentication"), "{}", fail.detail);
