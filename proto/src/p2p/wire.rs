@@ -2,9 +2,17 @@
 //! checksum being the first 4 bytes of the payload's double SHA-256. Pure functions, no IO, so
 //! every reader and writer of frames (the regtest harness, the connectivity check) agrees.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bitcoin::consensus::serialize;
 use bitcoin::hashes::{sha256d, Hash};
-use bitcoin::p2p::Magic;
+use bitcoin::p2p::address::Address;
+use bitcoin::p2p::message_network::VersionMessage;
+use bitcoin::p2p::{Magic, ServiceFlags};
 use bitcoin::Network;
+
+/// Bitcoin Core v30's `PROTOCOL_VERSION`, which nodescope's own peers announce.
+pub const PROTOCOL_VERSION: u32 = 70016;
 
 /// Bytes in a v1 header.
 pub const HEADER_LEN: usize = 24;
@@ -123,6 +131,43 @@ pub fn describe_magic(magic: [u8; 4]) -> String {
         hex(&magic),
         chain_of_magic(magic).unwrap_or("unknown network")
     )
+}
+
+/// The `version` payload of a nodescope peer: protocol [`PROTOCOL_VERSION`], no services (it
+/// serves nothing), the time now.
+pub fn version_payload(
+    receiver: Address,
+    sender: Address,
+    nonce: u64,
+    user_agent: &str,
+    start_height: i32,
+    relay: bool,
+) -> Vec<u8> {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut message = VersionMessage::new(
+        ServiceFlags::NONE,
+        timestamp,
+        receiver,
+        sender,
+        nonce,
+        user_agent.to_string(),
+        start_height,
+    );
+    message.version = PROTOCOL_VERSION;
+    message.relay = relay;
+    serialize(&message)
+}
+
+/// A random 64-bit value (version and ping nonces) without a random-number crate: std's hasher
+/// keys are random per process, and the time differs per call.
+pub fn random_nonce() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    RandomState::new().hash_one(nanos)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,56 +1,47 @@
 //! For tool tests: events stamped and published exactly as an extractor publishes them (subject
-//! `<prefix>.<node>.<category>`, sequence per run and category from 0), and tool arguments
-//! pointing at a test server.
+//! `<prefix>.<node>.<category>`, sequence per run and category from 0, by the same envelope),
+//! and tool arguments pointing at a test server.
 
 use clap::Parser;
 use nodescope_proto::event::Payload;
-use nodescope_proto::subjects::Sequences;
 use nodescope_proto::{subjects, Category, Event, ExtractorKind};
+use nodescope_publish::Envelope;
 use prost::Message;
 
 use crate::ConsumerArgs;
 
 pub use nodescope_bus::test_server::{free_port, NatsServer};
 
-/// One extractor run of one node: numbers its events like the real one.
+/// One extractor run of one node: its events numbered by the extractors' own envelope.
 pub struct EventSource {
-    pub node: String,
-    pub run_id: u64,
-    pub extractor: ExtractorKind,
-    sequences: Sequences,
+    envelope: Envelope,
 }
 
 impl EventSource {
+    /// An eBPF extractor's run.
     pub fn new(node: &str, run_id: u64) -> EventSource {
-        EventSource {
-            node: node.to_string(),
-            run_id,
-            extractor: ExtractorKind::Ebpf,
-            sequences: Sequences::default(),
-        }
+        EventSource::of(ExtractorKind::Ebpf, node, run_id)
+    }
+
+    /// A run of another kind of publisher.
+    pub fn of(kind: ExtractorKind, node: &str, run_id: u64) -> EventSource {
+        let envelope = Envelope::new(subjects::DEFAULT_PREFIX, node, "", kind, run_id)
+            .unwrap_or_else(|error| panic!("a test node id: {error}"));
+        EventSource { envelope }
     }
 
     /// The next event of this run carrying `payload`, timestamped now.
     pub fn stamp(&mut self, payload: Payload) -> Event {
-        let sequence = self.sequences.next(Category::of(&payload));
-        Event {
-            node_id: self.node.clone(),
-            extractor: self.extractor as i32,
-            pid: 4242,
-            sequence,
-            run_id: self.run_id,
-            timestamp_ns: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64,
-            payload: Some(payload),
-            ..Event::default()
-        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        self.envelope.wrap(4242, now, payload).1
     }
 
     /// Skips `count` numbers of `category`, as if those events were lost.
     pub fn lose(&mut self, category: Category, count: u64) {
-        self.sequences.skip(category, count);
+        self.envelope.skip(category, count);
     }
 }
 
@@ -134,6 +125,14 @@ pub async fn http_get(url: &str) -> (u16, String) {
         }
     }
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of the sample `series` (`name{labels}` exactly as exposed) in a scrape.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().expect("a number"))
+    })
 }
 
 /// Runs `promtool check metrics` (Debian's prometheus package; `cargo xtask setup` installs

@@ -693,10 +693,8 @@ mod tests {
                 flush_modes: FlushModes::V30,
             },
         );
-        let mut unknown = EventSource::new("node-a", 1);
-        unknown.extractor = ExtractorKind::Unspecified;
-        let mut checks = EventSource::new("node-a", 2);
-        checks.extractor = ExtractorKind::ConnectivityCheck;
+        let mut unknown = EventSource::of(ExtractorKind::Unspecified, "node-a", 1);
+        let mut checks = EventSource::of(ExtractorKind::ConnectivityCheck, "node-a", 2);
         let mut record = |source: &mut EventSource| {
             let event = source.stamp(Payload::ConnectivityCheck(ConnectivityCheck::default()));
             let event = Received {

@@ -81,6 +81,11 @@ impl Envelope {
         &self.chain
     }
 
+    /// Skips `count` numbers of `category`, as lost events would (for tests of gap detection).
+    pub fn skip(&mut self, category: Category, count: u64) {
+        self.sequences.skip(category, count);
+    }
+
     /// Learnt late: the node's process was first seen after its envelope was made.
     pub fn set_chain(&mut self, chain: &str) {
         self.chain = chain.to_string();

@@ -315,8 +315,7 @@ async fn connectivity_checks_make_a_reachability_summary() {
     let mut checks_only = tool.connect("categories=connectivity").await;
     let mut page = tool.connect("events=0&state=1").await;
 
-    let mut checker = EventSource::new("node-a", 1);
-    checker.extractor = ExtractorKind::ConnectivityCheck;
+    let mut checker = EventSource::of(ExtractorKind::ConnectivityCheck, "node-a", 1);
     let onion = format!("{}.onion", "a".repeat(56));
     let events = [
         checker.stamp(check(

@@ -369,8 +369,7 @@ async fn the_live_page_shows_what_the_events_say() {
     // The events come first: the page, opened after them, must show them from the snapshot.
     let mut source = EventSource::new("node-a", 1);
     let mut events = scenario(&mut source);
-    let mut checker = EventSource::new("node-a", 7);
-    checker.extractor = ExtractorKind::ConnectivityCheck;
+    let mut checker = EventSource::of(ExtractorKind::ConnectivityCheck, "node-a", 7);
     events.extend(checks(&mut checker));
     let count = events.len();
     let (mut probe, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))

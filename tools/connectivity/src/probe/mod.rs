@@ -9,13 +9,11 @@ mod dial;
 mod v2;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bitcoin::consensus::serialize;
 use bitcoin::p2p::address::Address;
-use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::{Magic, ServiceFlags};
-use nodescope_proto::p2p::wire::{self, Header, HEADER_LEN, MAX_PAYLOAD};
+use nodescope_proto::p2p::wire::{self, random_nonce, Header, HEADER_LEN, MAX_PAYLOAD};
 use nodescope_proto::p2p::{decode_p2p, DecodeOptions};
 use nodescope_proto::p2p_message::Body;
 use nodescope_proto::{ConnectivityResult, P2pVersion, V2Support};
@@ -23,8 +21,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
-/// The protocol version we announce (Bitcoin Core 30's own).
-pub const PROTOCOL_VERSION: u32 = 70016;
 /// A `version` payload is about 100 bytes plus the user agent (at most 256): anything larger is
 /// not a version worth reading.
 pub const MAX_VERSION_PAYLOAD: u32 = 4096;
@@ -368,27 +364,14 @@ fn our_version(dial: &Dial, config: &ProbeConfig) -> Vec<u8> {
         // The peer is a name to us: no address to tell it.
         Dial::Socks5 { port, .. } => nowhere(*port),
     };
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let mut message = VersionMessage::new(
-        ServiceFlags::NONE,
-        timestamp,
+    wire::version_payload(
         receiver,
         nowhere(0),
         random_nonce(),
-        config.user_agent.clone(),
+        &config.user_agent,
         0,
-    );
-    message.version = PROTOCOL_VERSION;
-    message.relay = false;
-    serialize(&message)
-}
-
-/// A random 64-bit nonce without a random-number crate: std's hasher keys are random.
-fn random_nonce() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now())
+        false,
+    )
 }
 
 /// Bytes in hex, at most the first 16.

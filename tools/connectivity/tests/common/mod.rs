@@ -203,13 +203,8 @@ impl Tool {
     }
 }
 
-/// The value of the sample `series` (`name{labels}` exactly as exposed) in a scrape.
-pub fn value(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().expect("a number"))
-    })
-}
+#[allow(unused_imports)] // not every test file reads samples
+pub use nodescope_consumer::testing::sample as value;
 
 pub fn peer(id: i64, conn_type: ConnectionType) -> Peer {
     Peer {

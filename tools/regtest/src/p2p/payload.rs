@@ -2,19 +2,17 @@
 //! encoded with the `bitcoin` crate so they are exactly what Bitcoin Core expects.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bitcoin::consensus::encode::{self, deserialize, serialize};
 use bitcoin::p2p::address::Address;
 use bitcoin::p2p::message::{NetworkMessage, RawNetworkMessage};
 use bitcoin::p2p::message_blockdata::Inventory;
-use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::{Magic, ServiceFlags};
+use nodescope_proto::p2p::wire;
 
 /// The user agent of our raw peers, to tell them apart in `getpeerinfo` (`subver`).
 pub const USER_AGENT: &str = "/nodescope-regtest:0.1/";
-/// The protocol version we announce (Bitcoin Core 30's own).
-pub const PROTOCOL_VERSION: u32 = 70016;
+pub use nodescope_proto::p2p::wire::{random_nonce, PROTOCOL_VERSION};
 
 /// Any message as `(command, payload)`, e.g. `encode(&NetworkMessage::GetAddr)`.
 pub fn encode(message: &NetworkMessage) -> (String, Vec<u8>) {
@@ -59,30 +57,14 @@ pub fn getdata(entries: &[Inventory]) -> Vec<u8> {
 
 /// Our `version` payload: no services, relay on, [`USER_AGENT`], [`PROTOCOL_VERSION`].
 pub fn version(receiver: SocketAddr, sender: SocketAddr, nonce: u64, start_height: i32) -> Vec<u8> {
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let mut message = VersionMessage::new(
-        ServiceFlags::NONE,
-        timestamp,
+    wire::version_payload(
         Address::new(&receiver, ServiceFlags::NONE),
         Address::new(&sender, ServiceFlags::NONE),
         nonce,
-        USER_AGENT.to_string(),
+        USER_AGENT,
         start_height,
-    );
-    message.version = PROTOCOL_VERSION;
-    message.relay = true;
-    serialize(&message)
-}
-
-/// A random 64-bit value (version and ping nonces) without a random-number crate.
-pub fn random_nonce() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    RandomState::new().hash_one(nanos)
+        true,
+    )
 }
 
 #[cfg(test)]
