@@ -53,6 +53,7 @@ pub struct Checker {
     schedule: Schedule,
     metrics: Metrics,
     csv: Option<Csv>,
+    totals: Totals,
 }
 
 /// A finished check.
@@ -129,6 +130,7 @@ impl Checker {
             schedule: Schedule::new(limits, Instant::now()),
             metrics,
             csv,
+            totals: Totals::default(),
         })
     }
 
@@ -139,6 +141,8 @@ impl Checker {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut checks: JoinSet<Done> = JoinSet::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
+        summary.tick().await;
         tokio::pin!(shutdown);
         loop {
             let next_start = self.schedule.next_start();
@@ -155,6 +159,7 @@ impl Checker {
                 _ = tokio::time::sleep_until(next_start.unwrap_or_else(Instant::now).into()), if next_start.is_some() => {
                     self.start_checks(&mut checks);
                 }
+                _ = summary.tick() => self.totals.log(),
                 _ = tick.tick() => {
                     self.publisher_gauges();
                     if let Some(failure) = self.publisher.failure() {
@@ -213,6 +218,7 @@ impl Checker {
         let node = self.metrics.node(&announced.node);
         let net = Net::of(&announced.address);
         let network = net.label();
+        self.totals.add("addresses", "seen");
         self.metrics
             .seen
             .get_or_create(&SeenLabels {
@@ -232,7 +238,8 @@ impl Checker {
                 })
                 .observe(age.unsigned_abs() as f64);
         }
-        let skip = |metrics: &Metrics, reason| {
+        let skip = |metrics: &Metrics, totals: &mut Totals, reason| {
+            totals.add("skipped", reason);
             metrics
                 .skipped
                 .get_or_create(&SkipLabels {
@@ -255,14 +262,15 @@ impl Checker {
         }
         let target = match classified.verdict {
             Ok(target) => target,
-            Err(reason) => return skip(&self.metrics, reason.label()),
+            Err(reason) => return skip(&self.metrics, &mut self.totals, reason.label()),
         };
         if announced.getaddr_response && !self.include_getaddr {
-            return skip(&self.metrics, "getaddr_response");
+            return skip(&self.metrics, &mut self.totals, "getaddr_response");
         }
         if target.dial(&self.policy).is_none() {
             // Nothing to dial, but the address was announced: a result, once per TTL.
             if self.schedule.cached(&target, now).is_some() {
+                self.totals.add("addresses", "cached");
                 self.metrics.cached.get_or_create(&node_network).inc();
                 return;
             }
@@ -272,12 +280,13 @@ impl Checker {
             self.record(&announced, None, &chain, &outcome);
             return;
         }
-        let family = match self.schedule.admit(Job { target, announced }, now) {
-            Admission::Queued => &self.metrics.queued,
-            Admission::Cached(_) => &self.metrics.cached,
-            Admission::Duplicate => &self.metrics.duplicates,
-            Admission::QueueFull => &self.metrics.dropped_queue_full,
+        let (family, total) = match self.schedule.admit(Job { target, announced }, now) {
+            Admission::Queued => (&self.metrics.queued, "queued"),
+            Admission::Cached(_) => (&self.metrics.cached, "cached"),
+            Admission::Duplicate => (&self.metrics.duplicates, "duplicates"),
+            Admission::QueueFull => (&self.metrics.dropped_queue_full, "dropped (queue full)"),
         };
+        self.totals.add("addresses", total);
         family.get_or_create(&node_network).inc();
     }
 
@@ -333,6 +342,7 @@ impl Checker {
         let node = self.metrics.node(&announced.node);
         let net = Net::of(&announced.address);
         let network = net.label();
+        self.totals.add("checks", outcome.result.label());
         self.metrics
             .checks
             .get_or_create(&CheckLabels {
@@ -436,6 +446,48 @@ impl Checker {
                 .get_or_create(&PublisherLabels { outcome })
                 .set(value as i64);
         }
+    }
+}
+
+/// How often the log says what the tool did.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the tool did since it started, for the log: (group, what) → count.
+#[derive(Debug, Default)]
+struct Totals {
+    counts: std::collections::BTreeMap<(&'static str, &'static str), u64>,
+    logged: u64,
+}
+
+impl Totals {
+    fn add(&mut self, group: &'static str, what: &'static str) {
+        *self.counts.entry((group, what)).or_default() += 1;
+    }
+
+    /// One line, when anything changed since the last: "addresses: seen 120, queued 40, …;
+    /// skipped: private 3; checks: reachable 30, refused 5".
+    fn log(&mut self) {
+        let total: u64 = self.counts.values().sum();
+        if total == self.logged {
+            return;
+        }
+        self.logged = total;
+        let mut line = String::new();
+        for group in ["addresses", "skipped", "checks"] {
+            let parts: Vec<String> = self
+                .counts
+                .iter()
+                .filter(|((g, _), _)| *g == group)
+                .map(|((_, what), n)| format!("{what} {n}"))
+                .collect();
+            if !parts.is_empty() {
+                if !line.is_empty() {
+                    line.push_str("; ");
+                }
+                line.push_str(&format!("{group}: {}", parts.join(", ")));
+            }
+        }
+        tracing::info!("since start: {line}");
     }
 }
 

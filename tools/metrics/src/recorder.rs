@@ -711,7 +711,7 @@ mod tests {
         let mut scrape = String::new();
         encode(&mut scrape, &registry).unwrap();
         for line in [
-            r#"nodescope_events_received_total{node="node-a",extractor="connectivity-check",category="connectivity"} 3"#,
+            r#"nodescope_events_received_total{node="node-a",extractor="connectivity_check",category="connectivity"} 3"#,
             r#"nodescope_events_received_total{node="node-a",extractor="unknown",category="connectivity"} 1"#,
         ] {
             assert!(scrape.contains(line), "no {line} in {scrape}");
