@@ -30,7 +30,7 @@ pub enum TracerError {
     Notes(#[from] usdt::NotesError),
     #[error(transparent)]
     Attach(#[from] usdt::AttachError),
-    #[error("loading the eBPF object failed: {0} (tracing needs root, or CAP_BPF + CAP_PERFMON)")]
+    #[error("loading the eBPF object failed: {0} (loading needs CAP_BPF + CAP_PERFMON, or root)")]
     Load(#[from] aya::EbpfError),
     #[error("the kernel rejected the USDT program: {0}")]
     Program(#[from] aya::programs::ProgramError),

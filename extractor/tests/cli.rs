@@ -83,7 +83,7 @@ fn without_privileges_says_what_is_needed() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("tracing needs root, or CAP_BPF + CAP_PERFMON"),
+        stderr.contains("loading needs CAP_BPF + CAP_PERFMON, or root"),
         "{stderr}"
     );
 }

@@ -163,7 +163,9 @@ pub fn attach_uprobe(
         let error = std::io::Error::last_os_error();
         let hint = match error.raw_os_error() {
             Some(libc::EACCES) | Some(libc::EPERM) => {
-                " (tracing needs root or CAP_PERFMON + CAP_BPF: run the extractor with sudo)"
+                // Linux ba677dbe77af (6.16, backported to the 6.6 and 6.12 stable kernels in
+                // July 2025) takes perf-event uprobes back from CAP_PERFMON.
+                " (perf-event uprobes need CAP_SYS_ADMIN on current kernels: run the extractor as root or with CAP_SYS_ADMIN, or let it use multi-uprobe links, Linux 6.6+, which need only CAP_BPF + CAP_PERFMON)"
             }
             Some(libc::EINVAL) if target.semaphore_offset.is_some() => {
                 " (a semaphore in use by a tracer with a different reference counter, or a kernel older than 4.20)"
