@@ -83,6 +83,10 @@ pub struct EbpfArgs {
     /// Also print every event as a line on stdout.
     #[arg(long, env = "NODESCOPE_PRINT")]
     pub print: bool,
+    /// Write this file once attached (the number of locations in it) and remove it at the stop:
+    /// a readiness signal for a container's health check or a supervisor.
+    #[arg(long, env = "NODESCOPE_READY_FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub nats: nodescope_bus::NatsArgs,
 }
@@ -156,6 +160,11 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         "attached"
     );
     report_attach_problems(tracer.newest());
+    let _ready = args
+        .ready_file
+        .as_deref()
+        .map(|path| ReadyFile::create(path, tracer.attached().count()))
+        .transpose()?;
 
     let connection = args.nats.connect("nodescope-extractor").await?;
     let publisher = Publisher::start(connection, args.nats_buffer_mib * 1024 * 1024);
@@ -279,6 +288,23 @@ const FINAL_STATS_TIME: Duration = Duration::from_millis(300);
 /// Most encoded events handed to the publisher at once: when NATS lags, its queue drops the
 /// oldest as they come rather than after a whole drain was encoded.
 const SEND_BATCH: usize = 1024;
+
+/// `--ready-file`: present while the extractor is attached.
+struct ReadyFile(std::path::PathBuf);
+
+impl ReadyFile {
+    fn create(path: &std::path::Path, locations: usize) -> anyhow::Result<ReadyFile> {
+        std::fs::write(path, format!("attached {locations} locations\n"))
+            .with_context(|| format!("cannot write --ready-file {}", path.display()))?;
+        Ok(ReadyFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 /// Events from the kernel to NATS (and stdout with `--print`), counted.
 struct Pipeline {

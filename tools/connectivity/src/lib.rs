@@ -163,19 +163,10 @@ pub async fn serve(
     let registry = Arc::new(registry);
     let health = checker.health();
     let url = format!("http://{}/metrics", listener.local_addr()?);
-    let server = tokio::spawn(http::serve(listener, move |request| {
-        let response = exposition::metrics_and_health(&request, &registry, &health);
+    let _server = http::spawn(listener, move |request| {
+        let response = exposition::metrics_and_health(&request, Some(&registry), &health);
         async move { response }
-    }));
-    let _server = AbortOnDrop(server);
+    });
     tracing::info!(%url, "serving metrics");
     checker.run(shutdown).await
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

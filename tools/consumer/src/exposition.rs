@@ -33,20 +33,20 @@ pub fn metrics_response<B>(request: &Request<B>, registry: &Registry) -> Respons
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// The answer of a tool that serves `/metrics` and `/healthz` (200 while NATS is connected and
-/// subscribed, 503 with the reason otherwise); 404 for anything else.
+/// The answer of a tool that serves `/metrics` (when it has a registry) and `/healthz` (200
+/// while NATS is connected and subscribed, 503 with the reason otherwise); 404 for anything else.
 pub fn metrics_and_health(
     request: &Request<Incoming>,
-    registry: &Registry,
+    registry: Option<&Registry>,
     health: &Health,
 ) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n");
     }
-    match request.uri().path() {
-        "/metrics" => metrics_response(request, registry),
-        "/healthz" if health.receiving() => response(StatusCode::OK, TEXT, "ok\n"),
-        "/healthz" => response(
+    match (request.uri().path(), registry) {
+        ("/metrics", Some(registry)) => metrics_response(request, registry),
+        ("/healthz", _) if health.receiving() => response(StatusCode::OK, TEXT, "ok\n"),
+        ("/healthz", _) => response(
             StatusCode::SERVICE_UNAVAILABLE,
             TEXT,
             "not receiving: connecting to NATS and subscribing\n",
@@ -54,7 +54,11 @@ pub fn metrics_and_health(
         _ => response(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found: try /metrics or /healthz\n",
+            if registry.is_some() {
+                "not found: try /metrics or /healthz\n"
+            } else {
+                "not found: try /healthz\n"
+            },
         ),
     }
 }

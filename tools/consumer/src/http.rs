@@ -67,6 +67,25 @@ where
     }
 }
 
+/// [`serve`] in a task of its own, stopped when the handle is dropped (however the tool's run
+/// ends: a spawned task would otherwise outlive it).
+pub fn spawn<H, F>(listener: TcpListener, handle: H) -> Serving
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    Serving(tokio::spawn(serve(listener, handle)))
+}
+
+/// A server started by [`spawn`]; dropping it stops the server.
+pub struct Serving(tokio::task::JoinHandle<()>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A response with a body and its content type.
 pub fn response(
     status: hyper::StatusCode,

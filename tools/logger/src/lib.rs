@@ -38,6 +38,10 @@ pub struct Args {
     /// One JSON object per line instead of text.
     #[arg(long, env = "NODESCOPE_LOGGER_JSON")]
     pub json: bool,
+    /// Also serve /healthz on this address (200 while connected to NATS and subscribed), for a
+    /// container's or a supervisor's health check.
+    #[arg(long, env = "NODESCOPE_LOGGER_HEALTH_LISTEN")]
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// Prints to stdout until `shutdown` resolves or stdout is closed (a closed pipe, as with
@@ -59,7 +63,25 @@ pub async fn run_to(
     mut out: impl Write,
 ) -> anyhow::Result<()> {
     let filter = Filter::new(&args);
+    let health_listener = match args.health_listen {
+        Some(address) => Some(
+            nodescope_consumer::http::bind(
+                address,
+                "--health-listen or NODESCOPE_LOGGER_HEALTH_LISTEN",
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let mut consumer = Consumer::subscribe(&args.consumer, "logger", &args.categories).await?;
+    let _health_server = health_listener.map(|listener| {
+        let health = consumer.health();
+        nodescope_consumer::http::spawn(listener, move |request| {
+            let response =
+                nodescope_consumer::exposition::metrics_and_health(&request, None, &health);
+            async move { response }
+        })
+    });
     tokio::pin!(shutdown);
     loop {
         let item = tokio::select! {

@@ -94,12 +94,10 @@ pub async fn serve(
     let url = format!("http://{}/metrics", listener.local_addr()?);
     let registry = Arc::new(registry);
     let health = consumer.health();
-    let server = tokio::spawn(http::serve(listener, move |request| {
-        let response = exposition::metrics_and_health(&request, &registry, &health);
+    let _server = http::spawn(listener, move |request| {
+        let response = exposition::metrics_and_health(&request, Some(&registry), &health);
         async move { response }
-    }));
-    // Dropping the handle would not stop the server: abort it however this function ends.
-    let _server = AbortOnDrop(server);
+    });
     tracing::info!(%url, "serving metrics");
 
     let mut recorder = Recorder::new(metrics, args.config());
@@ -112,13 +110,5 @@ pub async fn serve(
                 None => return Err(MetricsError::NatsClosed.into()),
             },
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
