@@ -180,3 +180,7 @@ tracepoints=$(readelf -n "$BITCOIN_BIN/bitcoind" | grep -c 'Provider:' || true)
   || die "$BITCOIN_BIN/bitcoind has $tracepoints USDT tracepoints, not 20: it was built without -DWITH_USDT=ON"
 
 log "ready: eBPF toolchain '$TOOLCHAIN_NAME' ($("$DEBIAN_RUSTC" -V)), bpf-linker $BPF_LINKER_VERSION, LLVM $LLVM_MAJOR, $("$CARGO_BIN/nats-server" --version), Bitcoin Core $BITCOIN_VERSION in $BITCOIN_BIN"
+
+# A Docker engine, compose v2 and buildx for the compose stack test (and for users of the
+# compose files on Debian 12).
+bash "$ROOT/xtask/docker-setup.sh"

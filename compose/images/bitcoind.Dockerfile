@@ -45,9 +45,9 @@ RUN --mount=from=bitcoin-release,target=/context set -eu; \
 
 FROM ${BITCOIN_SOURCE} AS release
 RUN set -eu; \
-    notes=$(readelf -n bin/bitcoind | grep -c 'stapsdt' || true); \
+    notes=$(readelf -n bin/bitcoind | grep -c 'Provider:' || true); \
     [ "$notes" -gt 0 ] || { echo "bin/bitcoind has no USDT tracepoints: nodescope cannot trace it (build with -DWITH_USDT=ON)" >&2; exit 1; }; \
-    echo "bitcoind carries $notes USDT notes"
+    echo "bitcoind carries $notes USDT tracepoints"
 
 FROM debian:bookworm-slim
 ENV DEBIAN_FRONTEND=noninteractive

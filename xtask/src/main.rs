@@ -1,6 +1,7 @@
 //! `cargo xtask …`: set-up, the demo and the test suite. Each command that needs the toolchain
 //! runs the (idempotent, seconds when done) set-up first, so nothing else has to be typed.
 
+mod compose;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ enum Task {
     /// Install everything needed to build, test and demo (Debian packages, eBPF toolchain,
     /// bpf-linker, nats-server). Idempotent.
     Setup,
-    /// Set up, then run the whole test suite, clippy and the format check.
+    /// Set up, then run the whole test suite, clippy, the format check, the unit and rule
+    /// checks of compose/ (systemd units, Prometheus rules) and the compose stack test.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -42,6 +44,11 @@ enum Task {
         #[arg(long, env = "NODESCOPE_DEMO_SECONDS")]
         seconds: Option<u64>,
     },
+    /// Set up, then run the compose files for real on Docker (the last step of `test`).
+    ComposeTest,
+    /// Build the images from source, as a user without this checkout's binaries would (the
+    /// host's CA bundle is passed to the build as a secret for fetching crates).
+    Images,
     /// Set up, build in release, then run a benchmark and print its table (needs root: eBPF).
     Bench {
         /// What to benchmark.
@@ -77,6 +84,14 @@ fn main() -> Result<()> {
         Task::Test { cargo_args } => {
             setup()?;
             test(&cargo_args)
+        }
+        Task::ComposeTest => {
+            setup()?;
+            compose::test()
+        }
+        Task::Images => {
+            setup()?;
+            compose::images()
         }
         Task::Demo {
             simulated,
@@ -140,6 +155,21 @@ fn test(cargo_args: &[String]) -> Result<()> {
             cargo(&["fmt", "--all", "--check"]).status()?,
             "cargo fmt --check",
         )?;
+        let root = workspace_root();
+        check(
+            Command::new("bash")
+                .arg(root.join("compose/systemd/verify.sh"))
+                .arg(root.join("target/debug"))
+                .status()?,
+            "compose/systemd/verify.sh (systemd-analyze verify)",
+        )?;
+        check(
+            Command::new("bash")
+                .arg(root.join("compose/prometheus/check.sh"))
+                .status()?,
+            "compose/prometheus/check.sh (promtool)",
+        )?;
+        compose::test()?;
     }
     Ok(())
 }

@@ -1,0 +1,658 @@
+//! `cargo xtask compose-test` (and the last step of `cargo xtask test`): the compose files run
+//! for real on the Docker engine the set-up installed.
+//!
+//! - `docker compose config -q` for every file and every profile;
+//! - the images: nodescope from the host's release binaries (the from-source build is `cargo
+//!   xtask images`), bitcoind from a tarball of the Bitcoin Core the set-up installed, and
+//!   stand-ins for the official NATS and Prometheus images where no registry provides them;
+//! - the regtest stack: the logger's container prints the node's events, Prometheus scrapes
+//!   the node's block height from the metrics tool, the websocket tool serves its page,
+//!   connectivity-check is healthy; a tool's profile stopped leaves the rest flowing; bitcoind
+//!   restarted, events resume and the extractor's container was not restarted; the extractor
+//!   has exactly the capabilities the file lists; the SYS_ADMIN fallback attaches with
+//!   perf-event uprobes; `down` keeps the volumes and `down -v` removes them.
+//!
+//! Waits poll with a deadline; every step prints how long it took.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, check, workspace_root};
+
+/// The compose project of the test: its containers, networks and volumes are its own.
+const PROJECT: &str = "nodescope-test";
+
+const FILES: [&str; 4] = [
+    "docker-compose.yml",
+    "node.mainnet.yml",
+    "node.signet.yml",
+    "compose/monitoring-only.yml",
+];
+const PROFILES: [&str; 7] = [
+    "",
+    "monitoring",
+    "logger",
+    "metrics",
+    "websocket",
+    "connectivity-check",
+    "dashboards",
+];
+/// The binaries the nodescope image takes from target/release with NODESCOPE_BINARIES=host.
+const BINARIES: [(&str, &str); 5] = [
+    ("extractor", "extractor"),
+    ("nodescope-logger", "logger"),
+    ("nodescope-metrics", "metrics"),
+    ("nodescope-websocket", "websocket"),
+    ("nodescope-connectivity", "connectivity-check"),
+];
+/// The capabilities docker-compose.yml gives the extractor (compose/node.yml), by bit number.
+const EXTRACTOR_CAPS: [(&str, u32); 3] = [("SYS_PTRACE", 19), ("PERFMON", 38), ("BPF", 39)];
+
+pub fn test() -> Result<()> {
+    let started = Instant::now();
+    let root = workspace_root();
+    step("release binaries for the image", || {
+        let mut args = vec!["build", "--release", "--bins"];
+        for (package, _) in BINARIES {
+            args.extend(["--package", package]);
+        }
+        check(cargo(&args).status()?, "cargo build --release")
+    })?;
+    step(
+        "docker compose config for every file and profile",
+        check_configs,
+    )?;
+    let release = root.join("target/compose-test/bitcoin-release");
+    step(
+        "images (nodescope, bitcoind, NATS and Prometheus stand-ins)",
+        || build_images(&release),
+    )?;
+    let stack = Stack::new(&release);
+    let outcome = stack.run_checks();
+    // Whatever happened, nothing of the test's is left running (volumes included).
+    let _ = stack
+        .compose(&["--profile", "*", "down", "-v", "--remove-orphans"])
+        .output();
+    outcome?;
+    println!(
+        "compose: the stack test passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn step(what: &str, work: impl FnOnce() -> Result<()>) -> Result<()> {
+    let started = Instant::now();
+    println!("compose: {what}...");
+    work().with_context(|| format!("compose test: {what}"))?;
+    println!(
+        "compose: {what}: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn docker(args: &[&str]) -> Command {
+    let mut command = Command::new("docker");
+    command.args(args).current_dir(workspace_root());
+    command
+}
+
+/// Runs `command`; its output, or an error with what it printed.
+fn run(command: &mut Command, what: &str) -> Result<Output> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output)
+}
+
+fn check_configs() -> Result<()> {
+    for file in FILES {
+        for profile in PROFILES {
+            let mut args = vec!["compose", "-f", file];
+            if !profile.is_empty() {
+                args.extend(["--profile", profile]);
+            }
+            args.extend(["config", "-q"]);
+            run(
+                &mut docker(&args),
+                &format!("docker compose -f {file} --profile '{profile}' config -q"),
+            )?;
+        }
+    }
+    for overlay in [
+        "compose/extractor-sys-admin.yml",
+        "compose/extractor-privileged.yml",
+    ] {
+        run(
+            &mut docker(&[
+                "compose",
+                "-f",
+                "docker-compose.yml",
+                "-f",
+                overlay,
+                "config",
+                "-q",
+            ]),
+            &format!("docker compose with {overlay}"),
+        )?;
+    }
+    run(
+        docker(&[
+            "compose",
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "compose/nats-auth.yml",
+            "config",
+            "-q",
+        ])
+        .env("NATS_USER", "u")
+        .env("NATS_PASSWORD", "p"),
+        "docker compose with compose/nats-auth.yml",
+    )?;
+    Ok(())
+}
+
+/// The stand-ins are built only when the official image is not there (a registry may have
+/// provided it).
+fn build_images(release: &Path) -> Result<()> {
+    let root = workspace_root();
+    let standins = root.join("target/compose-test/standins");
+    std::fs::create_dir_all(&standins)?;
+    let nats_server = which("nats-server")?;
+    std::fs::copy(&nats_server, standins.join("nats-server"))
+        .with_context(|| format!("copying {}", nats_server.display()))?;
+    for (tag, dockerfile) in [
+        ("nats:2.12-alpine", "xtask/standins/nats.Dockerfile"),
+        (
+            "prom/prometheus:v2.53.4",
+            "xtask/standins/prometheus.Dockerfile",
+        ),
+    ] {
+        let present = docker(&["image", "inspect", tag])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success();
+        if !present {
+            let dockerfile = root.join(dockerfile);
+            run(
+                &mut docker(&["build", "-q", "-t", tag, "-f"])
+                    .arg(&dockerfile)
+                    .arg(&standins),
+                &format!("building the stand-in {tag}"),
+            )?;
+        }
+    }
+    // bitcoind from the Bitcoin Core the set-up installed (and checked), as a release tarball.
+    let bin = root.join("target/bitcoin-core/30.0/bin");
+    let _ = std::fs::remove_dir_all(release);
+    let staging = release.join("bitcoin-30.0/bin");
+    std::fs::create_dir_all(&staging)?;
+    for program in ["bitcoind", "bitcoin-cli"] {
+        std::fs::copy(bin.join(program), staging.join(program))
+            .with_context(|| format!("copying {program} from {}", bin.display()))?;
+    }
+    let tarball = "bitcoin-30.0-local-x86_64-linux-gnu.tar.gz";
+    run(
+        Command::new("tar")
+            .args(["-czf", tarball, "bitcoin-30.0"])
+            .current_dir(release),
+        "packing bitcoind",
+    )?;
+    std::fs::remove_dir_all(release.join("bitcoin-30.0"))?;
+    let sums = run(
+        Command::new("sha256sum").arg(tarball).current_dir(release),
+        "sha256sum",
+    )?;
+    std::fs::write(release.join("SHA256SUMS"), sums.stdout)?;
+    let stack = Stack::new(release);
+    run(
+        &mut stack.compose(&["--profile", "*", "build", "-q"]),
+        "docker compose build",
+    )?;
+    Ok(())
+}
+
+fn which(program: &str) -> Result<PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .map(|home| home.join("bin").join(program));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .chain(cargo_bin)
+        .find(|candidate| candidate.is_file())
+        .with_context(|| format!("{program} is not installed: run cargo xtask setup"))
+}
+
+struct Stack {
+    release: PathBuf,
+}
+
+impl Stack {
+    fn new(release: &Path) -> Stack {
+        Stack {
+            release: release.to_path_buf(),
+        }
+    }
+
+    /// `docker compose` on the regtest stack of the test project: images from the host's
+    /// binaries and the local tarball, every port on a free one.
+    fn compose(&self, args: &[&str]) -> Command {
+        let mut command = docker(&["compose", "-p", PROJECT, "-f", "docker-compose.yml"]);
+        command.args(args);
+        self.env(&mut command);
+        command
+    }
+
+    fn compose_with(&self, overlay: &str, args: &[&str]) -> Command {
+        let mut command = docker(&[
+            "compose",
+            "-p",
+            PROJECT,
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            overlay,
+        ]);
+        command.args(args);
+        self.env(&mut command);
+        command
+    }
+
+    fn env(&self, command: &mut Command) {
+        command
+            .env("NODESCOPE_BINARIES", "host")
+            .env("BITCOIN_SOURCE", "local")
+            .env("BITCOIN_RELEASE_DIR", &self.release);
+        for port in [
+            "NATS_PORT",
+            "METRICS_PORT",
+            "WEBSOCKET_PORT",
+            "CONNECTIVITY_PORT",
+            "PROMETHEUS_PORT",
+            "GRAFANA_PORT",
+            "BITCOIN_RPC_PORT",
+            "BITCOIN_P2P_PORT",
+        ] {
+            command.env(port, "0");
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let output = run(
+            &mut self.compose(args),
+            &format!("docker compose {}", args.join(" ")),
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The host address a service's port is published on.
+    fn published(&self, service: &str, port: u16) -> Result<String> {
+        let address = self.run(&["port", service, &port.to_string()])?;
+        let address = address.trim().to_string();
+        if address.is_empty() {
+            bail!("{service}:{port} is not published");
+        }
+        Ok(address)
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["exec", "-T", "bitcoind", "bitcoin-cli", "-chain=regtest"];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+
+    fn container(&self, service: &str) -> Result<String> {
+        let id = self.run(&["ps", "-q", service])?;
+        let id = id.trim().to_string();
+        if id.is_empty() {
+            bail!("no container for {service}");
+        }
+        Ok(id)
+    }
+
+    fn inspect(&self, service: &str, format: &str) -> Result<String> {
+        let id = self.container(service)?;
+        let output = run(
+            &mut docker(&["inspect", "-f", format, &id]),
+            "docker inspect",
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    fn run_checks(&self) -> Result<()> {
+        step(
+            "the base stack (nats, bitcoind, extractor) up and healthy",
+            || {
+                self.run(&["up", "-d", "--wait", "--wait-timeout", "180"])
+                    .map(drop)
+            },
+        )?;
+        step(
+            "the extractor has exactly the capabilities the file lists",
+            || self.check_capabilities(),
+        )?;
+        self.cli(&["createwallet", "nodescope-test"])?;
+        self.cli(&["-generate", "3"])?;
+        step(
+            "every tool and Prometheus up and healthy (--profile monitoring)",
+            || {
+                self.run(&[
+                    "--profile",
+                    "monitoring",
+                    "up",
+                    "-d",
+                    "--wait",
+                    "--wait-timeout",
+                    "180",
+                ])
+                .map(drop)
+            },
+        )?;
+        let prometheus = self.published("prometheus", 9090)?;
+        let websocket = self.published("websocket", 47482)?;
+        let connectivity = self.published("connectivity-check", 18282)?;
+        step("the logger's container prints the node's events", || {
+            self.cli(&["-generate", "1"])?;
+            wait_for(
+                "the logger printing a block of node regtest",
+                Duration::from_secs(60),
+                || {
+                    let logs = self.run(&["logs", "--no-log-prefix", "logger"])?;
+                    Ok(logs
+                        .lines()
+                        .any(|l| l.contains(" regtest validation block_connected ")))
+                },
+            )
+        })?;
+        step(
+            "Prometheus has the node's block height from the metrics tool",
+            || {
+                let height: u64 = self.cli(&["getblockcount"])?.trim().parse()?;
+                self.wait_height(&prometheus, height)
+            },
+        )?;
+        step("the websocket tool serves its page", || {
+            let (status, body) = http_get(&websocket, "/")?;
+            if status != 200 || !body.contains("<html") {
+                bail!("GET / answered {status}: {}", &body[..body.len().min(200)]);
+            }
+            Ok(())
+        })?;
+        step("connectivity-check is healthy", || {
+            let (status, _) = http_get(&connectivity, "/healthz")?;
+            if status != 200 {
+                bail!("/healthz answered {status}");
+            }
+            let health = self.inspect("connectivity-check", "{{.State.Health.Status}}")?;
+            if health != "healthy" {
+                bail!("its container is {health}");
+            }
+            Ok(())
+        })?;
+        step(
+            "a tool's profile stops alone; events keep flowing to the others",
+            || {
+                self.run(&[
+                    "--profile",
+                    "logger",
+                    "up",
+                    "-d",
+                    "--wait",
+                    "--wait-timeout",
+                    "60",
+                ])?;
+                self.run(&["--profile", "logger", "stop", "logger"])?;
+                for service in ["nats", "bitcoind", "extractor", "metrics"] {
+                    let state = self.inspect(service, "{{.State.Status}}")?;
+                    if state != "running" {
+                        bail!("{service} is {state} after stopping the logger");
+                    }
+                }
+                self.cli(&["-generate", "1"])?;
+                let height: u64 = self.cli(&["getblockcount"])?.trim().parse()?;
+                self.wait_height(&prometheus, height)
+            },
+        )?;
+        step(
+            "bitcoind restarted: events resume, the extractor was not restarted",
+            || {
+                let started = self.inspect("extractor", "{{.State.StartedAt}}")?;
+                self.run(&["restart", "bitcoind"])?;
+                wait_for("bitcoind healthy again", Duration::from_secs(120), || {
+                    Ok(self.inspect("bitcoind", "{{.State.Health.Status}}")? == "healthy")
+                })?;
+                self.cli(&["-generate", "1"])?;
+                let height: u64 = self.cli(&["getblockcount"])?.trim().parse()?;
+                self.wait_height(&prometheus, height)?;
+                let now = self.inspect("extractor", "{{.State.StartedAt}}")?;
+                if now != started {
+                    bail!("the extractor's container restarted: started {started}, now {now}");
+                }
+                Ok(())
+            },
+        )?;
+        step(
+            "the SYS_ADMIN fallback attaches with perf-event uprobes",
+            || {
+                let overlay = "compose/extractor-sys-admin.yml";
+                let mut up = self.compose_with(
+                    overlay,
+                    &["up", "-d", "--wait", "--wait-timeout", "120", "extractor"],
+                );
+                up.env("NODESCOPE_PERF_LINKS", "true");
+                run(
+                    &mut up,
+                    "docker compose up with compose/extractor-sys-admin.yml",
+                )?;
+                let logs = self.run(&["logs", "--no-log-prefix", "extractor"])?;
+                if !logs.contains("a perf link per probe") {
+                    bail!("the extractor did not attach with perf links:\n{logs}");
+                }
+                self.cli(&["-generate", "1"])?;
+                let height: u64 = self.cli(&["getblockcount"])?.trim().parse()?;
+                self.wait_height(&prometheus, height)
+            },
+        )?;
+        step("down keeps the volumes, down -v removes them", || {
+            self.run(&["--profile", "*", "down"])?;
+            let volumes = self.volumes()?;
+            if !volumes.iter().any(|v| v.ends_with("_bitcoin-data")) {
+                bail!("down removed the volumes: {volumes:?}");
+            }
+            self.run(&["--profile", "*", "down", "-v"])?;
+            let left = self.volumes()?;
+            if !left.is_empty() {
+                bail!("down -v left volumes: {left:?}");
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn volumes(&self) -> Result<Vec<String>> {
+        let output = run(
+            &mut docker(&[
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.compose.project={PROJECT}"),
+            ]),
+            "docker volume ls",
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// From the engine's view (CapAdd, CapDrop) and from the kernel's (the process's effective
+    /// set in /proc/<pid>/status).
+    fn check_capabilities(&self) -> Result<()> {
+        let added = self.inspect("extractor", "{{json .HostConfig.CapAdd}}")?;
+        let dropped = self.inspect("extractor", "{{json .HostConfig.CapDrop}}")?;
+        let mut want: Vec<String> = EXTRACTOR_CAPS
+            .iter()
+            .map(|(name, _)| format!("CAP_{name}"))
+            .collect();
+        want.sort();
+        let mut have: Vec<String> = serde_like_list(&added)
+            .into_iter()
+            .map(|c| {
+                if c.starts_with("CAP_") {
+                    c
+                } else {
+                    format!("CAP_{c}")
+                }
+            })
+            .collect();
+        have.sort();
+        if have != want || serde_like_list(&dropped) != ["ALL"] {
+            bail!("the extractor's container has CapAdd {added}, CapDrop {dropped}; the file lists {want:?} and ALL");
+        }
+        let pid = self.inspect("extractor", "{{.State.Pid}}")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let effective = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .context("no CapEff line")?
+            .trim();
+        let effective = u64::from_str_radix(effective, 16)?;
+        let expected = EXTRACTOR_CAPS
+            .iter()
+            .fold(0u64, |mask, (_, bit)| mask | 1 << bit);
+        if effective != expected {
+            bail!("the extractor runs with capabilities {effective:#x}, not {expected:#x} (BPF, PERFMON, SYS_PTRACE)");
+        }
+        Ok(())
+    }
+
+    /// Waits until Prometheus's last scrape of the metrics tool shows `height` for node regtest.
+    fn wait_height(&self, prometheus: &str, height: u64) -> Result<()> {
+        let query = "/api/v1/query?query=nodescope_block_height%7Bnode%3D%22regtest%22%7D";
+        let mut last = String::new();
+        let outcome = wait_for(
+            &format!("Prometheus to report block height {height}"),
+            Duration::from_secs(90),
+            || {
+                let (_, body) = http_get(prometheus, query)?;
+                let seen = body.contains(&format!(",\"{height}\"]"));
+                last = body;
+                Ok(seen)
+            },
+        );
+        outcome.with_context(|| format!("its last answer: {last}"))
+    }
+}
+
+/// `["A","B"]` (docker inspect's JSON of a string list) as strings.
+fn serde_like_list(json: &str) -> Vec<String> {
+    json.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|item| item.trim().trim_matches('"').to_string())
+        .filter(|item| !item.is_empty() && item != "null")
+        .collect()
+}
+
+fn wait_for(what: &str, within: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + within;
+    let mut last_error = None;
+    loop {
+        match ready() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if Instant::now() > deadline {
+            match last_error {
+                Some(error) => bail!("not {what} within {within:?}: {error:#}"),
+                None => bail!("not {what} within {within:?}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `GET path` from `address` (`127.0.0.1:port`) over plain HTTP/1.0: (status, body).
+fn http_get(address: &str, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)
+        .with_context(|| format!("connecting to {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("no HTTP status from {address}{path}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// `cargo xtask images`: the nodescope image built from source (toolchain, bpf-linker and the
+/// workspace built inside the image) and the bitcoind image (BITCOIN_SOURCE and the other
+/// variables of .env apply), timed.
+pub fn images() -> Result<()> {
+    let started = Instant::now();
+    let cacert = std::env::var("NODESCOPE_BUILD_CACERT")
+        .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".to_string());
+    run(
+        docker(&[
+            "buildx",
+            "build",
+            "--load",
+            "-t",
+            "nodescope:latest",
+            "-f",
+            "compose/images/nodescope.Dockerfile",
+            "--build-arg",
+            "BINARIES=source",
+            "--secret",
+            &format!("id=cacert,src={cacert}"),
+            ".",
+        ])
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit()),
+        "building the nodescope image from source",
+    )?;
+    println!(
+        "images: nodescope built from source in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let bitcoind = Instant::now();
+    run(
+        docker(&["compose", "build", "bitcoind"])
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit()),
+        "building the bitcoind image",
+    )?;
+    println!(
+        "images: bitcoind built in {:.0} s; both in {:.0} s",
+        bitcoind.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
