@@ -242,12 +242,16 @@ fn which(program: &str) -> Result<PathBuf> {
 
 struct Stack {
     release: PathBuf,
+    /// Where mined coins go (from the wallet made at the start; mining to it needs no wallet
+    /// loaded, which matters after bitcoind restarts).
+    payout: std::cell::OnceCell<String>,
 }
 
 impl Stack {
     fn new(release: &Path) -> Stack {
         Stack {
             release: release.to_path_buf(),
+            payout: std::cell::OnceCell::new(),
         }
     }
 
@@ -318,6 +322,20 @@ impl Stack {
         self.run(&full)
     }
 
+    /// Mines `blocks`; returns the new height.
+    fn mine(&self, blocks: u32) -> Result<u64> {
+        let payout = match self.payout.get() {
+            Some(address) => address.clone(),
+            None => {
+                self.cli(&["createwallet", "nodescope-test"])?;
+                let address = self.cli(&["getnewaddress"])?.trim().to_string();
+                self.payout.get_or_init(|| address).clone()
+            }
+        };
+        self.cli(&["generatetoaddress", &blocks.to_string(), &payout])?;
+        Ok(self.cli(&["getblockcount"])?.trim().parse()?)
+    }
+
     fn container(&self, service: &str) -> Result<String> {
         let id = self.run(&["ps", "-q", service])?;
         let id = id.trim().to_string();
@@ -348,8 +366,7 @@ impl Stack {
             "the extractor has exactly the capabilities the file lists",
             || self.check_capabilities(),
         )?;
-        self.cli(&["createwallet", "nodescope-test"])?;
-        self.cli(&["-generate", "3"])?;
+        self.mine(3)?;
         step(
             "every tool and Prometheus up and healthy (--profile monitoring)",
             || {
@@ -369,7 +386,7 @@ impl Stack {
         let websocket = self.published("websocket", 47482)?;
         let connectivity = self.published("connectivity-check", 18282)?;
         step("the logger's container prints the node's events", || {
-            self.cli(&["-generate", "1"])?;
+            self.mine(1)?;
             wait_for(
                 "the logger printing a block of node regtest",
                 Duration::from_secs(60),
@@ -384,7 +401,7 @@ impl Stack {
         step(
             "Prometheus has the node's block height from the metrics tool",
             || {
-                let height: u64 = self.cli(&["getblockcount"])?.trim().parse()?;
+                let height = self.mine(0)?;
                 self.wait_height(&prometheus, height)
             },
         )?;
@@ -425,8 +442,7 @@ impl Stack {
                         bail!("{service} is {state} after stopping the logger");
                     }
                 }
-                self.cli(&["-generate", "1"])?;
-                let height: u64 = self.cli(&["getblockcount"])?.trim().parse()?;
+                let height = self.mine(1)?;
                 self.wait_height(&prometheus, height)
             },
         )?;
@@ -438,8 +454,7 @@ impl Stack {
                 wait_for("bitcoind healthy again", Duration::from_secs(120), || {
                     Ok(self.inspect("bitcoind", "{{.State.Health.Status}}")? == "healthy")
                 })?;
-                self.cli(&["-generate", "1"])?;
-                let height: u64 = self.cli(&["getblockcount"])?.trim().parse()?;
+                let height = self.mine(1)?;
                 self.wait_height(&prometheus, height)?;
                 let now = self.inspect("extractor", "{{.State.StartedAt}}")?;
                 if now != started {
@@ -465,8 +480,7 @@ impl Stack {
                 if !logs.contains("a perf link per probe") {
                     bail!("the extractor did not attach with perf links:\n{logs}");
                 }
-                self.cli(&["-generate", "1"])?;
-                let height: u64 = self.cli(&["getblockcount"])?.trim().parse()?;
+                let height = self.mine(1)?;
                 self.wait_height(&prometheus, height)
             },
         )?;
