@@ -198,13 +198,32 @@ fn build_images(release: &Path) -> Result<()> {
         }
     }
     // bitcoind from the Bitcoin Core the set-up installed (and checked), as a release tarball.
-    let bin = root.join("target/bitcoin-core/30.0/bin");
+    pack_release(release, false)?;
+    let stack = Stack::new(release);
+    run(
+        &mut stack.compose(&["--profile", "*", "build", "-q"]),
+        "docker compose build",
+    )?;
+    Ok(())
+}
+
+/// A release directory (tarball + SHA256SUMS) of the installed bitcoind; `changed`: with a
+/// byte appended to bitcoind (the loader ignores it), a different file as an upgrade brings.
+fn pack_release(release: &Path, changed: bool) -> Result<()> {
+    let bin = workspace_root().join("target/bitcoin-core/30.0/bin");
     let _ = std::fs::remove_dir_all(release);
     let staging = release.join("bitcoin-30.0/bin");
     std::fs::create_dir_all(&staging)?;
     for program in ["bitcoind", "bitcoin-cli"] {
         std::fs::copy(bin.join(program), staging.join(program))
             .with_context(|| format!("copying {program} from {}", bin.display()))?;
+    }
+    if changed {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(staging.join("bitcoind"))?
+            .write_all(b"\0")?;
     }
     let tarball = "bitcoin-30.0-local-x86_64-linux-gnu.tar.gz";
     run(
@@ -219,11 +238,6 @@ fn build_images(release: &Path) -> Result<()> {
         "sha256sum",
     )?;
     std::fs::write(release.join("SHA256SUMS"), sums.stdout)?;
-    let stack = Stack::new(release);
-    run(
-        &mut stack.compose(&["--profile", "*", "build", "-q"]),
-        "docker compose build",
-    )?;
     Ok(())
 }
 
@@ -456,6 +470,39 @@ impl Stack {
                 })?;
                 let height = self.mine(1)?;
                 self.wait_height(&prometheus, height)?;
+                let now = self.inspect("extractor", "{{.State.StartedAt}}")?;
+                if now != started {
+                    bail!("the extractor's container restarted: started {started}, now {now}");
+                }
+                Ok(())
+            },
+        )?;
+        step(
+            "bitcoind's image upgraded: the extractor follows the new binary, not restarted",
+            || {
+                let started = self.inspect("extractor", "{{.State.StartedAt}}")?;
+                let upgrade = self.release.with_file_name("bitcoin-upgrade");
+                pack_release(&upgrade, true)?;
+                for args in [
+                    &["build", "-q", "bitcoind"][..],
+                    &["up", "-d", "--wait", "--wait-timeout", "120", "bitcoind"],
+                ] {
+                    let mut command = self.compose(args);
+                    command.env("BITCOIN_RELEASE_DIR", &upgrade);
+                    run(
+                        &mut command,
+                        &format!(
+                            "docker compose {} with the upgraded bitcoind",
+                            args.join(" ")
+                        ),
+                    )?;
+                }
+                let height = self.mine(1)?;
+                self.wait_height(&prometheus, height)?;
+                let logs = self.run(&["logs", "--no-log-prefix", "extractor"])?;
+                if !logs.contains("the binary was replaced") {
+                    bail!("the extractor did not attach to the upgraded binary:\n{logs}");
+                }
                 let now = self.inspect("extractor", "{{.State.StartedAt}}")?;
                 if now != started {
                     bail!("the extractor's container restarted: started {started}, now {now}");
