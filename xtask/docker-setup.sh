@@ -79,7 +79,23 @@ if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
     debootstrap --variant=minbase bookworm "$rootfs" "$(mirror)" >/dev/null \
       || die "debootstrap bookworm from $(mirror) failed"
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | docker import -q - debian:bookworm-slim >/dev/null
+    # The sources of the official image: the release, its updates and its security archive.
+    rm -f "$rootfs/etc/apt/sources.list"
+    cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<SOURCES
+Types: deb
+URIs: $(mirror)
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $(mirror | sed 's|/debian/*$|/debian-security|')
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+    tar -C "$rootfs" -c . | docker import - debian:bookworm-slim >/dev/null \
+      || die "docker import of the debootstrapped bookworm failed"
     rm -rf "$rootfs"
   fi
 fi

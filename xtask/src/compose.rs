@@ -190,7 +190,7 @@ fn build_images(release: &Path) -> Result<()> {
         if !present {
             let dockerfile = root.join(dockerfile);
             run(
-                &mut docker(&["build", "-q", "-t", tag, "-f"])
+                docker(&["build", "-q", "-t", tag, "-f"])
                     .arg(&dockerfile)
                     .arg(&standins),
                 &format!("building the stand-in {tag}"),
