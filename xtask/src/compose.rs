@@ -463,51 +463,44 @@ impl Stack {
         step(
             "bitcoind restarted: events resume, the extractor was not restarted",
             || {
-                let started = self.inspect("extractor", "{{.State.StartedAt}}")?;
-                self.run(&["restart", "bitcoind"])?;
-                wait_for("bitcoind healthy again", Duration::from_secs(120), || {
-                    Ok(self.inspect("bitcoind", "{{.State.Health.Status}}")? == "healthy")
-                })?;
-                let height = self.mine(1)?;
-                self.wait_height(&prometheus, height)?;
-                let now = self.inspect("extractor", "{{.State.StartedAt}}")?;
-                if now != started {
-                    bail!("the extractor's container restarted: started {started}, now {now}");
-                }
-                Ok(())
+                self.without_restarting_the_extractor(|| {
+                    self.run(&["restart", "bitcoind"])?;
+                    wait_for("bitcoind healthy again", Duration::from_secs(120), || {
+                        Ok(self.inspect("bitcoind", "{{.State.Health.Status}}")? == "healthy")
+                    })?;
+                    let height = self.mine(1)?;
+                    self.wait_height(&prometheus, height)
+                })
             },
         )?;
         step(
             "bitcoind's image upgraded: the extractor follows the new binary, not restarted",
             || {
-                let started = self.inspect("extractor", "{{.State.StartedAt}}")?;
-                let upgrade = self.release.with_file_name("bitcoin-upgrade");
-                pack_release(&upgrade, true)?;
-                for args in [
-                    &["build", "-q", "bitcoind"][..],
-                    &["up", "-d", "--wait", "--wait-timeout", "120", "bitcoind"],
-                ] {
-                    let mut command = self.compose(args);
-                    command.env("BITCOIN_RELEASE_DIR", &upgrade);
-                    run(
-                        &mut command,
-                        &format!(
-                            "docker compose {} with the upgraded bitcoind",
-                            args.join(" ")
-                        ),
-                    )?;
-                }
-                let height = self.mine(1)?;
-                self.wait_height(&prometheus, height)?;
-                let logs = self.run(&["logs", "--no-log-prefix", "extractor"])?;
-                if !logs.contains("the binary was replaced") {
-                    bail!("the extractor did not attach to the upgraded binary:\n{logs}");
-                }
-                let now = self.inspect("extractor", "{{.State.StartedAt}}")?;
-                if now != started {
-                    bail!("the extractor's container restarted: started {started}, now {now}");
-                }
-                Ok(())
+                self.without_restarting_the_extractor(|| {
+                    let upgrade = self.release.with_file_name("bitcoin-upgrade");
+                    pack_release(&upgrade, true)?;
+                    for args in [
+                        &["build", "-q", "bitcoind"][..],
+                        &["up", "-d", "--wait", "--wait-timeout", "120", "bitcoind"],
+                    ] {
+                        let mut command = self.compose(args);
+                        command.env("BITCOIN_RELEASE_DIR", &upgrade);
+                        run(
+                            &mut command,
+                            &format!(
+                                "docker compose {} with the upgraded bitcoind",
+                                args.join(" ")
+                            ),
+                        )?;
+                    }
+                    let height = self.mine(1)?;
+                    self.wait_height(&prometheus, height)?;
+                    let logs = self.run(&["logs", "--no-log-prefix", "extractor"])?;
+                    if !logs.contains("the binary was replaced") {
+                        bail!("the extractor did not attach to the upgraded binary:\n{logs}");
+                    }
+                    Ok(())
+                })
             },
         )?;
         step(
@@ -544,6 +537,18 @@ impl Stack {
             }
             Ok(())
         })?;
+        Ok(())
+    }
+
+    /// Runs `work`, then fails if the extractor's container was restarted meanwhile (it must
+    /// follow bitcoind by itself).
+    fn without_restarting_the_extractor(&self, work: impl FnOnce() -> Result<()>) -> Result<()> {
+        let started = self.inspect("extractor", "{{.State.StartedAt}}")?;
+        work()?;
+        let now = self.inspect("extractor", "{{.State.StartedAt}}")?;
+        if now != started {
+            bail!("the extractor's container restarted: started {started}, now {now}");
+        }
         Ok(())
     }
 
