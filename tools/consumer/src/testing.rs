@@ -127,6 +127,22 @@ pub async fn http_get(url: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Polls `ready` every 20 ms until it holds; fails the test naming `what` after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: std::time::Duration, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !ready().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {what} within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The value of the sample `series` (`name{labels}` exactly as exposed) in a scrape.
 pub fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|line| {

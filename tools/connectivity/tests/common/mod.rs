@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures::StreamExt;
 use nodescope_connectivity::{serve, Args};
-use nodescope_consumer::testing::{client, http_get, publish, EventSource, NatsServer};
+use nodescope_consumer::testing::{client, http_get, publish, wait_until, EventSource, NatsServer};
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p_message::Body;
 use nodescope_proto::{
@@ -142,20 +142,9 @@ impl Tool {
 
     /// Waits (up to `within`) until `count` results were published; returns them.
     pub async fn wait_results(&self, count: usize, within: Duration) -> Vec<ConnectivityCheck> {
-        let deadline = Instant::now() + within;
-        loop {
-            let results = self.results();
-            if results.len() >= count {
-                return results.into_iter().map(|(_, check)| check).collect();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {count} results within {within:?}: {:#?}",
-                results.len(),
-                results.iter().map(|(_, c)| c).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("{count} results published");
+        wait_until(&what, within, || async { self.results().len() >= count }).await;
+        self.results().into_iter().map(|(_, check)| check).collect()
     }
 
     /// Polls `ready` until it holds (10 s at most).
@@ -164,27 +153,17 @@ impl Tool {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready().await {
-            assert!(Instant::now() < deadline, "not {what} within 10 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(what, Duration::from_secs(10), ready).await;
     }
 
     /// Waits until the series `series` reaches `at_least`; returns the scrape.
     pub async fn wait_metric(&self, series: &str, at_least: f64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let scrape = self.scrape().await;
-            if value(&scrape, series).is_some_and(|v| v >= at_least) {
-                return scrape;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{series} did not reach {at_least} within 15 s:\n{scrape}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{series} at {at_least} or more");
+        wait_until(&what, Duration::from_secs(15), || async {
+            value(&self.scrape().await, series).is_some_and(|v| v >= at_least)
+        })
+        .await;
+        self.scrape().await
     }
 
     /// Stops the tool; it must end cleanly.

@@ -79,11 +79,7 @@ impl Tool {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready().await {
-            assert!(Instant::now() < deadline, "not {what} within 10 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        nodescope_consumer::testing::wait_until(what, Duration::from_secs(10), ready).await;
     }
 
     /// Stops the exporter; it must end cleanly.
