@@ -446,6 +446,7 @@ fn publish_stats(
         stray_chunks: reassembly.stray_chunks,
         expired_incomplete: reassembly.expired_incomplete,
         closed_at_shutdown: reassembly.closed_at_shutdown,
+        ..ExtractorStats::default()
     };
     // Every node's consumers see the pipeline's health on their own subjects.
     let time = now_ns();

@@ -11,6 +11,7 @@ pub use generated::*;
 pub mod json;
 mod names;
 pub mod p2p;
+pub mod rpc;
 pub mod subjects;
 pub mod tracepoint;
 

@@ -35,6 +35,8 @@ impl Payload {
             P::MempoolReplaced(_) => "mempool_replaced",
             P::MempoolRejected(_) => "mempool_rejected",
             P::ConnectivityCheck(_) => "connectivity_check",
+            P::RpcCall(_) => "rpc_call",
+            P::ZmqNotification(_) => "zmq_notification",
             P::ExtractorStats(_) => "extractor_stats",
         }
     }
@@ -220,6 +222,8 @@ mod tests {
             P::MempoolReplaced(Default::default()),
             P::MempoolRejected(Default::default()),
             P::ConnectivityCheck(Default::default()),
+            P::RpcCall(Default::default()),
+            P::ZmqNotification(Default::default()),
             P::ExtractorStats(Default::default()),
         ];
         let other = Peer {

@@ -19,6 +19,7 @@ pub enum Category {
     Utxocache,
     CoinSelection,
     Rpc,
+    Zmq,
     P2p,
     Connectivity,
     Extractor,
@@ -33,6 +34,7 @@ impl Category {
         Category::Utxocache,
         Category::CoinSelection,
         Category::Rpc,
+        Category::Zmq,
         Category::P2p,
         Category::Connectivity,
         Category::Extractor,
@@ -52,6 +54,7 @@ impl Category {
             Category::Utxocache => "utxocache",
             Category::CoinSelection => "coin_selection",
             Category::Rpc => "rpc",
+            Category::Zmq => "zmq",
             Category::P2p => "p2p",
             Category::Connectivity => "connectivity",
             Category::Extractor => "extractor",
@@ -81,6 +84,8 @@ impl Category {
             | P::MempoolReplaced(_)
             | P::MempoolRejected(_) => Category::Mempool,
             P::ConnectivityCheck(_) => Category::Connectivity,
+            P::RpcCall(_) => Category::Rpc,
+            P::ZmqNotification(_) => Category::Zmq,
             P::ExtractorStats(_) => Category::Extractor,
         }
     }
@@ -136,7 +141,7 @@ pub enum SubjectError {
     BadNodeId(String),
     #[error("subject prefix {0:?} is not valid: dot-separated tokens without spaces, '*' or '>'")]
     BadPrefix(String),
-    #[error("unknown category {0:?}: use one of net.message, net.connection, mempool, validation, utxocache, coin_selection, rpc, p2p, connectivity, extractor")]
+    #[error("unknown category {0:?}: use one of net.message, net.connection, mempool, validation, utxocache, coin_selection, rpc, zmq, p2p, connectivity, extractor")]
     UnknownCategory(String),
 }
 

@@ -220,6 +220,7 @@ fn fields(line: &mut String, payload: &Payload, timestamp_ns: u64) {
             let _ = write!(line, " txid={} reason={:?}", hex(&r.txid), r.reason);
         }
         P::ConnectivityCheck(c) => connectivity_check(line, c),
+        P::RpcCall(_) | P::ZmqNotification(_) => {}
         P::ExtractorStats(s) => extractor_stats(line, s),
     }
 }

@@ -394,7 +394,7 @@ impl Recorder {
                     .inc();
             }
             // Only counted in events_received: the connectivity tool serves its own metrics.
-            Payload::ConnectivityCheck(_) => {}
+            Payload::ConnectivityCheck(_) | Payload::RpcCall(_) | Payload::ZmqNotification(_) => {}
             Payload::ExtractorStats(s) => extractor_stats(m, node, extractor, s),
         }
     }
