@@ -519,6 +519,7 @@ fn node_a_events() -> (Vec<Event>, Event) {
             stray_chunks: 8,
             expired_incomplete: 1,
             closed_at_shutdown: 2,
+            ..ExtractorStats::default()
         }),
     );
     let mut restarted = EventSource::new("node-a", 2);
