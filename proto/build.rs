@@ -27,7 +27,11 @@ const TRANSPARENT: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const SCHEMA: &[&str] = &["proto/nodescope.proto", "proto/p2p.proto", "proto/rpc.proto"];
+    const SCHEMA: &[&str] = &[
+        "proto/nodescope.proto",
+        "proto/p2p.proto",
+        "proto/rpc.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(SCHEMA, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR not set")?);

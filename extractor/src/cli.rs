@@ -36,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Attach to bitcoind's USDT tracepoints with eBPF (needs root).
     Ebpf(EbpfArgs),
+    /// Poll bitcoind's RPC (peers, mempool, traffic, chain...) and follow its ZMQ publishers.
+    Rpc(crate::rpc::RpcArgs),
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +131,7 @@ fn parse_ring_mib(text: &str) -> Result<u32, String> {
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     match cli.command {
         Command::Ebpf(args) => run_ebpf(args, shutdown).await,
+        Command::Rpc(args) => crate::rpc::run(args, shutdown).await,
     }
 }
 

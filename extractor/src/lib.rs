@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod nodes;
 mod plan;
 pub mod process;
+pub mod rpc;
 pub mod tracer;
 pub mod usdt;
 pub mod watch;

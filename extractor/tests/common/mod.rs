@@ -95,3 +95,34 @@ impl Running {
         self.task.await.expect("extractor task")
     }
 }
+
+/// `extractor rpc <args>` running in this process (no root needed), and the switch that stops
+/// its ZMQ socket reads while `true`.
+pub fn start_rpc_extractor(
+    args: &[impl AsRef<str>],
+) -> (Running, tokio::sync::watch::Sender<bool>) {
+    let cli = extractor::cli::Cli::parse_from(
+        ["extractor", "rpc"]
+            .into_iter()
+            .chain(args.iter().map(AsRef::as_ref)),
+    );
+    let extractor::cli::Command::Rpc(rpc) = cli.command else {
+        unreachable!("parsed as rpc")
+    };
+    let (pause, paused) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(extractor::rpc::run_with_pause(
+        rpc,
+        async {
+            let _ = stopped.await;
+        },
+        paused,
+    ));
+    (
+        Running {
+            stop: Some(stop),
+            task,
+        },
+        pause,
+    )
+}

@@ -25,7 +25,7 @@ pub struct Args {
     #[command(flatten)]
     pub consumer: ConsumerArgs,
     /// Categories to print, comma-separated (default: all): net.message, net.connection,
-    /// mempool, validation, utxocache, coin_selection, rpc, p2p, connectivity, extractor.
+    /// mempool, validation, utxocache, coin_selection, rpc, zmq, p2p, connectivity, extractor.
     #[arg(long, env = "NODESCOPE_LOGGER_CATEGORIES", value_delimiter = ',')]
     pub categories: Vec<Category>,
     /// Only events about these peer ids (messages, connections, misbehaving, connectivity checks

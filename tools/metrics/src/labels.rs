@@ -28,6 +28,174 @@ pub fn msg_type_index(msg_type: &str) -> usize {
         .unwrap_or(known.len())
 }
 
+/// Bitcoin Core v30's `ALL_NET_MESSAGE_TYPES` (src/protocol.h): the keys of getpeerinfo's
+/// `bytessent_per_msg` / `bytesrecv_per_msg`, then [`CORE_OTHER`].
+pub const CORE_MSG_TYPES: [&str; 36] = [
+    "version",
+    "verack",
+    "addr",
+    "addrv2",
+    "sendaddrv2",
+    "inv",
+    "getdata",
+    "merkleblock",
+    "getblocks",
+    "getheaders",
+    "tx",
+    "headers",
+    "block",
+    "getaddr",
+    "mempool",
+    "ping",
+    "pong",
+    "notfound",
+    "filterload",
+    "filteradd",
+    "filterclear",
+    "sendheaders",
+    "feefilter",
+    "sendcmpct",
+    "cmpctblock",
+    "getblocktxn",
+    "blocktxn",
+    "getcfilters",
+    "cfilter",
+    "getcfheaders",
+    "cfheaders",
+    "getcfcheckpt",
+    "cfcheckpt",
+    "wtxidrelay",
+    "sendtxrcncl",
+    CORE_OTHER,
+];
+
+/// Where bitcoind counts the bytes of message types it does not know (`NET_MESSAGE_TYPE_OTHER`).
+pub const CORE_OTHER: &str = "*other*";
+
+/// The index in [`CORE_MSG_TYPES`] of a message type; unknown ones are [`CORE_OTHER`]'s.
+pub fn core_msg_type_index(msg_type: &str) -> usize {
+    CORE_MSG_TYPES[..CORE_MSG_TYPES.len() - 1]
+        .iter()
+        .position(|k| *k == msg_type)
+        .unwrap_or(CORE_MSG_TYPES.len() - 1)
+}
+
+/// The message types BIP324 gives a 1-byte short id (Core's `V2_MESSAGE_IDS`, ids 1-28): on a
+/// v2 connection they take 1 byte of type, the others 13 (`0x00` and the 12-byte type).
+pub const V2_SHORT_ID_TYPES: [&str; 28] = [
+    "addr",
+    "block",
+    "blocktxn",
+    "cmpctblock",
+    "feefilter",
+    "filteradd",
+    "filterclear",
+    "filterload",
+    "getblocks",
+    "getblocktxn",
+    "getdata",
+    "getheaders",
+    "headers",
+    "inv",
+    "mempool",
+    "merkleblock",
+    "notfound",
+    "ping",
+    "pong",
+    "sendcmpct",
+    "tx",
+    "getcfilters",
+    "cfilter",
+    "getcfheaders",
+    "cfheaders",
+    "getcfcheckpt",
+    "cfcheckpt",
+    "addrv2",
+];
+
+/// A getpeerinfo `network`: bitcoind's strings, `other` for one this version does not know.
+pub fn rpc_network(network: &str) -> &'static str {
+    const NETWORKS: [&str; 6] = [
+        "ipv4",
+        "ipv6",
+        "onion",
+        "i2p",
+        "cjdns",
+        "not_publicly_routable",
+    ];
+    known(&NETWORKS, network)
+}
+
+/// A getaddrmaninfo / getnetworkinfo network name (`all_networks`: getaddrmaninfo's total).
+pub fn rpc_addrman_network(network: &str) -> &'static str {
+    const NETWORKS: [&str; 6] = ["ipv4", "ipv6", "onion", "i2p", "cjdns", "all_networks"];
+    known(&NETWORKS, network)
+}
+
+/// A getpeerinfo `connection_type` (bitcoind's strings, with their hyphens).
+pub fn rpc_connection_type(connection_type: &str) -> &'static str {
+    const TYPES: [&str; 6] = [
+        "outbound-full-relay",
+        "block-relay-only",
+        "inbound",
+        "manual",
+        "addr-fetch",
+        "feeler",
+    ];
+    known(&TYPES, connection_type)
+}
+
+/// A getpeerinfo `transport_protocol_type`.
+pub fn rpc_transport(transport: &str) -> &'static str {
+    known(&["detecting", "v1", "v2"], transport)
+}
+
+/// An index of getindexinfo: the names of Bitcoin Core v30's indexes.
+pub fn rpc_index(index: &str) -> &'static str {
+    known(
+        &["txindex", "coinstatsindex", "basic block filter index"],
+        index,
+    )
+}
+
+/// A method `extractor rpc` calls.
+pub fn rpc_method(method: &str) -> &'static str {
+    nodescope_proto::rpc::Method::from_name(method).map_or(OTHER, |m| m.name())
+}
+
+/// The RPC methods, then `other`.
+pub fn rpc_methods() -> impl Iterator<Item = &'static str> {
+    nodescope_proto::rpc::Method::ALL
+        .iter()
+        .map(|m| m.name())
+        .chain([OTHER])
+}
+
+/// Why an RPC call failed.
+pub fn rpc_failure_kind(kind: i32) -> &'static str {
+    use nodescope_proto::RpcFailureKind as K;
+    match K::try_from(kind) {
+        Ok(K::Unreachable) => "unreachable",
+        Ok(K::Timeout) => "timeout",
+        Ok(K::Auth) => "auth",
+        Ok(K::RpcError) => "rpc_error",
+        Ok(K::BadAnswer) => "bad_answer",
+        Ok(K::TooLarge) => "too_large",
+        Ok(K::Unspecified) | Err(_) => OTHER,
+    }
+}
+
+/// bitcoind's ZMQ topics.
+pub const ZMQ_TOPICS: [&str; 5] = ["hashblock", "hashtx", "rawblock", "rawtx", "sequence"];
+
+pub fn zmq_topic(topic: &str) -> &'static str {
+    known(&ZMQ_TOPICS, topic)
+}
+
+fn known(set: &[&'static str], value: &str) -> &'static str {
+    set.iter().find(|k| **k == value).copied().unwrap_or(OTHER)
+}
+
 /// A connection type (`Peer::conn_type`); a string the schema does not know is `other`.
 pub fn conn_type(conn_type: i32) -> &'static str {
     match ConnectionType::try_from(conn_type) {
@@ -312,5 +480,30 @@ mod tests {
         assert_eq!(tracepoint("net:inbound_message"), "net:inbound_message");
         assert_eq!(tracepoint("net:nope"), OTHER);
         assert_eq!(tracepoints().count(), 21);
+        assert_eq!(
+            CORE_MSG_TYPES[core_msg_type_index("sendtxrcncl")],
+            "sendtxrcncl"
+        );
+        assert_eq!(CORE_MSG_TYPES[core_msg_type_index("reject")], CORE_OTHER);
+        assert_eq!(CORE_MSG_TYPES[core_msg_type_index("")], CORE_OTHER);
+        assert_eq!(CORE_MSG_TYPES[core_msg_type_index("*other*")], CORE_OTHER);
+        assert_eq!(
+            rpc_network("not_publicly_routable"),
+            "not_publicly_routable"
+        );
+        assert_eq!(rpc_network("internal"), OTHER);
+        assert_eq!(rpc_connection_type("block-relay-only"), "block-relay-only");
+        assert_eq!(rpc_connection_type("block_relay_only"), OTHER);
+        assert_eq!(rpc_transport("v3"), OTHER);
+        assert_eq!(
+            rpc_index("basic block filter index"),
+            "basic block filter index"
+        );
+        assert_eq!(rpc_index("txospenderindex"), OTHER);
+        assert_eq!(rpc_method("getpeerinfo"), "getpeerinfo");
+        assert_eq!(rpc_method("stop"), OTHER);
+        assert_eq!(rpc_methods().count(), 13);
+        assert_eq!(zmq_topic("rawtx"), "rawtx");
+        assert_eq!(zmq_topic("pubhashblock"), OTHER);
     }
 }

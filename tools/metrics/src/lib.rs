@@ -6,7 +6,10 @@
 pub mod labels;
 pub mod metrics;
 pub mod recorder;
+pub mod rpc;
+pub mod stats;
 pub mod user_agents;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;

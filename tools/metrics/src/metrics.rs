@@ -26,6 +26,7 @@ macro_rules! label_sets {
         )*
     };
 }
+pub(crate) use label_sets;
 
 label_sets! {
     NodeLabels {}
@@ -64,6 +65,8 @@ pub struct UserAgentLabels {
 pub type Counters<L> = Family<L, Counter>;
 pub type Gauges<L> = Family<L, Gauge>;
 pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+/// Gauges of values that are not whole numbers (seconds, ratios, fee rates).
+pub type FloatGauges<L> = Family<L, Gauge<f64, std::sync::atomic::AtomicU64>>;
 
 macro_rules! buckets {
     ($($name:ident = [$($bound:expr),*];)*) => {
@@ -85,7 +88,7 @@ buckets! {
     flush_buckets = [0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300];
 }
 
-fn histograms<L: EncodeLabelSet + Clone + std::hash::Hash + Eq>(
+pub(crate) fn histograms<L: EncodeLabelSet + Clone + std::hash::Hash + Eq>(
     buckets: fn() -> Histogram,
 ) -> Histograms<L> {
     Family::new_with_constructor(buckets)
@@ -155,6 +158,10 @@ pub struct Metrics {
     pub extractor_queued_bytes: Gauges<ExtractorLabels>,
     pub extractor_attached_locations: Gauges<ExtractorLabels>,
     pub extractor_kernel_memory: Gauges<ExtractorLabels>,
+    /// From `extractor rpc`'s answers and notifications (`rpc`).
+    pub rpc: crate::rpc::RpcMetrics,
+    /// Bytes on the wire as bitcoind counts them (`wire`).
+    pub wire: crate::wire::WireMetrics,
 }
 
 impl Metrics {
@@ -216,6 +223,8 @@ impl Metrics {
             extractor_queued_bytes: Family::default(),
             extractor_attached_locations: Family::default(),
             extractor_kernel_memory: Family::default(),
+            rpc: crate::rpc::RpcMetrics::new(),
+            wire: crate::wire::WireMetrics::default(),
         };
         let mut r = Registry::with_prefix("nodescope");
         let seconds = || Unit::Seconds;
@@ -486,6 +495,8 @@ impl Metrics {
             bytes(),
             m.extractor_kernel_memory.clone(),
         );
+        m.wire.register(&mut r);
+        m.rpc.register(&mut r);
         (Arc::new(m), r)
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use nodescope_consumer::{extractor_name, Continuity, Item, Received};
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p_message::Body;
-use nodescope_proto::{Category, ExtractorStats, NetMessage, P2pInventory};
+use nodescope_proto::{Category, Event, NetMessage, P2pInventory};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::labels::{self, FlushModes, INBOUND, OTHER, OUTBOUND};
@@ -49,6 +49,8 @@ struct NodeState {
     /// `p2p_message_payload_bytes`) updates, cached: indexing instead of hashing a label set.
     received: Vec<Option<Counter>>,
     messages: Vec<Option<(Counter, Counter)>>,
+    rpc: crate::rpc::RpcState,
+    wire: crate::wire::WireBytes,
 }
 
 /// Extractor kinds by protobuf number (0 and unknown numbers are "unknown"); one more than the
@@ -78,6 +80,8 @@ impl NodeState {
             run_ids: HashMap::new(),
             received: vec![None; EXTRACTORS * Category::ALL.len()],
             messages: vec![None; 2 * MSG_TYPES * CONN_TYPES],
+            rpc: Default::default(),
+            wire: Default::default(),
         }
     }
 
@@ -228,12 +232,8 @@ impl Recorder {
         let m = &*metrics;
         let n = || NodeLabels { node: node.clone() };
         match payload {
-            Payload::InboundMessage(message) => {
-                net_message(m, state, INBOUND, message, event.timestamp_ns)
-            }
-            Payload::OutboundMessage(message) => {
-                net_message(m, state, OUTBOUND, message, event.timestamp_ns)
-            }
+            Payload::InboundMessage(message) => net_message(m, state, INBOUND, message, event),
+            Payload::OutboundMessage(message) => net_message(m, state, OUTBOUND, message, event),
             Payload::InboundConnection(c) => {
                 let peer = c.peer.clone().unwrap_or_default();
                 opened(m, state, &peer, c.network);
@@ -260,6 +260,7 @@ impl Recorder {
             }
             Payload::ClosedConnection(c) => {
                 let peer = c.peer.clone().unwrap_or_default();
+                state.wire.closed(&m.wire, &node, event, peer.id);
                 let conn_type = labels::conn_type(peer.conn_type);
                 m.connections_closed
                     .get_or_create(&ConnectionLabels {
@@ -394,8 +395,12 @@ impl Recorder {
                     .inc();
             }
             // Only counted in events_received: the connectivity tool serves its own metrics.
-            Payload::ConnectivityCheck(_) | Payload::RpcCall(_) | Payload::ZmqNotification(_) => {}
-            Payload::ExtractorStats(s) => extractor_stats(m, node, extractor, s),
+            Payload::ConnectivityCheck(_) => {}
+            Payload::RpcCall(c) => {
+                crate::rpc::call(m, &mut state.rpc, &mut state.wire, &node, event, c)
+            }
+            Payload::ZmqNotification(z) => crate::rpc::zmq(m, &node, event, z),
+            Payload::ExtractorStats(s) => crate::stats::extractor_stats(m, node, extractor, s),
         }
     }
 }
@@ -437,11 +442,15 @@ fn net_message(
     state: &mut NodeState,
     direction: &'static str,
     net: &NetMessage,
-    timestamp_ns: u64,
+    event: &Event,
 ) {
     let Some(message) = &net.message else {
         return;
     };
+    let (node, timestamp_ns) = (state.node.clone(), event.timestamp_ns);
+    state
+        .wire
+        .message(&m.wire, &node, event, direction == OUTBOUND, net);
     let (peer_id, conn_type) = net
         .peer
         .as_ref()
@@ -449,7 +458,6 @@ fn net_message(
     let (messages, bytes) = state.message(m, direction, &message.msg_type, conn_type);
     messages.inc();
     bytes.inc_by(message.size);
-    let node = state.node.clone();
     let msg_type = labels::MSG_TYPE_LABELS[labels::msg_type_index(&message.msg_type)];
     if !message.decode_error.is_empty() {
         m.p2p_message_decode_errors
@@ -581,96 +589,6 @@ fn create_tx(m: &Metrics, node: Node, attempt: &'static str, success: bool) {
             result: if success { "success" } else { "failure" },
         })
         .inc();
-}
-
-/// The extractor's totals of its current run become the counters' values: a restarted
-/// extractor starts again from 0, which Prometheus treats as a counter reset. Every tracepoint
-/// gets a value each time (0 when absent), so no series keeps a stale total of an earlier run.
-fn extractor_stats(m: &Metrics, node: Node, extractor: &'static str, s: &ExtractorStats) {
-    let e = ExtractorLabels {
-        node: node.clone(),
-        extractor,
-    };
-    let store = |counter: &Counter, value: u64| {
-        counter
-            .inner()
-            .store(value, std::sync::atomic::Ordering::Relaxed);
-    };
-    store(&m.extractor_events_read.get_or_create(&e), s.events_read);
-    store(&m.extractor_events_published.get_or_create(&e), s.published);
-    store(&m.extractor_events_resent.get_or_create(&e), s.resent);
-    for (cause, value) in [
-        ("queue_full", s.dropped_queue_full),
-        ("too_large", s.dropped_too_large),
-    ] {
-        let labels = DropLabels {
-            node: node.clone(),
-            extractor,
-            cause,
-        };
-        store(&m.extractor_events_dropped.get_or_create(&labels), value);
-    }
-    for (cause, value) in [
-        ("expired", s.expired_incomplete),
-        ("shutdown", s.closed_at_shutdown),
-    ] {
-        let labels = DropLabels {
-            node: node.clone(),
-            extractor,
-            cause,
-        };
-        store(
-            &m.extractor_payloads_incomplete.get_or_create(&labels),
-            value,
-        );
-    }
-    store(&m.extractor_stray_chunks.get_or_create(&e), s.stray_chunks);
-    for (kind, value) in [("decode", s.decode_errors), ("read", s.read_errors)] {
-        let labels = ErrorLabels {
-            node: node.clone(),
-            extractor,
-            kind,
-        };
-        store(&m.extractor_errors.get_or_create(&labels), value);
-    }
-    for (family, drops) in [
-        (&m.extractor_kernel_drops, &s.kernel_drops),
-        (&m.extractor_kernel_payload_drops, &s.kernel_payload_drops),
-    ] {
-        let mut other = 0;
-        let mut by_tracepoint: HashMap<&'static str, u64> = HashMap::new();
-        for (key, value) in drops {
-            match labels::tracepoint(key) {
-                OTHER => other += value,
-                tracepoint => *by_tracepoint.entry(tracepoint).or_default() += value,
-            }
-        }
-        for tracepoint in labels::tracepoints() {
-            let value = if tracepoint == OTHER {
-                other
-            } else {
-                by_tracepoint.get(tracepoint).copied().unwrap_or(0)
-            };
-            let labels = TracepointLabels {
-                node: node.clone(),
-                extractor,
-                tracepoint,
-            };
-            store(&family.get_or_create(&labels), value);
-        }
-    }
-    m.extractor_queued_events
-        .get_or_create(&e)
-        .set(s.queued as i64);
-    m.extractor_queued_bytes
-        .get_or_create(&e)
-        .set(s.queued_bytes as i64);
-    m.extractor_attached_locations
-        .get_or_create(&e)
-        .set(s.attached_locations as i64);
-    m.extractor_kernel_memory
-        .get_or_create(&e)
-        .set(s.kernel_memory_bytes as i64);
 }
 
 #[cfg(test)]

@@ -522,6 +522,7 @@ fn node_a_events() -> (Vec<Event>, Event) {
             ..ExtractorStats::default()
         }),
     );
+    rpc_events(&mut at);
     let mut restarted = EventSource::new("node-a", 2);
     at(
         &mut restarted,
@@ -540,6 +541,276 @@ fn node_a_events() -> (Vec<Event>, Event) {
         .unwrap()
         .clone();
     (events, replayed)
+}
+
+/// What `extractor rpc` publishes about node-a: one answer of every method (getrawaddrman's
+/// in two parts), a failed call, ZMQ notifications and its stats. Peers 2 and 3 of the P2P
+/// messages are v2 and v1; peer 1, closed, is in no answer.
+fn rpc_events(at: &mut impl FnMut(&mut EventSource, u64, Payload)) {
+    use rpc_call::Result as Answer;
+    let mut rpc = EventSource::of(ExtractorKind::Rpc, "node-a", 5);
+    let mut answer = |rpc: &mut EventSource, method: &str, result: Answer| {
+        let call = RpcCall {
+            method: method.into(),
+            duration_ns: 2_000_000,
+            reply_bytes: 100,
+            result: Some(result),
+            ..RpcCall::default()
+        };
+        at(rpc, 3000, Payload::RpcCall(call));
+    };
+    let peer = |id, network: &str, connection_type: &str, transport: &str, pings| {
+        let (pingtime, minping) = match pings {
+            Some((last, min)) => (Some(last), Some(min)),
+            None => (None, None),
+        };
+        PeerInfo {
+            id,
+            network: network.into(),
+            connection_type: connection_type.into(),
+            transport_protocol_type: transport.into(),
+            pingtime,
+            minping,
+            ..PeerInfo::default()
+        }
+    };
+    let peers = vec![
+        peer(2, "onion", "outbound-full-relay", "v2", Some((0.5, 0.25))),
+        peer(3, "ipv6", "block-relay-only", "v1", Some((0.25, 0.125))),
+        peer(4, "not_publicly_routable", "inbound", "detecting", None),
+    ];
+    answer(
+        &mut rpc,
+        "getpeerinfo",
+        Answer::PeerInfo(PeerInfoList { peers }),
+    );
+    let mempool = MempoolInfo {
+        loaded: true,
+        size: 3,
+        bytes: 600,
+        usage: 4000,
+        total_fee: 0.0001,
+        maxmempool: 300_000_000,
+        mempoolminfee: 0.00001,
+        minrelaytxfee: 0.000001,
+        unbroadcastcount: 1,
+        fullrbf: true,
+        ..MempoolInfo::default()
+    };
+    answer(&mut rpc, "getmempoolinfo", Answer::MempoolInfo(mempool));
+    let totals = NetTotals {
+        totalbytesrecv: 5000,
+        totalbytessent: 7000,
+        timemillis: 1_700_000_103_000,
+        uploadtarget: Some(UploadTarget {
+            target: 5_000_000,
+            bytes_left_in_cycle: 4_000_000,
+            ..UploadTarget::default()
+        }),
+    };
+    answer(&mut rpc, "getnettotals", Answer::NetTotals(totals));
+    let locked = LockedPool {
+        used: 1000,
+        free: 2000,
+        total: 3000,
+        locked: 3000,
+        ..LockedPool::default()
+    };
+    let memory = MemoryInfo {
+        locked: Some(locked),
+    };
+    answer(&mut rpc, "getmemoryinfo", Answer::MemoryInfo(memory));
+    let counts = |new, tried| AddrmanCounts {
+        new,
+        tried,
+        total: new + tried,
+    };
+    let networks = [
+        ("ipv4", counts(10, 2)),
+        ("onion", counts(3, 0)),
+        ("all_networks", counts(14, 3)),
+        ("a network of v31", counts(1, 1)),
+    ];
+    let addrman = AddrmanInfo {
+        networks: networks.map(|(n, c)| (n.to_string(), c)).into(),
+    };
+    answer(&mut rpc, "getaddrmaninfo", Answer::AddrmanInfo(addrman));
+    answer(&mut rpc, "uptime", Answer::Uptime(Uptime { seconds: 3600 }));
+    let chain = BlockchainInfo {
+        chain: "regtest".into(),
+        blocks: 101,
+        headers: 102,
+        verificationprogress: 1.0,
+        size_on_disk: 30_000,
+        difficulty: 2.5,
+        warnings: vec!["one".into(), "two".into()],
+        ..BlockchainInfo::default()
+    };
+    answer(&mut rpc, "getblockchaininfo", Answer::BlockchainInfo(chain));
+    let reachability = |name: &str, reachable, limited| NetworkReachability {
+        name: name.into(),
+        reachable,
+        limited,
+        ..NetworkReachability::default()
+    };
+    let network = NetworkInfo {
+        connections: 3,
+        connections_in: 1,
+        connections_out: 2,
+        networkactive: true,
+        networks: vec![
+            reachability("ipv4", true, false),
+            reachability("onion", false, true),
+        ],
+        ..NetworkInfo::default()
+    };
+    answer(&mut rpc, "getnetworkinfo", Answer::NetworkInfo(network));
+    let stats = ChainTxStats {
+        txcount: Some(150),
+        txrate: Some(0.5),
+        ..ChainTxStats::default()
+    };
+    answer(&mut rpc, "getchaintxstats", Answer::ChainTxStats(stats));
+    let orphans = OrphanTxList {
+        orphans: vec![OrphanTx::default(), OrphanTx::default()],
+    };
+    answer(&mut rpc, "getorphantxs", Answer::OrphanTxs(orphans));
+    for part in 0..2 {
+        let part = RawAddrmanPart {
+            part,
+            parts: 2,
+            answer_id: 1,
+            new_total: 14,
+            tried_total: 3,
+            ..RawAddrmanPart::default()
+        };
+        answer(&mut rpc, "getrawaddrman", Answer::RawAddrman(part));
+    }
+    let index = |synced, best_block_height| IndexState {
+        synced,
+        best_block_height,
+    };
+    let indexes = [
+        ("txindex", index(true, 101)),
+        ("basic block filter index", index(false, 50)),
+        ("an index of v31", index(true, 101)),
+    ];
+    let indexes = IndexInfo {
+        indexes: indexes.map(|(n, i)| (n.to_string(), i)).into(),
+    };
+    answer(&mut rpc, "getindexinfo", Answer::IndexInfo(indexes));
+    let timeout = RpcFailure {
+        kind: RpcFailureKind::Timeout as i32,
+        code: 0,
+        message: "no answer within 30 s".into(),
+    };
+    answer(&mut rpc, "getnetworkinfo", Answer::Failure(timeout));
+
+    // ZMQ: the last hashblock 5 s after T0, after 3 lost ones.
+    let zmq = |topic: &str, missed_before| {
+        Payload::ZmqNotification(ZmqNotification {
+            topic: topic.into(),
+            missed_before,
+            endpoint: "tcp://127.0.0.1:28332".into(),
+            ..ZmqNotification::default()
+        })
+    };
+    at(&mut rpc, 4000, zmq("hashblock", 0));
+    at(&mut rpc, 5000, zmq("hashblock", 3));
+    at(&mut rpc, 4500, zmq("sequence", 0));
+    at(&mut rpc, 4600, zmq("a topic of v31", 0));
+
+    let map = |entries: &[(&str, u64)]| entries.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let stats = ExtractorStats {
+        published: 19,
+        rpc_calls: map(&[("getpeerinfo", 5), ("uptime", 4), ("help", 1)]),
+        rpc_failures: map(&[("getnetworkinfo", 1)]),
+        zmq_received: map(&[("hashblock", 2), ("sequence", 1), ("a topic of v31", 1)]),
+        zmq_missed: map(&[("hashblock", 3)]),
+        ..ExtractorStats::default()
+    };
+    at(&mut rpc, 6000, Payload::ExtractorStats(stats));
+}
+
+/// The expected samples of `extractor rpc`'s stats: every method and topic, and the families
+/// of every extractor.
+fn rpc_stats_samples() -> BTreeSet<String> {
+    let mut expected = BTreeSet::new();
+    let labels = r#"node="node-a",extractor="rpc""#;
+    for method in nodescope_metrics::labels::rpc_methods() {
+        let (calls, failures) = match method {
+            "getpeerinfo" => (5, 0),
+            "uptime" => (4, 0),
+            "other" => (1, 0),
+            "getnetworkinfo" => (0, 1),
+            _ => (0, 0),
+        };
+        expected.insert(format!(
+            r#"nodescope_extractor_rpc_calls_total{{{labels},method="{method}"}} {calls}"#
+        ));
+        expected.insert(format!(
+            r#"nodescope_extractor_rpc_failures_total{{{labels},method="{method}"}} {failures}"#
+        ));
+    }
+    for topic in [
+        "hashblock",
+        "hashtx",
+        "rawblock",
+        "rawtx",
+        "sequence",
+        "other",
+    ] {
+        let (received, missed) = match topic {
+            "hashblock" => (2, 3),
+            "sequence" | "other" => (1, 0),
+            _ => (0, 0),
+        };
+        expected.insert(format!(
+            r#"nodescope_extractor_zmq_received_total{{{labels},topic="{topic}"}} {received}"#
+        ));
+        expected.insert(format!(
+            r#"nodescope_extractor_zmq_missed_total{{{labels},topic="{topic}"}} {missed}"#
+        ));
+    }
+    for tracepoint in nodescope_metrics::labels::tracepoints() {
+        for family in ["kernel_drops", "kernel_payload_drops"] {
+            expected.insert(format!(
+                r#"nodescope_extractor_{family}_total{{{labels},tracepoint="{tracepoint}"}} 0"#
+            ));
+        }
+    }
+    for (family, value) in [
+        ("extractor_events_read_total", 0),
+        ("extractor_events_published_total", 19),
+        ("extractor_events_resent_total", 0),
+        ("extractor_stray_chunks_total", 0),
+        ("extractor_queued_events", 0),
+        ("extractor_queued_bytes", 0),
+        ("extractor_attached_locations", 0),
+        ("extractor_kernel_memory_bytes", 0),
+    ] {
+        expected.insert(format!("nodescope_{family}{{{labels}}} {value}"));
+    }
+    for (family, label, values) in [
+        (
+            "extractor_events_dropped_total",
+            "cause",
+            ["queue_full", "too_large"],
+        ),
+        (
+            "extractor_payloads_incomplete_total",
+            "cause",
+            ["expired", "shutdown"],
+        ),
+        ("extractor_errors_total", "kind", ["decode", "read"]),
+    ] {
+        for value in values {
+            expected.insert(format!(
+                r#"nodescope_{family}{{{labels},{label}="{value}"}} 0"#
+            ));
+        }
+    }
+    expected
 }
 
 /// The expected samples: every series of every family, `_bucket` lines excepted (only those
@@ -715,6 +986,121 @@ nodescope_extractor_queued_events{node="node-a",extractor="ebpf"} 0
 nodescope_extractor_queued_bytes{node="node-a",extractor="ebpf"} 0
 nodescope_extractor_attached_locations{node="node-a",extractor="ebpf"} 20
 nodescope_extractor_kernel_memory_bytes{node="node-a",extractor="ebpf"} 33800000
+nodescope_events_received_total{node="node-a",extractor="rpc",category="rpc"} 14
+nodescope_events_received_total{node="node-a",extractor="rpc",category="zmq"} 4
+nodescope_events_received_total{node="node-a",extractor="rpc",category="extractor"} 1
+nodescope_p2p_wire_bytes_total{node="node-a",direction="outbound",msg_type="version",transport="v2"} 135
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="version",transport="v2"} 131
+nodescope_p2p_wire_bytes_total{node="node-a",direction="outbound",msg_type="ping",transport="v2"} 29
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="pong",transport="v2"} 58
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="inv",transport="v2"} 130
+nodescope_p2p_wire_bytes_total{node="node-a",direction="outbound",msg_type="getdata",transport="v2"} 58
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="notfound",transport="v2"} 58
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="addr",transport="v2"} 112
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="addrv2",transport="v2"} 141
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="feefilter",transport="v2"} 29
+nodescope_p2p_wire_bytes_total{node="node-a",direction="outbound",msg_type="feefilter",transport="v2"} 29
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="tx",transport="v2"} TX_V2_WIRE
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="version",transport="v1"} 127
+nodescope_p2p_wire_bytes_total{node="node-a",direction="inbound",msg_type="ping",transport="v1"} 32
+nodescope_p2p_wire_bytes_total{node="node-a",direction="outbound",msg_type="pong",transport="v1"} 32
+nodescope_p2p_wire_unattributed_payload_bytes_total{node="node-a",direction="inbound",msg_type="version",reason="closed"} 102
+nodescope_p2p_wire_unattributed_payload_bytes_total{node="node-a",direction="inbound",msg_type="sendtxrcncl",reason="closed"} 12
+nodescope_p2p_wire_unattributed_payload_bytes_total{node="node-a",direction="inbound",msg_type="inv",reason="closed"} 1
+nodescope_p2p_wire_unattributed_messages_total{node="node-a",direction="inbound",msg_type="version",reason="closed"} 1
+nodescope_p2p_wire_unattributed_messages_total{node="node-a",direction="inbound",msg_type="sendtxrcncl",reason="closed"} 1
+nodescope_p2p_wire_unattributed_messages_total{node="node-a",direction="inbound",msg_type="inv",reason="closed"} 1
+nodescope_p2p_wire_pending_peers{node="node-a"} 0
+nodescope_rpc_peers{node="node-a",network="onion",connection_type="outbound-full-relay",transport="v2"} 1
+nodescope_rpc_peers{node="node-a",network="ipv6",connection_type="block-relay-only",transport="v1"} 1
+nodescope_rpc_peers{node="node-a",network="not_publicly_routable",connection_type="inbound",transport="detecting"} 1
+nodescope_rpc_peer_pingtime_seconds{node="node-a",stat="min"} 0.25
+nodescope_rpc_peer_pingtime_seconds{node="node-a",stat="median"} 0.375
+nodescope_rpc_peer_pingtime_seconds{node="node-a",stat="max"} 0.5
+nodescope_rpc_peer_minping_seconds{node="node-a",stat="min"} 0.125
+nodescope_rpc_peer_minping_seconds{node="node-a",stat="median"} 0.1875
+nodescope_rpc_peer_minping_seconds{node="node-a",stat="max"} 0.25
+nodescope_rpc_net_bytes_total{node="node-a",direction="inbound"} 5000
+nodescope_rpc_net_bytes_total{node="node-a",direction="outbound"} 7000
+nodescope_rpc_upload_target_bytes{node="node-a"} 5000000
+nodescope_rpc_upload_target_left_bytes{node="node-a"} 4000000
+nodescope_rpc_upload_target_reached{node="node-a"} 0
+nodescope_rpc_mempool_transactions{node="node-a"} 3
+nodescope_rpc_mempool_vsize_vbytes{node="node-a"} 600
+nodescope_rpc_mempool_usage_bytes{node="node-a"} 4000
+nodescope_rpc_mempool_max_bytes{node="node-a"} 300000000
+nodescope_rpc_mempool_min_fee_sat_per_vbyte{node="node-a"} 1.0
+nodescope_rpc_mempool_min_relay_fee_sat_per_vbyte{node="node-a"} 0.1
+nodescope_rpc_mempool_total_fee_satoshis{node="node-a"} 10000
+nodescope_rpc_mempool_full_rbf{node="node-a"} 1
+nodescope_rpc_mempool_loaded{node="node-a"} 1
+nodescope_rpc_mempool_unbroadcast_transactions{node="node-a"} 1
+nodescope_rpc_memory_locked_bytes{node="node-a",memory="used"} 1000
+nodescope_rpc_memory_locked_bytes{node="node-a",memory="free"} 2000
+nodescope_rpc_memory_locked_bytes{node="node-a",memory="total"} 3000
+nodescope_rpc_memory_locked_bytes{node="node-a",memory="locked"} 3000
+nodescope_rpc_uptime_seconds{node="node-a"} 3600
+nodescope_rpc_addrman_addresses{node="node-a",network="ipv4",table="new"} 10
+nodescope_rpc_addrman_addresses{node="node-a",network="ipv4",table="tried"} 2
+nodescope_rpc_addrman_addresses{node="node-a",network="onion",table="new"} 3
+nodescope_rpc_addrman_addresses{node="node-a",network="onion",table="tried"} 0
+nodescope_rpc_addrman_addresses{node="node-a",network="all_networks",table="new"} 14
+nodescope_rpc_addrman_addresses{node="node-a",network="all_networks",table="tried"} 3
+nodescope_rpc_addrman_addresses{node="node-a",network="other",table="new"} 1
+nodescope_rpc_addrman_addresses{node="node-a",network="other",table="tried"} 1
+nodescope_rpc_chain_blocks{node="node-a"} 101
+nodescope_rpc_chain_headers{node="node-a"} 102
+nodescope_rpc_chain_verification_progress{node="node-a"} 1.0
+nodescope_rpc_chain_initial_block_download{node="node-a"} 0
+nodescope_rpc_chain_size_on_disk_bytes{node="node-a"} 30000
+nodescope_rpc_chain_pruned{node="node-a"} 0
+nodescope_rpc_chain_difficulty{node="node-a"} 2.5
+nodescope_rpc_chain_warnings{node="node-a"} 2
+nodescope_rpc_network_reachable{node="node-a",network="ipv4"} 1
+nodescope_rpc_network_reachable{node="node-a",network="onion"} 0
+nodescope_rpc_network_limited{node="node-a",network="ipv4"} 0
+nodescope_rpc_network_limited{node="node-a",network="onion"} 1
+nodescope_rpc_connections{node="node-a",direction="inbound"} 1
+nodescope_rpc_connections{node="node-a",direction="outbound"} 2
+nodescope_rpc_network_active{node="node-a"} 1
+nodescope_rpc_network_warnings{node="node-a"} 0
+nodescope_rpc_chain_tx_rate{node="node-a"} 0.5
+nodescope_rpc_chain_transactions{node="node-a"} 150
+nodescope_rpc_orphan_transactions{node="node-a"} 2
+nodescope_rpc_index_synced{node="node-a",index="txindex"} 1
+nodescope_rpc_index_synced{node="node-a",index="basic block filter index"} 0
+nodescope_rpc_index_synced{node="node-a",index="other"} 1
+nodescope_rpc_index_best_block_height{node="node-a",index="txindex"} 101
+nodescope_rpc_index_best_block_height{node="node-a",index="basic block filter index"} 50
+nodescope_rpc_index_best_block_height{node="node-a",index="other"} 101
+nodescope_rpc_calls_total{node="node-a",method="getpeerinfo"} 1
+nodescope_rpc_calls_total{node="node-a",method="getmempoolinfo"} 1
+nodescope_rpc_calls_total{node="node-a",method="getnettotals"} 1
+nodescope_rpc_calls_total{node="node-a",method="getmemoryinfo"} 1
+nodescope_rpc_calls_total{node="node-a",method="getaddrmaninfo"} 1
+nodescope_rpc_calls_total{node="node-a",method="uptime"} 1
+nodescope_rpc_calls_total{node="node-a",method="getblockchaininfo"} 1
+nodescope_rpc_calls_total{node="node-a",method="getnetworkinfo"} 1
+nodescope_rpc_calls_total{node="node-a",method="getchaintxstats"} 1
+nodescope_rpc_calls_total{node="node-a",method="getorphantxs"} 1
+nodescope_rpc_calls_total{node="node-a",method="getrawaddrman"} 1
+nodescope_rpc_calls_total{node="node-a",method="getindexinfo"} 1
+nodescope_rpc_call_failures_total{node="node-a",method="getnetworkinfo",kind="timeout"} 1
+nodescope_rpc_call_duration_seconds_sum{node="node-a",method="getpeerinfo"} 0.002
+nodescope_rpc_call_duration_seconds_count{node="node-a",method="getpeerinfo"} 1
+nodescope_rpc_call_duration_seconds_bucket{le="0.001",node="node-a",method="getpeerinfo"} 0
+nodescope_rpc_call_duration_seconds_bucket{le="0.0025",node="node-a",method="getpeerinfo"} 1
+nodescope_rpc_call_duration_seconds_sum{node="node-a",method="getrawaddrman"} 0.002
+nodescope_rpc_call_duration_seconds_count{node="node-a",method="getrawaddrman"} 1
+nodescope_zmq_notifications_total{node="node-a",topic="hashblock"} 2
+nodescope_zmq_notifications_total{node="node-a",topic="sequence"} 1
+nodescope_zmq_notifications_total{node="node-a",topic="other"} 1
+nodescope_zmq_missed_total{node="node-a",topic="hashblock"} 3
+nodescope_zmq_missed_total{node="node-a",topic="sequence"} 0
+nodescope_zmq_missed_total{node="node-a",topic="other"} 0
+nodescope_zmq_last_notification_timestamp_seconds{node="node-a",topic="hashblock"} 1700000105.0
+nodescope_zmq_last_notification_timestamp_seconds{node="node-a",topic="sequence"} 1700000104.5
+nodescope_zmq_last_notification_timestamp_seconds{node="node-a",topic="other"} 1700000104.6
 "#;
 
 /// Run 1's stats, scraped before the restart: the extractor's totals as the counters' values.
@@ -822,7 +1208,21 @@ async fn every_family_has_exactly_the_expected_values() {
         .unwrap()
         .1
         .len();
-    let mut expected = samples(&EXPECTED.replace("TX_SIZE", &tx_size.to_string()));
+    let expected = EXPECTED
+        .replace("TX_SIZE", &tx_size.to_string())
+        .replace("TX_V2_WIRE", &(tx_size + 21).to_string());
+    let mut expected = samples(&expected);
+    expected.extend(rpc_stats_samples());
+    // Every answered method's call duration (2 ms), getpeerinfo's and getrawaddrman's above.
+    for method in nodescope_metrics::labels::rpc_methods().filter(|m| *m != "other") {
+        let labels = format!(r#"{{node="node-a",method="{method}"}}"#);
+        expected.insert(format!(
+            "nodescope_rpc_call_duration_seconds_sum{labels} 0.002"
+        ));
+        expected.insert(format!(
+            "nodescope_rpc_call_duration_seconds_count{labels} 1"
+        ));
+    }
     // After the restart every tracepoint's drops are run 2's: 0.
     for tracepoint in nodescope_metrics::labels::tracepoints() {
         for family in ["kernel_drops", "kernel_payload_drops"] {
@@ -861,7 +1261,7 @@ async fn every_family_has_exactly_the_expected_values() {
         .map(|s| family_of(s, &registered))
         .collect();
     assert_eq!(checked, registered);
-    assert_eq!(registered.len(), 55);
+    assert_eq!(registered.len(), 107);
     // The README lists every family (as the classic format names it: counters with `_total`).
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
@@ -979,7 +1379,7 @@ async fn promtool_finds_nothing_to_complain_about() {
     )
     .await;
     let scrape = tool.scrape().await;
-    assert_eq!(families(&scrape).len(), 55);
+    assert_eq!(families(&scrape).len(), 107);
     assert_promtool_clean(&scrape);
     tool.stop().await;
 }

@@ -11,6 +11,7 @@
 mod client;
 mod feed;
 pub mod state;
+pub mod summary;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,8 +29,8 @@ pub use feed::FeedCounters;
     name = "websocket",
     about = "Streams nodescope events to websocket clients and serves a live page.",
     long_about = "Streams nodescope events from NATS to websocket clients as JSON (/ws), and \
-                  serves a live page of each node's peers, messages, mempool, blocks and \
-                  pipeline health (/). Clients choose nodes and categories in the URL \
+                  serves a live page of each node's peers, messages, mempool, blocks, \
+                  pipeline health and, from RPC and ZMQ, bitcoind's own summary (/). Clients choose nodes and categories in the URL \
                   (/ws?nodes=a,b&categories=mempool,validation) or later with a message \
                   {\"type\":\"subscribe\",\"nodes\":[...],\"categories\":[...]}."
 )]

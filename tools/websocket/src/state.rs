@@ -2,7 +2,8 @@
 //! opened at any moment sees the present at once: the connected peers with their traffic,
 //! message counts by type, mempool activity, recent blocks, the pipeline's health and, when a
 //! connectivity-check tool watches the node, how reachable the addresses its peers announce
-//! are, per network. The page only draws this state (sent a few times a second), so what it
+//! are, per network; when `extractor rpc` watches it, what bitcoind says about itself
+//! ([`crate::summary`]). The page only draws this state (sent a few times a second), so what it
 //! shows is exactly what the events said, whatever their rate.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -14,6 +15,8 @@ use nodescope_proto::{
     AddrNetwork, ConnectivityCheck, ConnectivityResult, Network, Peer, V2Support,
 };
 use serde::Serialize;
+
+use crate::summary::{RpcSummary, ZmqSummary};
 
 /// Peers kept per node. bitcoind serves a few hundred connections at most; this only bounds a
 /// misbehaving stream (peers seen in messages but never closed).
@@ -42,6 +45,10 @@ pub struct NodeState {
     /// Connectivity checks of announced addresses by network ([`CHECK_NETWORKS`]): empty until
     /// the first check, so pages of nodes nobody checks show nothing of it.
     pub connectivity: BTreeMap<&'static str, Reachability>,
+    /// The latest RPC answers and failures (empty until `extractor rpc` publishes).
+    pub rpc: RpcSummary,
+    /// The ZMQ notifications.
+    pub zmq: ZmqSummary,
 }
 
 /// The networks checks are counted under: the closed set of the page's rows (Tor v2 and
@@ -302,6 +309,8 @@ impl NodeState {
                 .entry(check_network(c))
                 .or_default()
                 .count(c),
+            P::RpcCall(c) => self.rpc.apply(event, c),
+            P::ZmqNotification(z) => self.zmq.apply(event, z),
             P::ExtractorStats(s) => {
                 self.pipeline.extractor = Some(ExtractorCounters {
                     events_read: s.events_read,

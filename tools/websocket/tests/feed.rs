@@ -11,10 +11,13 @@ use nodescope_consumer::testing::{
     assert_promtool_clean, client, http_get, publish, EventSource, NatsServer,
 };
 use nodescope_proto::event::Payload;
+use nodescope_proto::rpc_call::Result as Answer;
+use nodescope_proto::zmq_notification::Body as ZmqBody;
 use nodescope_proto::{
-    AddrNetwork, BlockConnected, ConnectionType, ConnectivityCheck, ConnectivityResult, Event,
-    ExtractorKind, InboundConnection, MempoolAdded, NetAddress, NetMessage, Network, P2pMessage,
-    Peer, V2Support,
+    AddrNetwork, BlockConnected, BlockchainInfo, ConnectionType, ConnectivityCheck,
+    ConnectivityResult, Event, ExtractorKind, InboundConnection, MempoolAdded, NetAddress,
+    NetMessage, Network, P2pMessage, Peer, PeerInfo, PeerInfoList, RpcCall, RpcFailure,
+    RpcFailureKind, V2Support, ZmqNotification, ZmqSequence,
 };
 use nodescope_websocket::{run_on, Args};
 use serde_json::Value;
@@ -408,6 +411,164 @@ async fn connectivity_checks_make_a_reachability_summary() {
         !text.contains("198.51.100") && !text.contains(".onion"),
         "no addresses are kept: {text}"
     );
+    tool.stop().await;
+}
+
+fn rpc_call(method: &str, answer: Answer) -> Payload {
+    Payload::RpcCall(RpcCall {
+        method: method.into(),
+        duration_ns: 1_500_000,
+        reply_bytes: 300,
+        unknown_fields: Vec::new(),
+        result: Some(answer),
+    })
+}
+
+/// `extractor rpc`'s answers and ZMQ notifications reach the clients that ask for the rpc and
+/// zmq categories, and pages get them as the node's summary: the latest answer per method, the
+/// methods failing now, counts per ZMQ topic and the latest block announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_answers_and_zmq_notifications_make_a_node_summary() {
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let tool = Tool::start(&server, &["--state-interval-ms", "50"]).await;
+    let mut rpc_and_zmq = tool.connect("categories=rpc,zmq").await;
+    let mut page = tool.connect("events=0&state=1").await;
+
+    let mut rpc = EventSource::of(ExtractorKind::Rpc, "node-a", 1);
+    let peer = |connection_type: &str, transport: &str, ping: f64| PeerInfo {
+        inbound: connection_type == "inbound",
+        connection_type: connection_type.into(),
+        transport_protocol_type: transport.into(),
+        pingtime: Some(ping),
+        ..PeerInfo::default()
+    };
+    let chain = |blocks| {
+        Answer::BlockchainInfo(BlockchainInfo {
+            chain: "regtest".into(),
+            blocks,
+            headers: 120,
+            bestblockhash: vec![0x0f; 32],
+            verificationprogress: 1.0,
+            ..BlockchainInfo::default()
+        })
+    };
+    // Stamped in order: a sequence number below the last one seen would be a replay.
+    let first = rpc.stamp(rpc_call("getblockchaininfo", chain(110)));
+    let peers = rpc.stamp(rpc_call(
+        "getpeerinfo",
+        Answer::PeerInfo(PeerInfoList {
+            peers: vec![
+                peer("outbound-full-relay", "v2", 0.004),
+                peer("outbound-full-relay", "v1", 0.008),
+                peer("inbound", "v2", 0.100),
+            ],
+        }),
+    ));
+    let mut failed = rpc.stamp(rpc_call(
+        "uptime",
+        Answer::Failure(RpcFailure {
+            kind: RpcFailureKind::Auth as i32,
+            code: 401,
+            message: "HTTP 401: wrong user or password".into(),
+        }),
+    ));
+    failed.error = "uptime: HTTP 401".into();
+    let events = [
+        first,
+        peers,
+        failed,
+        rpc.stamp(Payload::ZmqNotification(ZmqNotification {
+            topic: "hashblock".into(),
+            zmq_sequence: 9,
+            endpoint: "tcp://127.0.0.1:28332".into(),
+            missed_before: 1,
+            body: Some(ZmqBody::Hash(vec![0x0f; 32])),
+        })),
+        rpc.stamp(Payload::ZmqNotification(ZmqNotification {
+            topic: "sequence".into(),
+            zmq_sequence: 40,
+            endpoint: "tcp://127.0.0.1:28332".into(),
+            missed_before: 0,
+            body: Some(ZmqBody::Sequence(ZmqSequence {
+                hash: vec![0x0f; 32],
+                label: "C".into(),
+                mempool_sequence: None,
+            })),
+        })),
+        rpc.stamp(rpc_call("getblockchaininfo", chain(111))),
+    ];
+    // An event of another category first: the rpc/zmq client must not get it.
+    let mut ebpf = EventSource::new("node-a", 1);
+    publish(&publisher, &ebpf.stamp(added(100))).await;
+    for event in &events {
+        publish(&publisher, event).await;
+    }
+    let received = next_events(&mut rpc_and_zmq, events.len()).await;
+    assert_eq!(received, events.iter().map(expected).collect::<Vec<_>>());
+    assert_eq!(received[0]["category"], "rpc");
+    assert_eq!(received[3]["category"], "zmq");
+    assert_eq!(
+        received[3]["event"]["zmq_notification"]["hash"],
+        "0f".repeat(32)
+    );
+    quiet(&mut rpc_and_zmq, Duration::from_millis(300)).await;
+
+    // The state frame that has every event in it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        let frame = next_json(&mut page).await;
+        if frame["type"] == "state" && frame["state"]["pipeline"]["events"] == 7 {
+            break frame["state"].clone();
+        }
+        assert!(Instant::now() < deadline, "no state with every event");
+    };
+    let summary = &state["rpc"];
+    let chain = &summary["blockchain"];
+    assert_eq!(chain["chain"], "regtest");
+    assert_eq!(chain["blocks"], 111, "the latest answer");
+    assert_eq!(chain["headers"], 120);
+    assert_eq!(chain["bestblockhash"], "0f".repeat(32));
+    assert_eq!(chain["verification_progress"], 1.0);
+    assert_eq!(chain["time_ns"], events[5].timestamp_ns);
+    let peers = &summary["peers"];
+    assert_eq!(
+        (&peers["peers"], &peers["inbound"], &peers["outbound"]),
+        (&3.into(), &1.into(), &2.into())
+    );
+    assert_eq!(
+        peers["by_connection_type"],
+        serde_json::json!({"inbound": 1, "outbound-full-relay": 2})
+    );
+    assert_eq!(peers["by_transport"], serde_json::json!({"v1": 1, "v2": 2}));
+    assert_eq!(peers["median_ping_ms"], 8.0);
+    assert_eq!(
+        summary["failures"],
+        serde_json::json!({"uptime": {
+            "time_ns": events[2].timestamp_ns, "kind": "auth", "code": 401,
+            "message": "HTTP 401: wrong user or password",
+        }})
+    );
+    assert_eq!(summary["uptime"], Value::Null, "it never answered");
+    assert_eq!(
+        (&summary["answers"], &summary["failed"]),
+        (&3.into(), &1.into())
+    );
+    let zmq = &state["zmq"];
+    assert_eq!(
+        zmq["topics"],
+        serde_json::json!({
+            "hashblock": {"received": 1, "missed": 1},
+            "sequence": {"received": 1, "missed": 0},
+        })
+    );
+    assert_eq!(zmq["missed"], 1);
+    assert_eq!(
+        zmq["last_block"],
+        serde_json::json!({"hash": "0f".repeat(32), "time_ns": events[3].timestamp_ns})
+    );
+    assert_eq!(state["pipeline"]["by_category"]["rpc"], 4);
+    assert_eq!(state["pipeline"]["by_category"]["zmq"], 2);
     tool.stop().await;
 }
 

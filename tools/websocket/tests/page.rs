@@ -12,11 +12,15 @@ use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use nodescope_consumer::testing::{client, http_get, publish, EventSource, NatsServer};
 use nodescope_proto::event::Payload;
+use nodescope_proto::rpc_call::Result as Answer;
+use nodescope_proto::zmq_notification::Body as ZmqBody;
 use nodescope_proto::{
-    AddrNetwork, BlockConnected, ClosedConnection, ConnectionType, ConnectivityCheck,
-    ConnectivityResult, ExtractorKind, ExtractorStats, InboundConnection, MempoolAdded,
-    MempoolRejected, MempoolRemoved, NetAddress, NetMessage, Network, OutboundConnection,
-    P2pMessage, Peer, RemovalReason, V2Support,
+    AddrNetwork, BlockConnected, BlockchainInfo, ClosedConnection, ConnectionType,
+    ConnectivityCheck, ConnectivityResult, ExtractorKind, ExtractorStats, InboundConnection,
+    MempoolAdded, MempoolInfo, MempoolRejected, MempoolRemoved, NetAddress, NetMessage, NetTotals,
+    Network, NetworkInfo, NetworkReachability, OutboundConnection, P2pMessage, Peer, PeerInfo,
+    PeerInfoList, RemovalReason, RpcCall, RpcFailure, RpcFailureKind, Uptime, V2Support,
+    ZmqNotification,
 };
 use nodescope_websocket::{run_on, Args};
 use serde_json::{json, Value};
@@ -173,6 +177,15 @@ impl Browser {
                 connectivityShown: !document.getElementById("connectivity").hidden,
                 connectivityChecks: document.getElementById("connectivity-checks").textContent,
                 reachability: [...document.querySelectorAll("#reachability tbody tr")].map(r => [...r.cells].map(c => c.textContent)),
+                rpcShown: !document.getElementById("rpc").hidden,
+                rpc: Object.fromEntries([...document.querySelectorAll("#rpc .stat b")].map(b => [b.id.slice(4), b.textContent])),
+                rpcPeerTypes: [...document.querySelectorAll("#rpc-peer-types li")].map(li => li.textContent),
+                rpcTransports: [...document.querySelectorAll("#rpc-transports li")].map(li => li.textContent),
+                rpcFailures: [...document.querySelectorAll("#rpc-failures li")].map(li => [li.getAttribute("data-method"), li.firstChild.textContent]),
+                zmqShown: !document.getElementById("zmq").hidden,
+                zmqLastBlock: document.getElementById("zmq-last-block").textContent,
+                zmqMissed: document.getElementById("zmq-missed").textContent,
+                zmqTopics: [...document.querySelectorAll("#zmq-topics tbody tr")].map(r => [...r.cells].map(c => c.textContent)),
             })"##,
         )
         .await
@@ -352,6 +365,140 @@ fn checks(source: &mut EventSource) -> Vec<nodescope_proto::Event> {
     .collect()
 }
 
+fn rpc_call(method: &str, answer: Answer) -> Payload {
+    Payload::RpcCall(RpcCall {
+        method: method.into(),
+        duration_ns: 2_000_000,
+        reply_bytes: 512,
+        unknown_fields: Vec::new(),
+        result: Some(answer),
+    })
+}
+
+fn rpc_peer(connection_type: &str, transport: &str, ping: Option<f64>) -> PeerInfo {
+    PeerInfo {
+        inbound: connection_type == "inbound",
+        connection_type: connection_type.into(),
+        transport_protocol_type: transport.into(),
+        pingtime: ping,
+        ..PeerInfo::default()
+    }
+}
+
+/// What `extractor rpc` says of the node: one answer of each method the page shows, a
+/// getmempoolinfo that failed after it had answered once, a getblockchaininfo that failed and
+/// then answered (no longer failing), and ZMQ notifications with a gap.
+fn rpc_and_zmq(source: &mut EventSource) -> Vec<nodescope_proto::Event> {
+    let reachable = |name: &str, reachable: bool| NetworkReachability {
+        name: name.into(),
+        reachable,
+        ..NetworkReachability::default()
+    };
+    let failure = |kind: RpcFailureKind, code: i64, message: &str| {
+        Answer::Failure(RpcFailure {
+            kind: kind as i32,
+            code,
+            message: message.into(),
+        })
+    };
+    let mut events = vec![
+        source.stamp(rpc_call(
+            "getblockchaininfo",
+            failure(RpcFailureKind::RpcError, -28, "Loading block index…"),
+        )),
+        source.stamp(rpc_call(
+            "getblockchaininfo",
+            Answer::BlockchainInfo(BlockchainInfo {
+                chain: "regtest".into(),
+                blocks: 101,
+                headers: 103,
+                verificationprogress: 0.5,
+                initialblockdownload: true,
+                size_on_disk: 2_500_000,
+                pruned: false,
+                ..BlockchainInfo::default()
+            }),
+        )),
+        source.stamp(rpc_call(
+            "getnetworkinfo",
+            Answer::NetworkInfo(NetworkInfo {
+                version: 300_000,
+                subversion: "/Satoshi:30.0.0/".into(),
+                connections: 3,
+                connections_in: 1,
+                connections_out: 2,
+                networkactive: true,
+                networks: vec![
+                    reachable("ipv4", true),
+                    reachable("onion", false),
+                    reachable("ipv6", true),
+                ],
+                ..NetworkInfo::default()
+            }),
+        )),
+        source.stamp(rpc_call(
+            "getmempoolinfo",
+            Answer::MempoolInfo(MempoolInfo {
+                loaded: true,
+                size: 1234,
+                bytes: 456_000,
+                usage: 1_500_000,
+                maxmempool: 300_000_000,
+                mempoolminfee: 0.000_01,
+                ..MempoolInfo::default()
+            }),
+        )),
+        source.stamp(rpc_call(
+            "getnettotals",
+            Answer::NetTotals(NetTotals {
+                totalbytesrecv: 5_000_000,
+                totalbytessent: 7_500,
+                ..NetTotals::default()
+            }),
+        )),
+        source.stamp(rpc_call(
+            "uptime",
+            Answer::Uptime(Uptime {
+                seconds: 2 * 86_400 + 3 * 3600 + 120,
+            }),
+        )),
+        source.stamp(rpc_call(
+            "getpeerinfo",
+            Answer::PeerInfo(PeerInfoList {
+                peers: vec![
+                    rpc_peer("outbound-full-relay", "v2", Some(0.010)),
+                    rpc_peer("block-relay-only", "v1", Some(0.050)),
+                    rpc_peer("inbound", "v2", Some(0.020)),
+                ],
+            }),
+        )),
+    ];
+    let mut failed = source.stamp(rpc_call(
+        "getmempoolinfo",
+        failure(RpcFailureKind::Timeout, 0, ""),
+    ));
+    failed.error = "getmempoolinfo: no answer within 5 s".into();
+    events.push(failed);
+    let zmq = |topic: &str, missed_before, hash: u8| {
+        Payload::ZmqNotification(ZmqNotification {
+            topic: topic.into(),
+            zmq_sequence: 1,
+            endpoint: "tcp://127.0.0.1:28332".into(),
+            missed_before,
+            body: Some(ZmqBody::Hash(vec![hash; 32])),
+        })
+    };
+    for payload in [
+        zmq("hashblock", 0, 0x11),
+        zmq("hashtx", 0, 0x01),
+        zmq("hashtx", 2, 0x02),
+        zmq("hashblock", 0, 0x22),
+    ] {
+        events.push(source.stamp(payload));
+    }
+    events
+}
+
 fn artifact(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     std::fs::create_dir_all(&dir).unwrap();
@@ -371,6 +518,8 @@ async fn the_live_page_shows_what_the_events_say() {
     let mut events = scenario(&mut source);
     let mut checker = EventSource::of(ExtractorKind::ConnectivityCheck, "node-a", 7);
     events.extend(checks(&mut checker));
+    let mut rpc = EventSource::of(ExtractorKind::Rpc, "node-a", 3);
+    events.extend(rpc_and_zmq(&mut rpc));
     let count = events.len();
     let (mut probe, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
         .await
@@ -487,6 +636,43 @@ async fn the_live_page_shows_what_the_events_say() {
         ])
     );
 
+    // The node summary from RPC: the latest answer of each method, the one call failing now.
+    assert_eq!(shown["rpcShown"], true);
+    assert_eq!(
+        shown["rpc"],
+        json!({
+            "chain": "regtest", "blocks": "101", "headers": "103", "progress": "50.0000%",
+            "ibd": "yes", "size": "2.50 MB", "pruned": "no", "uptime": "2d 3h",
+            "version": "/Satoshi:30.0.0/ (300000)", "connections": "3 (1 / 2)",
+            "reachable": "ipv4, ipv6", "mempool-size": "1,234", "mempool-bytes": "456.0 kB",
+            "mempool-usage": "1.50 MB of 300.00 MB", "mempool-minfee": "1.00 sat/vB",
+            "recv": "5.00 MB", "sent": "7.5 kB", "peers": "3 (1 in / 2 out)", "ping": "20.0 ms",
+        })
+    );
+    assert_eq!(
+        shown["rpcPeerTypes"],
+        json!(["block-relay-only1", "inbound1", "outbound-full-relay1"])
+    );
+    assert_eq!(shown["rpcTransports"], json!(["v22", "v11"]));
+    assert_eq!(
+        shown["rpcFailures"],
+        json!([[
+            "getmempoolinfo",
+            "getmempoolinfo: timeout — getmempoolinfo: no answer within 5 s"
+        ]]),
+        "getblockchaininfo answered after its failure"
+    );
+    assert_eq!(shown["zmqShown"], true);
+    assert_eq!(
+        shown["zmqLastBlock"],
+        format!("{}…{}", "22".repeat(8), "22".repeat(4))
+    );
+    assert_eq!(shown["zmqMissed"], "2");
+    assert_eq!(
+        shown["zmqTopics"],
+        json!([["hashblock", "2", "0"], ["hashtx", "2", "2"]])
+    );
+
     let screenshot = browser
         .call("Page.captureScreenshot", json!({"format": "png"}))
         .await;
@@ -554,6 +740,8 @@ async fn the_live_page_shows_what_the_events_say() {
         shown["connectivityShown"], false,
         "no checks, no reachability card"
     );
+    assert_eq!(shown["rpcShown"], false, "no RPC answers, no summary card");
+    assert_eq!(shown["zmqShown"], false, "no notifications, no ZMQ card");
     assert_eq!(
         shown["blocks"],
         json!([]),

@@ -1,0 +1,520 @@
+//! `extractor rpc` against the real bitcoind: every payload equals, field for field, the answer
+//! it was made from (recorded by a proxy between the two); cookie auth across a restart; a
+//! wrong password; bitcoind down at the start; one call only; a large address manager in parts;
+//! ZMQ notifications matching RPC, and a ZMQ gap counted.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nodescope_proto::event::Payload;
+use nodescope_proto::rpc_call::Result as Answer;
+use nodescope_proto::{Event, RpcCall, RpcFailureKind, ZmqNotification};
+use nodescope_regtest::{Node, NodeConfig, Transport};
+use serde_json::{json, Value};
+
+use common::blocking;
+use common::bus::Collected;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The RPC calls of the events received so far, with the event.
+fn calls(events: &[Event]) -> Vec<(Event, RpcCall)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(Payload::RpcCall(call)) => Some((e.clone(), call.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn zmq_notifications(events: &[Event]) -> Vec<ZmqNotification> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(Payload::ZmqNotification(n)) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rpc_args<'a>(node: &'a Node, nats: &'a str, cookie: &'a str, port: &'a str) -> Vec<String> {
+    let _ = node;
+    [
+        "--chain",
+        "regtest",
+        "--rpc-url",
+        port,
+        "--rpc-cookie-file",
+        cookie,
+        "--nats-url",
+        nats,
+        "--node-id",
+        "rpc-node",
+        "--stats-interval",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn url_of(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Records every JSON-RPC exchange passing through it: (method, the answer's `result`).
+struct RecordingProxy {
+    port: u16,
+    answers: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl RecordingProxy {
+    fn start(upstream: u16) -> RecordingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let sink = answers.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let sink = sink.clone();
+                std::thread::spawn(move || relay(client, upstream, &sink));
+            }
+        });
+        RecordingProxy { port, answers }
+    }
+
+    fn answers_of(&self, method: &str) -> Vec<Value> {
+        let answers = self.answers.lock().unwrap();
+        answers
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn relay(mut client: TcpStream, upstream: u16, sink: &Mutex<Vec<(String, Value)>>) {
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        return;
+    };
+    let mut to_server = server.try_clone().unwrap();
+    let mut from_client = client.try_clone().unwrap();
+    let request = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 65536];
+        while let Ok(n) = from_client.read(&mut chunk) {
+            if n == 0 || to_server.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+        seen
+    });
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while let Ok(n) = server.read(&mut chunk) {
+        if n == 0 || client.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if complete(&response) {
+            break;
+        }
+    }
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let request = request.join().unwrap();
+    if let (Some(request), Some(response)) = (body(&request), body(&response)) {
+        let request: Value = serde_json::from_slice(request).unwrap();
+        let response: Value = serde_json::from_slice(response).unwrap();
+        let method = request["method"].as_str().unwrap_or_default().to_string();
+        sink.lock()
+            .unwrap()
+            .push((method, response["result"].clone()));
+    }
+}
+
+/// The HTTP message's body, once all of it (by Content-Length) is there.
+fn body(message: &[u8]) -> Option<&[u8]> {
+    let end = message.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&message[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    message.get(end..end + length)
+}
+
+fn complete(message: &[u8]) -> bool {
+    body(message).is_some()
+}
+
+/// `ours` (a payload as JSON) equals `theirs` (bitcoind's answer) key for key, both ways;
+/// numbers are compared as numbers (bitcoind prints 1, the payload holds 1.0).
+fn assert_same(path: &str, ours: &Value, theirs: &Value) {
+    match (ours, theirs) {
+        (Value::Number(a), Value::Number(b)) => {
+            assert_eq!(a.as_f64(), b.as_f64(), "{path}: {a} != {b}")
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => assert_same(&format!("{path}.{key}"), x, y),
+                    (x, y) => panic!("{path}.{key}: payload {x:?}, bitcoind {y:?}"),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "{path}: lengths");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert_same(&format!("{path}[{i}]"), x, y);
+            }
+        }
+        _ => assert_eq!(ours, theirs, "{path}"),
+    }
+}
+
+/// The answer as bitcoind would print it, from the payload.
+fn as_json(answer: &Answer) -> Value {
+    match answer {
+        Answer::PeerInfo(a) => serde_json::to_value(a),
+        Answer::MempoolInfo(a) => serde_json::to_value(a),
+        Answer::NetTotals(a) => serde_json::to_value(a),
+        Answer::MemoryInfo(a) => serde_json::to_value(a),
+        Answer::AddrmanInfo(a) => serde_json::to_value(a),
+        Answer::Uptime(a) => serde_json::to_value(a),
+        Answer::BlockchainInfo(a) => serde_json::to_value(a),
+        Answer::NetworkInfo(a) => serde_json::to_value(a),
+        Answer::ChainTxStats(a) => serde_json::to_value(a),
+        Answer::OrphanTxs(a) => serde_json::to_value(a),
+        Answer::IndexInfo(a) => serde_json::to_value(a),
+        Answer::RawAddrman(part) => {
+            let mut tables = json!({"new": {}, "tried": {}});
+            for e in &part.entries {
+                let mut entry = json!({
+                    "address": e.address, "port": e.port, "network": e.network,
+                    "services": e.services, "time": e.time, "source": e.source,
+                    "source_network": e.source_network,
+                });
+                if let Some(asn) = e.mapped_as {
+                    entry["mapped_as"] = asn.into();
+                }
+                if let Some(asn) = e.source_mapped_as {
+                    entry["source_mapped_as"] = asn.into();
+                }
+                tables[&e.table][&e.bucket_position] = entry;
+            }
+            Ok(tables)
+        }
+        Answer::Failure(f) => panic!("a failure: {f:?}"),
+    }
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_payload_is_the_answer_it_came_from() {
+    let node = blocking(|| {
+        Node::start(
+            NodeConfig::new()
+                .wallet(true)
+                .zmq(true)
+                .v2transport(true)
+                .arg("-txindex")
+                .arg("-coinstatsindex"),
+        )
+    })
+    .unwrap();
+    let other = blocking(|| Node::start(NodeConfig::new().v2transport(true))).unwrap();
+    blocking(|| {
+        node.connect_to(&other)?;
+        node.mature_coins()?;
+        node.send_to_address(&node.new_address()?, 1.0)?;
+        node.rpc("addpeeraddress", json!(["8.8.8.8", 8333]))?;
+        node.rpc("addpeeraddress", json!(["1.1.1.1", 8333, true]))
+    })
+    .unwrap();
+    let _raw = blocking(|| node.raw_peer(Transport::V1)).unwrap();
+
+    let proxy = RecordingProxy::start(node.rpc_port());
+    let nats = nodescope_bus::test_server::NatsServer::start();
+    let bus = Collected::start(&nats.url(), "rpc-node").await;
+    let cookie = node.cookie_path().display().to_string();
+    let mut args = rpc_args(&node, &nats.url(), &cookie, &url_of(proxy.port));
+    args.extend(
+        [
+            "--interval",
+            "300ms",
+            "--slow-interval",
+            "300ms",
+            "--no-zmq",
+        ]
+        .map(String::from),
+    );
+    let (mut extractor, _pause) = common::start_rpc_extractor(&args);
+
+    let methods = nodescope_proto::rpc::Method::ALL;
+    let seen = extractor
+        .alongside(bus.wait_for("an answer of every method", WAIT, |events| {
+            let answered: std::collections::BTreeSet<String> = events
+                .iter()
+                .filter_map(|e| match &e.payload {
+                    Some(Payload::RpcCall(c)) if e.error.is_empty() => Some(c.method.clone()),
+                    _ => None,
+                })
+                .collect();
+            (answered.len() == methods.len()).then_some(answered)
+        }))
+        .await;
+    assert_eq!(seen.len(), methods.len());
+
+    // Each event is compared with the answer it was made from: the n-th answer of a method
+    // through the proxy is the n-th event of that method.
+    let mut per_method: BTreeMap<String, Vec<RpcCall>> = BTreeMap::new();
+    for (event, call) in calls(&bus.events()) {
+        assert!(event.error.is_empty(), "{}: {}", call.method, event.error);
+        assert_eq!(event.chain, "regtest");
+        assert!(
+            call.unknown_fields.is_empty(),
+            "{}: {:?}",
+            call.method,
+            call.unknown_fields
+        );
+        assert!(call.duration_ns > 0 && call.reply_bytes > 0, "{call:?}");
+        per_method
+            .entry(call.method.clone())
+            .or_default()
+            .push(call);
+    }
+    for (method, events) in &per_method {
+        let answers = proxy.answers_of(method);
+        assert!(
+            answers.len() >= events.len(),
+            "{method}: more events than answers"
+        );
+        for (call, answer) in events.iter().zip(&answers) {
+            assert_same(method, &as_json(call.result.as_ref().unwrap()), answer);
+        }
+    }
+    // What the node was made to have is there.
+    let last = |method: &str| per_method[method].last().unwrap().result.clone().unwrap();
+    let Answer::PeerInfo(peers) = last("getpeerinfo") else {
+        panic!()
+    };
+    let transports: std::collections::BTreeSet<&str> = peers
+        .peers
+        .iter()
+        .map(|p| p.transport_protocol_type.as_str())
+        .collect();
+    assert_eq!(
+        transports,
+        ["v1", "v2"].into(),
+        "one v2 peer and the raw v1 one"
+    );
+    let Answer::IndexInfo(indexes) = last("getindexinfo") else {
+        panic!()
+    };
+    assert!(
+        indexes.indexes.contains_key("txindex") && indexes.indexes.contains_key("coinstatsindex")
+    );
+    let Answer::RawAddrman(addrman) = last("getrawaddrman") else {
+        panic!()
+    };
+    assert_eq!((addrman.new_total, addrman.tried_total), (1, 1));
+    let Answer::MempoolInfo(mempool) = last("getmempoolinfo") else {
+        panic!()
+    };
+    assert_eq!(mempool.size, 1);
+    extractor.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_is_read_again_after_a_restart_and_zmq_follows() {
+    let mut node = blocking(|| Node::start(NodeConfig::new().zmq(true))).unwrap();
+    let nats = nodescope_bus::test_server::NatsServer::start();
+    let bus = Collected::start(&nats.url(), "rpc-node").await;
+    let cookie = node.cookie_path().display().to_string();
+    let mut args = rpc_args(&node, &nats.url(), &cookie, &url_of(node.rpc_port()));
+    args.extend(["--interval", "200ms", "--calls", "uptime,getblockchaininfo"].map(String::from));
+    let (mut extractor, _pause) = common::start_rpc_extractor(&args);
+    extractor.alongside(mined_and_notified(&node, &bus)).await;
+    let old_cookie = std::fs::read_to_string(node.cookie_path()).unwrap();
+    blocking(|| node.restart()).unwrap();
+    assert_ne!(
+        std::fs::read_to_string(node.cookie_path()).unwrap(),
+        old_cookie
+    );
+    // Answers again, with the new cookie: an uptime after the failures of the restart.
+    extractor
+        .alongside(
+            bus.wait_for("an uptime of the restarted node", WAIT, |events| {
+                // The calls failed while bitcoind restarted, and answer again after.
+                let all = calls(events);
+                let restarted = all.iter().rposition(|(e, _)| !e.error.is_empty())?;
+                all[restarted + 1..]
+                    .iter()
+                    .any(|(_, c)| matches!(c.result, Some(Answer::Uptime(_))))
+                    .then_some(())
+            }),
+        )
+        .await;
+    // And ZMQ is subscribed to the new process.
+    extractor.alongside(mined_and_notified(&node, &bus)).await;
+    extractor.stop().await.unwrap();
+}
+
+/// Mines a block at a time until one's `hashblock` arrives (the first may come before the
+/// subscription is in place: ZMQ's "slow joiner"); returns its hash.
+async fn mined_and_notified(node: &Node, bus: &Collected) -> String {
+    for _ in 0..20 {
+        let hash = blocking(|| node.generate(1)).unwrap().remove(0);
+        let seen = bus
+            .find_within(Duration::from_secs(1), |events| {
+                zmq_notifications(events)
+                    .iter()
+                    .any(|n| n.topic == "hashblock" && hex(n) == hash)
+                    .then_some(())
+            })
+            .await;
+        if seen.is_some() {
+            return hash;
+        }
+    }
+    panic!("no hashblock for any of 20 blocks");
+}
+
+/// `-rpcauth=<user>:<salt>$<HMAC-SHA256(salt, password)>`, as share/rpcauth/rpcauth.py makes it.
+fn rpcauth(user: &str, password: &str) -> String {
+    use nodescope_regtest::bitcoin::hashes::{hmac, sha256, Hash, HashEngine};
+    let salt = "5f2c1e0d9a8b7c6d5e4f3a2b1c0d9e8f";
+    let mut engine = hmac::HmacEngine::<sha256::Hash>::new(salt.as_bytes());
+    engine.input(password.as_bytes());
+    let mac = hmac::Hmac::<sha256::Hash>::from_engine(engine);
+    format!("-rpcauth={user}:{salt}${mac}")
+}
+
+fn hex(n: &ZmqNotification) -> String {
+    use nodescope_proto::zmq_notification::Body;
+    match &n.body {
+        Some(Body::Hash(h)) => h.iter().map(|b| format!("{b:02x}")).collect(),
+        Some(Body::Sequence(s)) => s.hash.iter().map(|b| format!("{b:02x}")).collect(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpcauth_user_is_let_in_and_a_wrong_password_is_a_clear_failure() {
+    let node =
+        blocking(|| Node::start(NodeConfig::new().arg(rpcauth("nodescope", "s3cret")))).unwrap();
+    let nats = nodescope_bus::test_server::NatsServer::start();
+    let user_args = |node_id: &str, password: &str| -> Vec<String> {
+        [
+            "--chain",
+            "regtest",
+            "--rpc-url",
+            &url_of(node.rpc_port()),
+            "--rpc-user",
+            "nodescope",
+            "--rpc-password",
+            password,
+            "--nats-url",
+            &nats.url(),
+            "--node-id",
+            node_id,
+            "--interval",
+            "200ms",
+            "--calls",
+            "uptime",
+            "--stats-interval",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let good = Collected::start(&nats.url(), "right").await;
+    let (mut right, _pause) = common::start_rpc_extractor(&user_args("right", "s3cret"));
+    right
+        .alongside(good.stats_when(|s| s.rpc_calls.get("uptime").is_some_and(|n| *n >= 2)))
+        .await;
+    right.stop().await.unwrap();
+
+    let bus = Collected::start(&nats.url(), "rpc-node").await;
+    let (mut extractor, _pause) = common::start_rpc_extractor(&user_args("rpc-node", "wrong"));
+    let stats = extractor
+        .alongside(bus.stats_when(|s| s.rpc_failures.get("uptime").is_some_and(|n| *n >= 3)))
+        .await;
+    assert!(stats.rpc_calls.is_empty(), "{stats:?}");
+    let (event, call) = calls(&bus.events()).remove(0);
+    let Some(Answer::Failure(failure)) = call.result else {
+        panic!("{call:?}")
+    };
+    assert_eq!(
+        (failure.kind, failure.code),
+        (RpcFailureKind::Auth as i32, 401)
+    );
+    assert!(
+        event.error.contains("--rpc-user \"nodescope\""),
+        "{}",
+        event.error
+    );
+    extractor.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitcoind_down_at_the_start_is_waited_for_and_only_the_chosen_call_is_made() {
+    let mut node = blocking(|| Node::start(NodeConfig::new())).unwrap();
+    blocking(|| node.stop()).unwrap();
+    let nats = nodescope_bus::test_server::NatsServer::start();
+    let bus = Collected::start(&nats.url(), "rpc-node").await;
+    let cookie = node.cookie_path().display().to_string();
+    let mut args = rpc_args(&node, &nats.url(), &cookie, &url_of(node.rpc_port()));
+    args.extend(
+        [
+            "--interval",
+            "200ms",
+            "--slow-interval",
+            "200ms",
+            "--calls",
+            "getmempoolinfo",
+        ]
+        .map(String::from),
+    );
+    let (mut extractor, _pause) = common::start_rpc_extractor(&args);
+    let stats = extractor
+        .alongside(bus.stats_when(|s| {
+            s.rpc_failures
+                .get("getmempoolinfo")
+                .is_some_and(|n| *n >= 2)
+        }))
+        .await;
+    assert!(stats.rpc_calls.is_empty());
+    let (event, call) = calls(&bus.events()).remove(0);
+    let Some(Answer::Failure(failure)) = call.result else {
+        panic!("{call:?}")
+    };
+    assert_eq!(
+        failure.kind,
+        RpcFailureKind::Unreachable as i32,
+        "{}",
+        event.error
+    );
+    blocking(|| node.restart()).unwrap();
+    extractor
+        .alongside(bus.stats_when(|s| s.rpc_calls.get("getmempoolinfo").is_some_and(|n| *n >= 2)))
+        .await;
+    let methods: std::collections::BTreeSet<String> = calls(&bus.events())
+        .into_iter()
+        .map(|(_, c)| c.method)
+        .collect();
+    assert_eq!(methods, ["getmempoolinfo".to_string()].into());
+    extractor.stop().await.unwrap();
+}
