@@ -242,7 +242,9 @@ async fn every_payload_is_the_answer_it_came_from() {
         node.rpc("addpeeraddress", json!(["1.1.1.1", 8333, true]))
     })
     .unwrap();
-    let _raw = blocking(|| node.raw_peer(Transport::V1)).unwrap();
+    let mut raw = blocking(|| node.raw_peer(Transport::V1)).unwrap();
+    // A transaction whose parent the node has never seen: an orphan from the raw peer.
+    blocking(|| raw.send_message(&orphan())).unwrap();
 
     let proxy = RecordingProxy::start(node.rpc_port());
     let nats = nodescope_bus::test_server::NatsServer::start();
@@ -369,6 +371,28 @@ async fn the_cookie_is_read_again_after_a_restart_and_zmq_follows() {
     // And ZMQ is subscribed to the new process.
     extractor.alongside(mined_and_notified(&node, &bus)).await;
     extractor.stop().await.unwrap();
+}
+
+fn orphan() -> nodescope_regtest::bitcoin::p2p::message::NetworkMessage {
+    use nodescope_regtest::bitcoin::{
+        absolute, hashes::Hash, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction,
+        TxIn, TxOut, Txid, Witness,
+    };
+    let tx = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(Txid::from_byte_array([0x42; 32]), 0),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(10_000),
+            script_pubkey: ScriptBuf::new_op_return([1u8; 20]),
+        }],
+    };
+    nodescope_regtest::bitcoin::p2p::message::NetworkMessage::Tx(tx)
 }
 
 /// Mines a block at a time until one's `hashblock` arrives (the first may come before the
@@ -516,5 +540,192 @@ async fn bitcoind_down_at_the_start_is_waited_for_and_only_the_chosen_call_is_ma
         .map(|(_, c)| c.method)
         .collect();
     assert_eq!(methods, ["getmempoolinfo".to_string()].into());
+    extractor.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zmq_notifications_name_the_blocks_and_transactions_rpc_names() {
+    let node = blocking(|| Node::start(NodeConfig::new().wallet(true).zmq(true))).unwrap();
+    blocking(|| node.mature_coins()).unwrap();
+    let nats = nodescope_bus::test_server::NatsServer::start();
+    let bus = Collected::start(&nats.url(), "rpc-node").await;
+    let cookie = node.cookie_path().display().to_string();
+    let mut args = rpc_args(&node, &nats.url(), &cookie, &url_of(node.rpc_port()));
+    args.extend(["--interval", "200ms", "--calls", "uptime"].map(String::from));
+    let (mut extractor, _pause) = common::start_rpc_extractor(&args);
+    extractor.alongside(mined_and_notified(&node, &bus)).await;
+
+    let txid = blocking(|| node.send_to_address(&node.new_address()?, 1.0)).unwrap();
+    let block = blocking(|| node.generate(1)).unwrap().remove(0);
+    assert_eq!(blocking(|| node.best_block_hash()).unwrap(), block);
+    let seen = extractor
+        .alongside(
+            bus.wait_for("hashtx, hashblock and sequence of them", WAIT, |events| {
+                let notes = zmq_notifications(events);
+                let has = |topic: &str, hash: &str, label: Option<&str>| {
+                    notes.iter().any(|n| {
+                        n.topic == topic
+                            && hex(n) == hash
+                            && label.is_none_or(|l| match &n.body {
+                                Some(nodescope_proto::zmq_notification::Body::Sequence(s)) => {
+                                    s.label == l
+                                }
+                                _ => false,
+                            })
+                    })
+                };
+                (has("hashtx", &txid, None)
+                    && has("hashblock", &block, None)
+                    && has("sequence", &txid, Some("A"))
+                    && has("sequence", &block, Some("C")))
+                .then_some(notes)
+            }),
+        )
+        .await;
+    // The transaction's A carries the mempool sequence; the block's C none.
+    let added = seen
+        .iter()
+        .find_map(|n| match &n.body {
+            Some(nodescope_proto::zmq_notification::Body::Sequence(s)) if s.label == "A" => {
+                Some(s.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(added.mempool_sequence.is_some());
+    for n in &seen {
+        assert_eq!(n.missed_before, 0, "{n:?}");
+    }
+    let events = bus.events();
+    let first_hashblock = events
+        .iter()
+        .find(|e| matches!(&e.payload, Some(Payload::ZmqNotification(n)) if n.topic == "hashblock"))
+        .unwrap();
+    assert_eq!(
+        (
+            first_hashblock.chain.as_str(),
+            first_hashblock.node_id.as_str()
+        ),
+        ("regtest", "rpc-node")
+    );
+    assert!(first_hashblock.error.is_empty());
+    extractor.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zmq_gap_is_counted_when_the_reads_stop() {
+    // A high-water mark of 1: what the socket buffers cannot take is dropped at once.
+    let node =
+        blocking(|| Node::start(NodeConfig::new().zmq(true).arg("-zmqpubhashblockhwm=1"))).unwrap();
+    let nats = nodescope_bus::test_server::NatsServer::start();
+    let bus = Collected::start(&nats.url(), "rpc-node").await;
+    let cookie = node.cookie_path().display().to_string();
+    let mut args = rpc_args(&node, &nats.url(), &cookie, &url_of(node.rpc_port()));
+    args.extend(["--interval", "200ms", "--calls", "uptime"].map(String::from));
+    let (mut extractor, pause) = common::start_rpc_extractor(&args);
+    extractor.alongside(mined_and_notified(&node, &bus)).await;
+
+    pause.send(true).unwrap();
+    let mined = 5000;
+    for _ in 0..mined / 500 {
+        blocking(|| node.generate(500)).unwrap();
+    }
+    pause.send(false).unwrap();
+    let last = extractor.alongside(mined_and_notified(&node, &bus)).await;
+    let hashblocks: Vec<ZmqNotification> = zmq_notifications(&bus.events())
+        .into_iter()
+        .filter(|n| n.topic == "hashblock")
+        .collect();
+    let missed: u64 = hashblocks.iter().map(|n| n.missed_before as u64).sum();
+    assert!(missed > 0, "{} hashblocks, none missed", hashblocks.len());
+    // Every counter value from the first to the last is either received or counted missed.
+    let (first, end) = (
+        hashblocks[0].zmq_sequence as u64,
+        hashblocks.last().unwrap().zmq_sequence as u64,
+    );
+    assert_eq!(hex(hashblocks.last().unwrap()), last);
+    assert_eq!(hashblocks.len() as u64 + missed, end - first + 1);
+    let stats = extractor
+        .alongside(bus.stats_when(|s| s.zmq_missed.get("hashblock") == Some(&missed)))
+        .await;
+    assert_eq!(stats.zmq_received["hashblock"], hashblocks.len() as u64);
+    extractor.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_address_manager_arrives_in_parts_within_the_payload_limit() {
+    let node = blocking(|| Node::start(NodeConfig::new())).unwrap();
+    // 12,000 public addresses in 12,000 /16s: far more than one 512 KiB part holds.
+    blocking(|| {
+        std::thread::scope(|scope| {
+            for thread in 0..4u32 {
+                let node = &node;
+                scope.spawn(move || {
+                    for i in (thread..12_000).step_by(4) {
+                        let address =
+                            format!("{}.{}.{}.1", 11 + i / 256 % 80, i % 256, 7 + i / 20_480);
+                        node.rpc("addpeeraddress", json!([address, 8333])).unwrap();
+                    }
+                });
+            }
+        })
+    });
+    let nats = nodescope_bus::test_server::NatsServer::start();
+    let bus = Collected::start(&nats.url(), "rpc-node").await;
+    let cookie = node.cookie_path().display().to_string();
+    let mut args = rpc_args(&node, &nats.url(), &cookie, &url_of(node.rpc_port()));
+    args.extend(["--slow-interval", "60s", "--calls", "getrawaddrman"].map(String::from));
+    let (mut extractor, _pause) = common::start_rpc_extractor(&args);
+    let parts = extractor
+        .alongside(
+            bus.wait_for("every part of one getrawaddrman answer", WAIT, |events| {
+                let parts: Vec<nodescope_proto::RawAddrmanPart> = calls(events)
+                    .into_iter()
+                    .filter_map(|(_, c)| match c.result {
+                        Some(Answer::RawAddrman(p)) if p.answer_id == 1 => Some(p),
+                        _ => None,
+                    })
+                    .collect();
+                (!parts.is_empty() && parts.len() == parts[0].parts as usize).then_some(parts)
+            }),
+        )
+        .await;
+    assert!(parts.len() > 1, "split: {} part(s)", parts.len());
+    for (i, (event, part)) in bus
+        .events()
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(Payload::RpcCall(RpcCall {
+                result: Some(Answer::RawAddrman(p)),
+                ..
+            })) => Some((e, p)),
+            _ => None,
+        })
+        .enumerate()
+    {
+        use prost::Message;
+        assert_eq!(part.part as usize, i);
+        assert!(
+            event.encoded_len() < 600 * 1024,
+            "part {i}: {} bytes",
+            event.encoded_len()
+        );
+    }
+    // Put together, the parts are bitcoind's answer (the address manager is still).
+    let whole = RpcCall {
+        result: Some(Answer::RawAddrman(nodescope_proto::RawAddrmanPart {
+            entries: parts.iter().flat_map(|p| p.entries.clone()).collect(),
+            ..parts[0].clone()
+        })),
+        ..RpcCall::default()
+    };
+    let answer = blocking(|| node.rpc("getrawaddrman", json!([]))).unwrap();
+    assert_same(
+        "getrawaddrman",
+        &as_json(whole.result.as_ref().unwrap()),
+        &answer,
+    );
+    let total = parts[0].new_total + parts[0].tried_total;
+    assert!(total > 10_000, "{total} addresses");
     extractor.stop().await.unwrap();
 }

@@ -323,4 +323,89 @@ mod tests {
         assert_eq!(error.kind, RpcFailureKind::Unreachable);
         assert!(error.message.contains("/nonexistent/.cookie"), "{error}");
     }
+
+    /// A server that answers every connection with `response` (or, with `None`, never).
+    async fn canned(response: Option<&'static str>) -> Endpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    match response {
+                        Some(response) => {
+                            let _ = socket.write_all(response.as_bytes()).await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap()
+    }
+
+    fn client(endpoint: Endpoint) -> RpcClient {
+        let auth = Auth::UserPassword {
+            user: "u".into(),
+            password: "p".into(),
+        };
+        RpcClient::new(endpoint, auth, Duration::from_millis(500), 1 << 10)
+    }
+
+    #[tokio::test]
+    async fn warm_up_timeouts_auth_and_oversized_answers_are_told_apart() {
+        let body =
+            r#"{"result":null,"error":{"code":-28,"message":"Loading block index…"},"id":1}"#;
+        let warming = Box::leak(
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let error = client(canned(Some(warming)).await)
+            .call("uptime", &Value::Null)
+            .await
+            .unwrap_err();
+        assert!(error.is_warming_up(), "{error:?}");
+        assert!(error.message.contains("Loading block index"), "{error}");
+
+        let error = client(canned(None).await)
+            .call("uptime", &Value::Null)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, RpcFailureKind::Timeout, "{error}");
+        assert!(error.duration >= Duration::from_millis(500));
+
+        let refused = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n";
+        let error = client(canned(Some(refused)).await)
+            .call("uptime", &Value::Null)
+            .await
+            .unwrap_err();
+        assert_eq!((error.kind, error.code), (RpcFailureKind::Auth, 401));
+        assert!(error.message.contains("--rpc-user \"u\""), "{error}");
+
+        let big = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{}",
+                "x".repeat(5000)
+            )
+            .into_boxed_str(),
+        );
+        let error = client(canned(Some(big)).await)
+            .call("uptime", &Value::Null)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, RpcFailureKind::TooLarge, "{error}");
+
+        let garbage = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnope";
+        let error = client(canned(Some(garbage)).await)
+            .call("uptime", &Value::Null)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, RpcFailureKind::BadAnswer, "{error}");
+    }
 }
