@@ -39,7 +39,7 @@ use nodescope_regtest::bitcoin::p2p::message::NetworkMessage;
 use nodescope_regtest::bitcoin::p2p::message_blockdata::{GetHeadersMessage, Inventory};
 use nodescope_regtest::bitcoin::p2p::{Magic, ServiceFlags};
 use nodescope_regtest::bitcoin::{BlockHash, Txid};
-use nodescope_regtest::p2p::{v1, v2};
+use nodescope_regtest::p2p::v1;
 use nodescope_regtest::serde_json::{json, Value};
 use nodescope_regtest::{
     p2p::payload, wait_until, Error, Node, NodeConfig, RawPeer, Transport, DEFAULT_WALLET, TIMEOUT,
@@ -739,47 +739,9 @@ async fn events_of_three_processes_of_one_restarted_bitcoind_share_one_extractor
 // - Short ids 29-32 (assigned by BIP324, not implemented) decode to the empty type: counted
 //   under "*other*", traced with msg_type "" (our raw peer cannot send them; not exercised).
 
-/// Core 30's ALL_NET_MESSAGE_TYPES (src/protocol.h): what bytesrecv_per_msg counts by name.
-const KNOWN_MESSAGE_TYPES: [&str; 35] = [
-    "version",
-    "verack",
-    "addr",
-    "addrv2",
-    "sendaddrv2",
-    "inv",
-    "getdata",
-    "merkleblock",
-    "getblocks",
-    "getheaders",
-    "tx",
-    "headers",
-    "block",
-    "getaddr",
-    "mempool",
-    "ping",
-    "pong",
-    "notfound",
-    "filterload",
-    "filteradd",
-    "filterclear",
-    "sendheaders",
-    "feefilter",
-    "sendcmpct",
-    "cmpctblock",
-    "getblocktxn",
-    "blocktxn",
-    "getcfilters",
-    "cfilter",
-    "getcfheaders",
-    "cfheaders",
-    "getcfcheckpt",
-    "cfcheckpt",
-    "wtxidrelay",
-    "sendtxrcncl",
-];
-const OTHER: &str = "*other*";
-/// BIP324: 3 bytes of encrypted length, 1 header byte, 16 bytes of tag.
-const V2_EXPANSION: u64 = 3 + 1 + 16;
+use nodescope_proto::p2p::wire::{
+    core_framing_bytes, CORE_MESSAGE_TYPES, CORE_OTHER as OTHER, V2_EXPANSION,
+};
 /// The v2 handshake of an initiator without garbage: key, garbage terminator, version packet.
 const V2_HANDSHAKE_WITHOUT_GARBAGE: u64 = 64 + 16 + V2_EXPANSION;
 /// BIP324's and Core's `MAX_GARBAGE_LEN`.
@@ -791,16 +753,10 @@ type ByType = BTreeMap<String, u64>;
 /// What Core counts for one message of `msg_type` besides its payload, on a connection of
 /// getpeerinfo's `transport_protocol_type`.
 fn framing(transport: &str, msg_type: &str) -> u64 {
+    let short_id = nodescope_proto::p2p::wire::v2_short_id(msg_type).is_some();
     match transport {
-        "v1" => v1::HEADER_LEN as u64,
-        "v2" => {
-            V2_EXPANSION
-                + if v2::short_id(msg_type).is_some() {
-                    1
-                } else {
-                    13
-                }
-        }
+        "v1" => core_framing_bytes(false, short_id),
+        "v2" => core_framing_bytes(true, short_id),
         other => panic!("transport_protocol_type {other:?}"),
     }
 }
@@ -822,7 +778,7 @@ fn bytes_from_events(events: &[Event], peer_id: i64, transport: &str) -> (ByType
         let msg_type = body.msg_type.as_str();
         let bytes = body.size + framing(transport, msg_type);
         if inbound {
-            let name = if KNOWN_MESSAGE_TYPES.contains(&msg_type) {
+            let name = if CORE_MESSAGE_TYPES.contains(&msg_type) {
                 msg_type
             } else {
                 OTHER

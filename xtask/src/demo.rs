@@ -114,7 +114,31 @@ pub fn run(options: DemoOptions) -> Result<()> {
         // Attached before the nodes start, so the log shows their very first connections.
         start_extractor(&bin, &bitcoind, &mut processes)?;
         println!("demo: starting two regtest nodes ({})", bitcoind.display());
-        let traced = Node::start(NodeConfig::new().wallet(true))?;
+        let traced = Node::start(NodeConfig::new().wallet(true).zmq(true))?;
+        // The same node as bitcoind tells it over RPC and ZMQ, under the same node id.
+        processes.start(
+            "extractor rpc",
+            Command::new(bin("extractor"))
+                .args([
+                    "rpc",
+                    "--chain",
+                    "regtest",
+                    "--node-id",
+                    "demo",
+                    "--interval",
+                    "5s",
+                ])
+                .args([
+                    "--slow-interval",
+                    "30s",
+                    "--nats-url",
+                    "nats://127.0.0.1:4222",
+                ])
+                .arg("--rpc-url")
+                .arg(format!("http://127.0.0.1:{}", traced.rpc_port()))
+                .arg("--rpc-cookie-file")
+                .arg(traced.cookie_path()),
+        )?;
         // The extractor traces every process of the binary it is given: the peer runs a copy,
         // so that only the traced node's events are shown.
         let peer_binary = root.join("target/demo/peer-bitcoind");

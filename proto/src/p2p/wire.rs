@@ -19,6 +19,106 @@ pub const HEADER_LEN: usize = 24;
 /// Bitcoin Core's `MAX_PROTOCOL_MESSAGE_LENGTH`: larger length headers get the peer dropped.
 pub const MAX_PAYLOAD: u32 = 4_000_000;
 
+/// Bitcoin Core v30's `ALL_NET_MESSAGE_TYPES` (src/protocol.h): the keys getpeerinfo's
+/// `bytessent_per_msg` / `bytesrecv_per_msg` name; the bytes of any other type are counted under
+/// [`CORE_OTHER`].
+pub const CORE_MESSAGE_TYPES: [&str; 35] = [
+    "version",
+    "verack",
+    "addr",
+    "addrv2",
+    "sendaddrv2",
+    "inv",
+    "getdata",
+    "merkleblock",
+    "getblocks",
+    "getheaders",
+    "tx",
+    "headers",
+    "block",
+    "getaddr",
+    "mempool",
+    "ping",
+    "pong",
+    "notfound",
+    "filterload",
+    "filteradd",
+    "filterclear",
+    "sendheaders",
+    "feefilter",
+    "sendcmpct",
+    "cmpctblock",
+    "getblocktxn",
+    "blocktxn",
+    "getcfilters",
+    "cfilter",
+    "getcfheaders",
+    "cfheaders",
+    "getcfcheckpt",
+    "cfcheckpt",
+    "wtxidrelay",
+    "sendtxrcncl",
+];
+
+/// Core's `NET_MESSAGE_TYPE_OTHER`.
+pub const CORE_OTHER: &str = "*other*";
+
+/// BIP324's short message ids, indexed by id (0 means "12-byte type follows"); Core's
+/// `V2_MESSAGE_IDS` (ids 29-32 are assigned but unused).
+pub const V2_SHORT_IDS: [&str; 29] = [
+    "",
+    "addr",
+    "block",
+    "blocktxn",
+    "cmpctblock",
+    "feefilter",
+    "filteradd",
+    "filterclear",
+    "filterload",
+    "getblocks",
+    "getblocktxn",
+    "getdata",
+    "getheaders",
+    "headers",
+    "inv",
+    "mempool",
+    "merkleblock",
+    "notfound",
+    "ping",
+    "pong",
+    "sendcmpct",
+    "tx",
+    "getcfilters",
+    "cfilter",
+    "getcfheaders",
+    "cfheaders",
+    "getcfcheckpt",
+    "cfcheckpt",
+    "addrv2",
+];
+
+/// The BIP324 short id of `command`, if it has one.
+pub fn v2_short_id(command: &str) -> Option<u8> {
+    V2_SHORT_IDS
+        .iter()
+        .skip(1)
+        .position(|&c| c == command)
+        .map(|i| i as u8 + 1)
+}
+
+/// BIP324: 3 bytes of encrypted length, 1 header byte, 16 bytes of tag.
+pub const V2_EXPANSION: u64 = 3 + 1 + 16;
+
+/// What Core counts in `bytes{sent,recv}_per_msg` for one message besides its payload: v1's
+/// 24-byte header; v2's expansion and the type, 1 byte with a short id, 13 without.
+pub const fn core_framing_bytes(v2: bool, short_id: bool) -> u64 {
+    match (v2, short_id) {
+        (false, _) => HEADER_LEN as u64,
+        (true, true) => V2_EXPANSION + 1,
+        (true, false) => V2_EXPANSION + 13,
+    }
+}
+
 /// A parsed v1 header. Every field is kept as sent, so a caller can tell "another network's
 /// P2P" (well-formed command, other magic) from "not P2P at all".
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,49 +28,20 @@ pub fn msg_type_index(msg_type: &str) -> usize {
         .unwrap_or(known.len())
 }
 
-/// Bitcoin Core v30's `ALL_NET_MESSAGE_TYPES` (src/protocol.h): the keys of getpeerinfo's
+/// Bitcoin Core v30's `ALL_NET_MESSAGE_TYPES`: the keys of getpeerinfo's
 /// `bytessent_per_msg` / `bytesrecv_per_msg`, then [`CORE_OTHER`].
-pub const CORE_MSG_TYPES: [&str; 36] = [
-    "version",
-    "verack",
-    "addr",
-    "addrv2",
-    "sendaddrv2",
-    "inv",
-    "getdata",
-    "merkleblock",
-    "getblocks",
-    "getheaders",
-    "tx",
-    "headers",
-    "block",
-    "getaddr",
-    "mempool",
-    "ping",
-    "pong",
-    "notfound",
-    "filterload",
-    "filteradd",
-    "filterclear",
-    "sendheaders",
-    "feefilter",
-    "sendcmpct",
-    "cmpctblock",
-    "getblocktxn",
-    "blocktxn",
-    "getcfilters",
-    "cfilter",
-    "getcfheaders",
-    "cfheaders",
-    "getcfcheckpt",
-    "cfcheckpt",
-    "wtxidrelay",
-    "sendtxrcncl",
-    CORE_OTHER,
-];
+pub const CORE_MSG_TYPES: [&str; 36] = {
+    let mut all = [CORE_OTHER; 36];
+    let mut i = 0;
+    while i < wire::CORE_MESSAGE_TYPES.len() {
+        all[i] = wire::CORE_MESSAGE_TYPES[i];
+        i += 1;
+    }
+    all
+};
 
-/// Where bitcoind counts the bytes of message types it does not know (`NET_MESSAGE_TYPE_OTHER`).
-pub const CORE_OTHER: &str = "*other*";
+use nodescope_proto::p2p::wire;
+pub use nodescope_proto::p2p::wire::CORE_OTHER;
 
 /// The index in [`CORE_MSG_TYPES`] of a message type; unknown ones are [`CORE_OTHER`]'s.
 pub fn core_msg_type_index(msg_type: &str) -> usize {
@@ -79,39 +50,6 @@ pub fn core_msg_type_index(msg_type: &str) -> usize {
         .position(|k| *k == msg_type)
         .unwrap_or(CORE_MSG_TYPES.len() - 1)
 }
-
-/// The message types BIP324 gives a 1-byte short id (Core's `V2_MESSAGE_IDS`, ids 1-28): on a
-/// v2 connection they take 1 byte of type, the others 13 (`0x00` and the 12-byte type).
-pub const V2_SHORT_ID_TYPES: [&str; 28] = [
-    "addr",
-    "block",
-    "blocktxn",
-    "cmpctblock",
-    "feefilter",
-    "filteradd",
-    "filterclear",
-    "filterload",
-    "getblocks",
-    "getblocktxn",
-    "getdata",
-    "getheaders",
-    "headers",
-    "inv",
-    "mempool",
-    "merkleblock",
-    "notfound",
-    "ping",
-    "pong",
-    "sendcmpct",
-    "tx",
-    "getcfilters",
-    "cfilter",
-    "getcfheaders",
-    "cfheaders",
-    "getcfcheckpt",
-    "cfcheckpt",
-    "addrv2",
-];
 
 /// A getpeerinfo `network`: bitcoind's strings, `other` for one this version does not know.
 pub fn rpc_network(network: &str) -> &'static str {

@@ -34,6 +34,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::labels::{self, CORE_MSG_TYPES};
 use crate::metrics::{label_sets, Counters, Gauges, Node, NodeLabels};
+use nodescope_proto::p2p::wire;
 
 label_sets! {
     WireLabels { direction, msg_type, transport }
@@ -58,13 +59,9 @@ const TYPES: usize = CORE_MSG_TYPES.len();
 /// BIP324 short id (the empty type), 1 byte of type on v2.
 const EMPTY_TYPE: usize = TYPES;
 
-/// V1's header; v2's length, header byte and tag.
-const V1_FRAMING: u64 = 24;
-const V2_EXPANSION: u64 = 3 + 1 + 16;
-
 /// Whether BIP324 gives each of [`CORE_MSG_TYPES`] a short id.
 static SHORT_ID: LazyLock<[bool; TYPES]> =
-    LazyLock::new(|| CORE_MSG_TYPES.map(|t| labels::V2_SHORT_ID_TYPES.contains(&t)));
+    LazyLock::new(|| CORE_MSG_TYPES.map(|t| wire::v2_short_id(t).is_some()));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transport {
@@ -86,9 +83,9 @@ impl Transport {
     /// Bytes bitcoind counts for one message of `slot` besides its payload.
     fn framing(self, slot: usize) -> u64 {
         match self {
-            Transport::V1 => V1_FRAMING,
-            Transport::V2 if slot == EMPTY_TYPE || SHORT_ID[slot] => V2_EXPANSION + 1,
-            Transport::V2 => V2_EXPANSION + 13,
+            Transport::V1 => wire::core_framing_bytes(false, false),
+            // The unassigned short ids 29-32 are traced with an empty type.
+            Transport::V2 => wire::core_framing_bytes(true, slot == EMPTY_TYPE || SHORT_ID[slot]),
             Transport::Other => 0,
         }
     }
@@ -614,22 +611,6 @@ mod tests {
                 .filter(|l| l.starts_with("nodescope_p2p_wire_bytes_total{"))
                 .map(String::from)
                 .collect()
-        }
-    }
-
-    #[test]
-    fn the_short_id_table_is_bip324s_and_every_type_of_it_is_one_core_counts() {
-        use nodescope_regtest::p2p::v2;
-        for t in &labels::CORE_MSG_TYPES[..TYPES - 1] {
-            assert_eq!(
-                labels::V2_SHORT_ID_TYPES.contains(t),
-                v2::short_id(t).is_some(),
-                "{t}"
-            );
-        }
-        assert_eq!(&v2::SHORT_IDS[1..], &labels::V2_SHORT_ID_TYPES[..]);
-        for t in labels::V2_SHORT_ID_TYPES {
-            assert!(labels::CORE_MSG_TYPES.contains(&t), "{t}");
         }
     }
 

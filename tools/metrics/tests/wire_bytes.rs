@@ -277,16 +277,26 @@ async fn wire_bytes_per_type_and_transport_are_what_getpeerinfo_counts() {
     );
     let pending = format!(r#"nodescope_p2p_wire_pending_peers{{node="{NODE}"}}"#);
     assert_eq!(value(&scrape, &pending), Some(0.0));
-    // The RPC side's own view of the same peers.
-    let mut peers_by_transport = BTreeMap::new();
-    for (labels, count) in node_samples(&scrape, "nodescope_rpc_peers") {
-        *peers_by_transport.entry(labels["transport"]).or_insert(0.0) += count;
-    }
-    assert_eq!(
-        peers_by_transport,
-        BTreeMap::from([("v1", 1.0), ("v2", 1.0)]),
-        "{scrape}"
-    );
+    // The RPC side's own view of the same peers (from its latest getpeerinfo).
+    wait_until(
+        "nodescope_rpc_peers to count one v1 and one v2 peer",
+        Duration::from_secs(20),
+        || async {
+            let scrape = tool.scrape().await;
+            let mut peers_by_transport = BTreeMap::new();
+            // A kind of peer that went away stays at 0.
+            for (labels, count) in node_samples(&scrape, "nodescope_rpc_peers")
+                .into_iter()
+                .filter(|(_, count)| *count > 0.0)
+            {
+                *peers_by_transport
+                    .entry(labels["transport"].to_string())
+                    .or_insert(0.0) += count;
+            }
+            peers_by_transport == BTreeMap::from([("v1".to_string(), 1.0), ("v2".to_string(), 1.0)])
+        },
+    )
+    .await;
 
     drop((v1, v2));
     let _ = stop_rpc.send(());

@@ -9,48 +9,8 @@ use bip324::io::{Protocol, ProtocolReader, ProtocolWriter};
 use bip324::Role;
 use bitcoin::p2p::Magic;
 
-/// BIP324's short message ids, indexed by id (0 means "12-byte command follows"); the same
-/// table as Bitcoin Core's `V2_MESSAGE_IDS` (ids 29-32 are assigned but unused).
-pub const SHORT_IDS: [&str; 29] = [
-    "",
-    "addr",
-    "block",
-    "blocktxn",
-    "cmpctblock",
-    "feefilter",
-    "filteradd",
-    "filterclear",
-    "filterload",
-    "getblocks",
-    "getblocktxn",
-    "getdata",
-    "getheaders",
-    "headers",
-    "inv",
-    "mempool",
-    "merkleblock",
-    "notfound",
-    "ping",
-    "pong",
-    "sendcmpct",
-    "tx",
-    "getcfilters",
-    "cfilter",
-    "getcfheaders",
-    "cfheaders",
-    "getcfcheckpt",
-    "cfcheckpt",
-    "addrv2",
-];
-
-/// The BIP324 short id of `command`, if it has one.
-pub fn short_id(command: &str) -> Option<u8> {
-    SHORT_IDS
-        .iter()
-        .skip(1)
-        .position(|&c| c == command)
-        .map(|i| i as u8 + 1)
-}
+/// BIP324's short message ids, defined once with the rest of the wire format.
+pub use nodescope_proto::p2p::wire::{v2_short_id as short_id, V2_SHORT_IDS as SHORT_IDS};
 
 /// The contents of a v2 packet carrying `command` and `payload`; `None` if the command is not
 /// 1-12 ASCII bytes.
