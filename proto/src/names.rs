@@ -42,6 +42,23 @@ impl Payload {
     }
 }
 
+impl crate::RpcFailure {
+    /// The kind as a short name ("unreachable", "timeout", "auth", "rpc_error", "bad_answer",
+    /// "too_large"); "unknown" for a kind this schema does not know.
+    pub fn kind_name(&self) -> &'static str {
+        use crate::RpcFailureKind as K;
+        match K::try_from(self.kind) {
+            Ok(K::Unreachable) => "unreachable",
+            Ok(K::Timeout) => "timeout",
+            Ok(K::Auth) => "auth",
+            Ok(K::RpcError) => "rpc_error",
+            Ok(K::BadAnswer) => "bad_answer",
+            Ok(K::TooLarge) => "too_large",
+            Ok(K::Unspecified) | Err(_) => "unknown",
+        }
+    }
+}
+
 impl ConnectionType {
     pub fn label(self) -> &'static str {
         match self {

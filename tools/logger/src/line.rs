@@ -11,8 +11,8 @@ use nodescope_proto::rpc_call::Result as Answer;
 use nodescope_proto::zmq_notification::Body as ZmqBody;
 use nodescope_proto::{
     json, AddrNetwork, Category, ConnectivityCheck, ConnectivityResult, Event, ExtractorStats,
-    NetAddress, Network, P2pMessage, Peer, PeerInfoList, RpcCall, RpcFailure, RpcFailureKind,
-    V2Support, ZmqNotification,
+    NetAddress, Network, P2pMessage, Peer, PeerInfoList, RpcCall, RpcFailure, V2Support,
+    ZmqNotification,
 };
 
 /// `2026-11-22T10:01:02.123456Z`: UTC, microseconds (events of one message handler are often
@@ -424,15 +424,7 @@ fn peer_info(line: &mut String, list: &PeerInfoList) {
 
 /// `failure=<kind>`, bitcoind's code when there is one, and its message.
 fn rpc_failure(line: &mut String, f: &RpcFailure) {
-    let kind = match RpcFailureKind::try_from(f.kind) {
-        Ok(RpcFailureKind::Unreachable) => "unreachable",
-        Ok(RpcFailureKind::Timeout) => "timeout",
-        Ok(RpcFailureKind::Auth) => "auth",
-        Ok(RpcFailureKind::RpcError) => "rpc_error",
-        Ok(RpcFailureKind::BadAnswer) => "bad_answer",
-        Ok(RpcFailureKind::TooLarge) => "too_large",
-        Ok(RpcFailureKind::Unspecified) | Err(_) => "unknown",
-    };
+    let kind = f.kind_name();
     let _ = write!(line, " failure={kind}");
     if f.code != 0 {
         let _ = write!(line, " code={}", f.code);
@@ -741,6 +733,7 @@ fn extractor_stats(line: &mut String, s: &ExtractorStats) {
 mod tests {
     use super::*;
     use nodescope_proto::p2p::{decode_p2p, samples::sample_payloads, DecodeOptions};
+    use nodescope_proto::RpcFailureKind;
     use nodescope_proto::{
         BlockConnected, ClosedConnection, ConnectionType, MempoolAdded, MempoolRemoved,
         MisbehavingConnection, NetMessage, P2pVersion, RemovalReason,

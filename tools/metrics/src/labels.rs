@@ -109,20 +109,6 @@ pub fn rpc_methods() -> impl Iterator<Item = &'static str> {
         .chain([OTHER])
 }
 
-/// Why an RPC call failed.
-pub fn rpc_failure_kind(kind: i32) -> &'static str {
-    use nodescope_proto::RpcFailureKind as K;
-    match K::try_from(kind) {
-        Ok(K::Unreachable) => "unreachable",
-        Ok(K::Timeout) => "timeout",
-        Ok(K::Auth) => "auth",
-        Ok(K::RpcError) => "rpc_error",
-        Ok(K::BadAnswer) => "bad_answer",
-        Ok(K::TooLarge) => "too_large",
-        Ok(K::Unspecified) | Err(_) => OTHER,
-    }
-}
-
 /// bitcoind's ZMQ topics.
 pub const ZMQ_TOPICS: [&str; 5] = ["hashblock", "hashtx", "rawblock", "rawtx", "sequence"];
 

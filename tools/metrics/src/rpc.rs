@@ -229,7 +229,7 @@ pub fn call(
             .get_or_create(&FailureLabels {
                 node: node.clone(),
                 method,
-                kind: labels::rpc_failure_kind(failure.kind),
+                kind: failure.kind_name(),
             })
             .inc();
         return;

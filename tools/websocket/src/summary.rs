@@ -13,7 +13,7 @@ use nodescope_proto::rpc_call::Result as Answer;
 use nodescope_proto::zmq_notification::Body as ZmqBody;
 use nodescope_proto::{
     BlockchainInfo, Event, MempoolInfo, NetworkInfo, PeerInfoList, RpcCall, RpcFailure,
-    RpcFailureKind, ZmqNotification,
+    ZmqNotification,
 };
 use serde::Serialize;
 
@@ -159,18 +159,6 @@ fn clip_list<'a>(items: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     items.into_iter().take(MAX_LIST).map(|s| clip(s)).collect()
 }
 
-fn failure_kind(kind: i32) -> &'static str {
-    match RpcFailureKind::try_from(kind) {
-        Ok(RpcFailureKind::Unreachable) => "unreachable",
-        Ok(RpcFailureKind::Timeout) => "timeout",
-        Ok(RpcFailureKind::Auth) => "auth",
-        Ok(RpcFailureKind::RpcError) => "rpc_error",
-        Ok(RpcFailureKind::BadAnswer) => "bad_answer",
-        Ok(RpcFailureKind::TooLarge) => "too_large",
-        Ok(RpcFailureKind::Unspecified) | Err(_) => "unknown",
-    }
-}
-
 impl RpcSummary {
     pub fn apply(&mut self, event: &Event, call: &RpcCall) {
         let time_ns = event.timestamp_ns;
@@ -221,7 +209,7 @@ impl RpcSummary {
             method,
             Failure {
                 time_ns,
-                kind: failure_kind(failure.kind),
+                kind: failure.kind_name(),
                 code: failure.code,
                 message: clip(message),
             },
@@ -354,7 +342,7 @@ impl ZmqSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nodescope_proto::{NetworkReachability, PeerInfo};
+    use nodescope_proto::{NetworkReachability, PeerInfo, RpcFailureKind};
 
     fn event(time_ns: u64, error: &str) -> Event {
         Event {
