@@ -51,12 +51,15 @@ RUN set -eu; \
 
 FROM debian:bookworm-slim
 ENV DEBIAN_FRONTEND=noninteractive
-# The libraries a dynamically linked build needs (the official release needs none of them).
+# The libraries a dynamically linked build needs (the official release needs none of them); the
+# user and its group, whose id is fixed: the RPC extractor's container is given it to read the
+# cookie (-rpccookieperms=group).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-extra-2.1-7 libevent-pthreads-2.1-7 \
       libsqlite3-0 libzmq5 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --uid 10002 --create-home --shell /usr/sbin/nologin bitcoin \
+ && groupadd --gid 10002 bitcoin \
+ && useradd --uid 10002 --gid bitcoin --create-home --shell /usr/sbin/nologin bitcoin \
  && mkdir -p /opt/bitcoin /home/bitcoin/.bitcoin && chown bitcoin:bitcoin /opt/bitcoin /home/bitcoin/.bitcoin
 COPY --from=release /release/bin/bitcoind /release/bin/bitcoin-cli /usr/local/bin/
 COPY --chmod=0755 compose/images/bitcoind-entrypoint.sh /usr/local/bin/bitcoind-entrypoint

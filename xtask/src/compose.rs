@@ -10,7 +10,10 @@
 //!   connectivity-check is healthy; a tool's profile stopped leaves the rest flowing; bitcoind
 //!   restarted, events resume and the extractor's container was not restarted; the extractor
 //!   has exactly the capabilities the file lists; the SYS_ADMIN fallback attaches with
-//!   perf-event uprobes; `down` keeps the volumes and `down -v` removes them.
+//!   perf-event uprobes; `EXTRACTOR_TYPE=rpc` replaces it by `extractor rpc`, which runs with no
+//!   capability, reads the cookie bitcoind makes readable by its group only, and publishes RPC
+//!   answers and ZMQ notifications that reach the metrics tool; `down` keeps the volumes and
+//!   `down -v` removes them.
 //!
 //! Waits poll with a deadline; every step prints how long it took.
 
@@ -131,6 +134,13 @@ fn check_configs() -> Result<()> {
                 &format!("docker compose -f {file} --profile '{profile}' config -q"),
             )?;
         }
+    }
+    // The other extractor, on every chain.
+    for file in &FILES[..3] {
+        run(
+            docker(&["compose", "-f", file, "config", "-q"]).env("EXTRACTOR_TYPE", "rpc"),
+            &format!("EXTRACTOR_TYPE=rpc docker compose -f {file} config -q"),
+        )?;
     }
     for overlay in [
         "compose/extractor-sys-admin.yml",
@@ -524,6 +534,10 @@ impl Stack {
                 self.wait_height(&prometheus, height)
             },
         )?;
+        step(
+            "EXTRACTOR_TYPE=rpc: extractor rpc, with no capability, publishes RPC answers and ZMQ notifications",
+            || self.check_rpc_extractor(),
+        )?;
         step("down keeps the volumes, down -v removes them", || {
             self.run(&["--profile", "*", "down"])?;
             let volumes = self.volumes()?;
@@ -610,6 +624,98 @@ impl Stack {
         Ok(())
     }
 
+    /// The extractor's service recreated with EXTRACTOR_TYPE=rpc: its container has no
+    /// capability, a read-only root and its own PID namespace, runs as the image's user with
+    /// bitcoind's group, which alone can read the cookie; bitcoind's height (getblockchaininfo)
+    /// and a hashblock notification (ZMQ) reach the metrics tool.
+    fn check_rpc_extractor(&self) -> Result<()> {
+        let mut up = self.compose(&["up", "-d", "--wait", "--wait-timeout", "120", "extractor"]);
+        up.env("EXTRACTOR_TYPE", "rpc");
+        run(&mut up, "EXTRACTOR_TYPE=rpc docker compose up extractor")?;
+        let command = self.inspect("extractor", "{{json .Config.Cmd}}")?;
+        if serde_like_list(&command) != ["extractor", "rpc"] {
+            bail!("the extractor's container runs {command}, not extractor rpc");
+        }
+        let added = self.inspect("extractor", "{{json .HostConfig.CapAdd}}")?;
+        let dropped = self.inspect("extractor", "{{json .HostConfig.CapDrop}}")?;
+        let read_only = self.inspect("extractor", "{{.HostConfig.ReadonlyRootfs}}")?;
+        let pid_mode = self.inspect("extractor", "{{.HostConfig.PidMode}}")?;
+        if !serde_like_list(&added).is_empty()
+            || serde_like_list(&dropped) != ["ALL"]
+            || read_only != "true"
+            || !pid_mode.is_empty()
+        {
+            bail!("extractor rpc's container has CapAdd {added}, CapDrop {dropped}, read-only root {read_only}, PID mode {pid_mode:?}; the file says none, ALL, true and its own");
+        }
+        let pid = self.inspect("extractor", "{{.State.Pid}}")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let (effective, uid) = (field("CapEff:"), field("Uid:"));
+        let (gid, groups) = (field("Gid:"), field("Groups:"));
+        // Its own group (the engine lists it among the supplementary ones too) and bitcoind's.
+        let other_groups = groups
+            .iter()
+            .any(|g| *g != "10002" && Some(g) != gid.first());
+        if effective != ["0000000000000000"]
+            || uid.first() != Some(&"10001")
+            || !groups.contains(&"10002")
+            || other_groups
+        {
+            bail!("extractor rpc runs with capabilities {effective:?}, uid {uid:?}, gid {gid:?}, groups {groups:?}; expected none, 10001 (nodescope), and its own group and 10002 (bitcoind's) only");
+        }
+        let cookie = self.run(&[
+            "exec",
+            "-T",
+            "bitcoind",
+            "stat",
+            "-c",
+            "%a %u:%g",
+            "/home/bitcoin/.bitcoin/regtest",
+            "/home/bitcoin/.bitcoin/regtest/.cookie",
+        ])?;
+        let modes: Vec<&str> = cookie.lines().collect();
+        if modes != ["710 10002:10002", "640 10002:10002"] {
+            bail!("the cookie's directory and the cookie are {modes:?}: expected 710 and 640, owned by bitcoin:bitcoin (10002)");
+        }
+        let metrics = self.published("metrics", 8282)?;
+        let mut height = self.mine(1)?;
+        let mut last = String::new();
+        let mut polls = 0u32;
+        let outcome = wait_for(
+            "the metrics tool showing bitcoind's height from RPC and a hashblock from ZMQ",
+            Duration::from_secs(90),
+            || {
+                // The first block may come before the ZMQ subscription (a "slow joiner"), and
+                // calls are 10 s apart: another block every 5 s until both have arrived.
+                polls += 1;
+                if polls.is_multiple_of(10) {
+                    height = self.mine(1)?;
+                }
+                let (_, body) = http_get(&metrics, "/metrics")?;
+                let blocks = sample(&body, "nodescope_rpc_chain_blocks", &[]);
+                let hashblocks = sample(
+                    &body,
+                    "nodescope_zmq_notifications_total",
+                    &["topic=\"hashblock\""],
+                );
+                last = format!("nodescope_rpc_chain_blocks {blocks:?} (height {height}), hashblock notifications {hashblocks:?}");
+                Ok(blocks == Some(height as f64) && hashblocks.is_some_and(|n| n >= 1.0))
+            },
+        );
+        outcome.with_context(|| {
+            let logs = self
+                .run(&["logs", "--no-log-prefix", "extractor"])
+                .unwrap_or_default();
+            format!("last seen: {last}; extractor rpc's log:\n{logs}")
+        })
+    }
+
     /// Waits until Prometheus's last scrape of the metrics tool shows `height` for node regtest.
     fn wait_height(&self, prometheus: &str, height: u64) -> Result<()> {
         let query = "/api/v1/query?query=nodescope_block_height%7Bnode%3D%22regtest%22%7D";
@@ -626,6 +732,19 @@ impl Stack {
         );
         outcome.with_context(|| format!("its last answer: {last}"))
     }
+}
+
+/// The value of the sample of `name` for node regtest with `labels` in Prometheus's text
+/// format, e.g. `nodescope_rpc_chain_blocks{node="regtest"} 104`.
+fn sample(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|rest| rest.split_once('}'))
+        .find(|(set, _)| {
+            let set: Vec<&str> = set.split(',').collect();
+            set.contains(&"node=\"regtest\"") && labels.iter().all(|l| set.contains(l))
+        })
+        .and_then(|(_, value)| value.trim().parse().ok())
 }
 
 /// `["A","B"]` (docker inspect's JSON of a string list) as strings.

@@ -49,7 +49,8 @@ enum Task {
     /// Build the images from source, as a user without this checkout's binaries would (the
     /// host's CA bundle is passed to the build as a secret for fetching crates).
     Images,
-    /// Set up, build in release, then run a benchmark and print its table (needs root: eBPF).
+    /// Set up, build in release, then run a benchmark and print its table (`extractor` needs
+    /// root: eBPF).
     Bench {
         /// What to benchmark.
         #[arg(value_enum)]
@@ -76,6 +77,11 @@ enum BenchTarget {
     /// checks/s, handshake p99, memory, and the concurrency and rate limits measured at the
     /// peers (tools/connectivity/examples/connectivity_bench.rs).
     ConnectivityCheck,
+    /// `extractor rpc` against a real regtest bitcoind with 50 raw P2P peers, a wallet, a
+    /// mempool and ZMQ: per method the RPC answer's and the event's bytes, call latency p50/p99
+    /// and CPU per call; per poll the extractor's CPU; its peak RSS
+    /// (extractor/examples/rpc_bench.rs).
+    Rpc,
 }
 
 fn main() -> Result<()> {
@@ -192,6 +198,7 @@ fn bench(what: BenchTarget, quick: bool) -> Result<()> {
             "connectivity_bench",
             "the connectivity-check benchmark",
         ),
+        BenchTarget::Rpc => ("extractor", "rpc_bench", "the RPC extractor benchmark"),
     };
     if let BenchTarget::ConnectivityCheck = what {
         // The benchmark runs the tool as a process of its own, to measure its memory and CPU.
@@ -205,6 +212,14 @@ fn bench(what: BenchTarget, quick: bool) -> Result<()> {
             ])
             .status()?,
             "building connectivity-check (release)",
+        )?;
+    }
+    if let BenchTarget::Rpc = what {
+        // The benchmark runs `extractor rpc` as a process of its own, to measure its CPU and
+        // memory.
+        check(
+            cargo(&["build", "--release", "--package", "extractor", "--bins"]).status()?,
+            "building the extractor (release)",
         )?;
     }
     if let BenchTarget::Extractor = what {
