@@ -292,12 +292,16 @@ const FINAL_STATS_TIME: Duration = Duration::from_millis(300);
 /// oldest as they come rather than after a whole drain was encoded.
 const SEND_BATCH: usize = 1024;
 
-/// `--ready-file`: present while the extractor is attached.
-struct ReadyFile(std::path::PathBuf);
+/// `--ready-file`: present while the extractor is ready (attached; for `rpc`, answered).
+pub(crate) struct ReadyFile(std::path::PathBuf);
 
 impl ReadyFile {
     fn create(path: &std::path::Path, locations: usize) -> anyhow::Result<ReadyFile> {
-        std::fs::write(path, format!("attached {locations} locations\n"))
+        Self::saying(path, &format!("attached {locations} locations"))
+    }
+
+    pub(crate) fn saying(path: &std::path::Path, what: &str) -> anyhow::Result<ReadyFile> {
+        std::fs::write(path, format!("{what}\n"))
             .with_context(|| format!("cannot write --ready-file {}", path.display()))?;
         Ok(ReadyFile(path.to_path_buf()))
     }

@@ -501,6 +501,8 @@ async fn bitcoind_down_at_the_start_is_waited_for_and_only_the_chosen_call_is_ma
     let bus = Collected::start(&nats.url(), "rpc-node").await;
     let cookie = node.cookie_path().display().to_string();
     let mut args = rpc_args(&node, &nats.url(), &cookie, &url_of(node.rpc_port()));
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
     args.extend(
         [
             "--interval",
@@ -509,6 +511,8 @@ async fn bitcoind_down_at_the_start_is_waited_for_and_only_the_chosen_call_is_ma
             "200ms",
             "--calls",
             "getmempoolinfo",
+            "--ready-file",
+            ready.to_str().unwrap(),
         ]
         .map(String::from),
     );
@@ -531,6 +535,7 @@ async fn bitcoind_down_at_the_start_is_waited_for_and_only_the_chosen_call_is_ma
         "{}",
         event.error
     );
+    assert!(!ready.exists(), "ready before bitcoind answered");
     blocking(|| node.restart()).unwrap();
     extractor
         .alongside(bus.stats_when(|s| s.rpc_calls.get("getmempoolinfo").is_some_and(|n| *n >= 2)))
@@ -540,7 +545,9 @@ async fn bitcoind_down_at_the_start_is_waited_for_and_only_the_chosen_call_is_ma
         .map(|(_, c)| c.method)
         .collect();
     assert_eq!(methods, ["getmempoolinfo".to_string()].into());
+    assert!(ready.exists(), "--ready-file once bitcoind answers");
     extractor.stop().await.unwrap();
+    assert!(!ready.exists(), "--ready-file removed at the stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

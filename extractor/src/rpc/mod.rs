@@ -91,6 +91,10 @@ pub struct RpcArgs {
     /// Seconds between `extractor` stats events (and log lines).
     #[arg(long, env = "NODESCOPE_STATS_INTERVAL", default_value_t = 10)]
     pub stats_interval: u64,
+    /// Write this file once bitcoind has answered a call (and remove it at the stop): a
+    /// readiness signal for a container's health check or a supervisor.
+    #[arg(long, env = "NODESCOPE_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
     #[command(flatten)]
     pub nats: nodescope_bus::NatsArgs,
 }
@@ -217,6 +221,7 @@ pub async fn run_with_pause(
 
     let mut counts = Counts::default();
     let mut buffer = EventBuffer::default();
+    let mut ready = None;
     let mut stats = tokio::time::interval(Duration::from_secs(args.stats_interval.max(1)));
     stats.tick().await;
     tokio::pin!(shutdown);
@@ -231,6 +236,9 @@ pub async fn run_with_pause(
             }
             Some(emitted) = incoming.recv() => {
                 counts.count(&emitted);
+                if let (Some(path), None, true) = (&args.ready_file, &ready, answered(&emitted)) {
+                    ready = Some(crate::cli::ReadyFile::saying(path, "bitcoind answers RPC")?);
+                }
                 if let Payload::RpcCall(call) = &emitted.payload {
                     learn_chain(&mut envelope, call);
                 }
@@ -273,6 +281,10 @@ const EVENT_CHANNEL: usize = 4096;
 /// From the stop to the end of `run`: publishing what is queued, then the final stats.
 const STOP_BUDGET: Duration = Duration::from_millis(1500);
 const FINAL_STATS_TIME: Duration = Duration::from_millis(300);
+
+fn answered(emitted: &Emitted) -> bool {
+    matches!(&emitted.payload, Payload::RpcCall(call) if !matches!(call.result, Some(Answer::Failure(_))))
+}
 
 /// The chain bitcoind names in getblockchaininfo wins over --chain (and is said).
 fn learn_chain(envelope: &mut Envelope, call: &nodescope_proto::RpcCall) {
