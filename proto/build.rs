@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/nodescope.proto",
         "proto/p2p.proto",
         "proto/rpc.proto",
+        "proto/peer.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(SCHEMA, ["proto"])?;

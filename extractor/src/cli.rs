@@ -38,6 +38,8 @@ pub enum Command {
     Ebpf(EbpfArgs),
     /// Poll bitcoind's RPC (peers, mempool, traffic, chain...) and follow its ZMQ publishers.
     Rpc(crate::rpc::RpcArgs),
+    /// Be one of the node's peers: listen for it (-addnode) or dial it, and report what it says.
+    P2p(crate::p2p::P2pArgs),
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +134,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
     match cli.command {
         Command::Ebpf(args) => run_ebpf(args, shutdown).await,
         Command::Rpc(args) => crate::rpc::run(args, shutdown).await,
+        Command::P2p(args) => crate::p2p::run(args, shutdown).await,
     }
 }
 

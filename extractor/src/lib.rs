@@ -8,6 +8,7 @@ pub mod event;
 pub mod identity;
 pub mod kernel;
 pub mod nodes;
+pub mod p2p;
 mod plan;
 pub mod process;
 pub mod rpc;

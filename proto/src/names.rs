@@ -37,6 +37,9 @@ impl Payload {
             P::ConnectivityCheck(_) => "connectivity_check",
             P::RpcCall(_) => "rpc_call",
             P::ZmqNotification(_) => "zmq_notification",
+            P::PeerConnection(_) => "peer_connection",
+            P::PeerMessage(_) => "peer_message",
+            P::PeerPing(_) => "peer_ping",
             P::ExtractorStats(_) => "extractor_stats",
         }
     }
@@ -241,6 +244,9 @@ mod tests {
             P::ConnectivityCheck(Default::default()),
             P::RpcCall(Default::default()),
             P::ZmqNotification(Default::default()),
+            P::PeerConnection(Default::default()),
+            P::PeerMessage(Default::default()),
+            P::PeerPing(Default::default()),
             P::ExtractorStats(Default::default()),
         ];
         let other = Peer {

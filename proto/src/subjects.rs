@@ -86,6 +86,7 @@ impl Category {
             P::ConnectivityCheck(_) => Category::Connectivity,
             P::RpcCall(_) => Category::Rpc,
             P::ZmqNotification(_) => Category::Zmq,
+            P::PeerConnection(_) | P::PeerMessage(_) | P::PeerPing(_) => Category::P2p,
             P::ExtractorStats(_) => Category::Extractor,
         }
     }

@@ -135,12 +135,14 @@ fn check_configs() -> Result<()> {
             )?;
         }
     }
-    // The other extractor, on every chain.
+    // The other extractors, on every chain.
     for file in &FILES[..3] {
-        run(
-            docker(&["compose", "-f", file, "config", "-q"]).env("EXTRACTOR_TYPE", "rpc"),
-            &format!("EXTRACTOR_TYPE=rpc docker compose -f {file} config -q"),
-        )?;
+        for kind in ["rpc", "p2p"] {
+            run(
+                docker(&["compose", "-f", file, "config", "-q"]).env("EXTRACTOR_TYPE", kind),
+                &format!("EXTRACTOR_TYPE={kind} docker compose -f {file} config -q"),
+            )?;
+        }
     }
     for overlay in [
         "compose/extractor-sys-admin.yml",
@@ -538,6 +540,10 @@ impl Stack {
             "EXTRACTOR_TYPE=rpc: extractor rpc, with no capability, publishes RPC answers and ZMQ notifications",
             || self.check_rpc_extractor(),
         )?;
+        step(
+            "EXTRACTOR_TYPE=p2p: extractor p2p, with no capability, is a peer of bitcoind",
+            || self.check_p2p_extractor(),
+        )?;
         step("down keeps the volumes, down -v removes them", || {
             self.run(&["--profile", "*", "down"])?;
             let volumes = self.volumes()?;
@@ -713,6 +719,70 @@ impl Stack {
                 .run(&["logs", "--no-log-prefix", "extractor"])
                 .unwrap_or_default();
             format!("last seen: {last}; extractor rpc's log:\n{logs}")
+        })
+    }
+
+    /// The extractor's service recreated with EXTRACTOR_TYPE=p2p: no capability, a read-only
+    /// root, its own PID namespace; bitcoind lists it as a peer with nodescope's user agent, and
+    /// a block mined reaches the metrics tool as a headers announcement.
+    fn check_p2p_extractor(&self) -> Result<()> {
+        let mut up = self.compose(&["up", "-d", "--wait", "--wait-timeout", "120", "extractor"]);
+        up.env("EXTRACTOR_TYPE", "p2p");
+        run(&mut up, "EXTRACTOR_TYPE=p2p docker compose up extractor")?;
+        let command = self.inspect("extractor", "{{json .Config.Cmd}}")?;
+        if !serde_like_list(&command).starts_with(&["extractor".to_string(), "p2p".to_string()]) {
+            bail!("the extractor's container runs {command}, not extractor p2p");
+        }
+        let added = self.inspect("extractor", "{{json .HostConfig.CapAdd}}")?;
+        let dropped = self.inspect("extractor", "{{json .HostConfig.CapDrop}}")?;
+        let read_only = self.inspect("extractor", "{{.HostConfig.ReadonlyRootfs}}")?;
+        let pid_mode = self.inspect("extractor", "{{.HostConfig.PidMode}}")?;
+        if !serde_like_list(&added).is_empty()
+            || serde_like_list(&dropped) != ["ALL"]
+            || read_only != "true"
+            || !pid_mode.is_empty()
+        {
+            bail!("extractor p2p's container has CapAdd {added}, CapDrop {dropped}, read-only root {read_only}, PID mode {pid_mode:?}; the file says none, ALL, true and its own");
+        }
+        let peers = self.run(&[
+            "exec",
+            "-T",
+            "bitcoind",
+            "bitcoin-cli",
+            "-chain=regtest",
+            "getpeerinfo",
+        ])?;
+        if !peers.contains("/nodescope:") {
+            bail!("bitcoind does not list extractor p2p among its peers: {peers}");
+        }
+        let metrics = self.published("metrics", 8282)?;
+        let mut polls = 0u32;
+        let mut last = String::new();
+        let outcome = wait_for(
+            "the metrics tool counting a block announcement from extractor p2p",
+            Duration::from_secs(90),
+            || {
+                // The first block after connecting is announced by inv (the node does not know
+                // our headers yet), the next ones by headers: a block every 5 s until one is.
+                if polls.is_multiple_of(10) {
+                    self.mine(1)?;
+                }
+                polls += 1;
+                let (_, body) = http_get(&metrics, "/metrics")?;
+                let announced = sample(
+                    &body,
+                    "nodescope_peer_block_announcements_total",
+                    &["msg_type=\"headers\""],
+                );
+                last = format!("nodescope_peer_block_announcements_total {announced:?}");
+                Ok(announced.is_some_and(|n| n >= 1.0))
+            },
+        );
+        outcome.with_context(|| {
+            let logs = self
+                .run(&["logs", "--no-log-prefix", "extractor"])
+                .unwrap_or_default();
+            format!("last seen: {last}; extractor p2p's log:\n{logs}")
         })
     }
 

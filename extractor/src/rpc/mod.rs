@@ -387,7 +387,7 @@ pub(crate) fn now_ns() -> u64 {
 
 const CHAINS: &[&str] = &["main", "test", "testnet4", "signet", "regtest"];
 
-fn parse_chain(text: &str) -> Result<String, String> {
+pub fn parse_chain(text: &str) -> Result<String, String> {
     match text {
         "mainnet" => Ok("main".into()),
         "testnet" | "testnet3" => Ok("test".into()),

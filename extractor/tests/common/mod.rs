@@ -126,3 +126,18 @@ pub fn start_rpc_extractor(
         pause,
     )
 }
+
+/// `extractor <args>` running in this process, for the subcommands that need no root.
+pub fn start_unprivileged(args: &[impl AsRef<str>]) -> Running {
+    let cli = extractor::cli::Cli::parse_from(
+        std::iter::once("extractor").chain(args.iter().map(AsRef::as_ref)),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(extractor::cli::run(cli, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        stop: Some(stop),
+        task,
+    }
+}

@@ -106,6 +106,37 @@ pub fn v2_short_id(command: &str) -> Option<u8> {
         .map(|i| i as u8 + 1)
 }
 
+/// The contents of a v2 packet carrying `command` and `payload`: the short id, or `0x00` and the
+/// 12-byte command as in v1; `None` if the command is not 1-12 ASCII bytes.
+pub fn v2_contents(command: &str, payload: &[u8]) -> Option<Vec<u8>> {
+    let mut contents = Vec::with_capacity(13 + payload.len());
+    match v2_short_id(command) {
+        Some(id) => contents.push(id),
+        None => {
+            contents.push(0);
+            contents.extend_from_slice(&command_bytes(command)?);
+        }
+    }
+    contents.extend_from_slice(payload);
+    Some(contents)
+}
+
+/// The command and payload in a v2 packet's contents.
+pub fn parse_v2_contents(contents: &[u8]) -> Result<(String, Vec<u8>), String> {
+    match contents.split_first() {
+        None => Err("an empty v2 packet".to_string()),
+        Some((0, rest)) if rest.len() >= 12 => {
+            let command = parse_command(&rest[..12])?;
+            Ok((command, rest[12..].to_vec()))
+        }
+        Some((0, _)) => Err("a v2 packet with a truncated command".to_string()),
+        Some((&id, rest)) => match V2_SHORT_IDS.get(usize::from(id)) {
+            Some(command) => Ok((command.to_string(), rest.to_vec())),
+            None => Err(format!("unknown v2 short id {id}")),
+        },
+    }
+}
+
 /// BIP324: 3 bytes of encrypted length, 1 header byte, 16 bytes of tag.
 pub const V2_EXPANSION: u64 = 3 + 1 + 16;
 
@@ -233,9 +264,10 @@ pub fn describe_magic(magic: [u8; 4]) -> String {
     )
 }
 
-/// The `version` payload of a nodescope peer: protocol [`PROTOCOL_VERSION`], no services (it
-/// serves nothing), the time now.
+/// The `version` payload of a nodescope peer: protocol [`PROTOCOL_VERSION`], `services` (what it
+/// really offers: nothing but BIP324 at most), the time now.
 pub fn version_payload(
+    services: ServiceFlags,
     receiver: Address,
     sender: Address,
     nonce: u64,
@@ -247,7 +279,7 @@ pub fn version_payload(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let mut message = VersionMessage::new(
-        ServiceFlags::NONE,
+        services,
         timestamp,
         receiver,
         sender,

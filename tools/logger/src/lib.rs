@@ -32,7 +32,8 @@ pub struct Args {
     /// of the addresses they announced), comma-separated.
     #[arg(long, env = "NODESCOPE_LOGGER_PEERS", value_delimiter = ',')]
     pub peers: Vec<i64>,
-    /// Only P2P messages of these types (e.g. inv,tx), comma-separated.
+    /// Only P2P messages of these types (e.g. inv,tx), comma-separated: the node's messages
+    /// from the tracepoints and those it sent to `extractor p2p`.
     #[arg(long, env = "NODESCOPE_LOGGER_MSG_TYPES", value_delimiter = ',')]
     pub msg_types: Vec<String>,
     /// One JSON object per line instead of text.
@@ -178,6 +179,8 @@ fn msg_type(payload: &Payload) -> Option<&str> {
         Payload::InboundMessage(m) | Payload::OutboundMessage(m) => {
             m.message.as_ref().map(|m| m.msg_type.as_str())
         }
+        // What the node sent to `extractor p2p`.
+        Payload::PeerMessage(m) => m.message.as_ref().map(|m| m.msg_type.as_str()),
         _ => None,
     }
 }

@@ -11,8 +11,8 @@ use nodescope_logger::{run_to, Args};
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p::{decode_p2p, DecodeOptions};
 use nodescope_proto::{
-    ConnectionType, MempoolAdded, MisbehavingConnection, NetMessage, Network, OutboundConnection,
-    Peer,
+    ConnectionType, ExtractorKind, MempoolAdded, MisbehavingConnection, NetMessage, Network,
+    OutboundConnection, Peer, PeerConnection, PeerMessage, PeerPing, PeerState,
 };
 use tokio::sync::oneshot;
 
@@ -216,6 +216,74 @@ async fn filters_by_category_node_peer_and_message_type() {
         lines[1].contains(" peer=6 ") && lines[1].ends_with("msg=inv size=37 items=1 tx=1"),
         "{}",
         lines[1]
+    );
+    logger.stop().await;
+}
+
+/// `extractor p2p`'s events (category p2p): `--msg-types` keeps the node's messages of those
+/// types and leaves out the connections and pings, which are no messages.
+#[tokio::test]
+async fn p2p_events_are_printed_and_filtered_by_message_type() {
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let logger = Logger::start(
+        &server,
+        &[
+            "--categories",
+            "p2p,mempool",
+            "--msg-types",
+            "inv,feefilter",
+        ],
+    );
+    let peer_message = |msg_type: &str, payload: &[u8], since_previous_ns| {
+        Payload::PeerMessage(PeerMessage {
+            connection: 2,
+            message: Some(decode_p2p(
+                msg_type,
+                payload,
+                payload.len() as u64,
+                DecodeOptions::default(),
+            )),
+            since_previous_ns,
+        })
+    };
+    let inv = [&[1u8, 5, 0, 0, 0][..], &[0x33; 32][..]].concat();
+    let mut warmup = EventSource::of(ExtractorKind::P2p, "warmup", 1);
+    logger
+        .wait_ready(&publisher, &mut || {
+            warmup.stamp(peer_message("inv", &inv, 0))
+        })
+        .await;
+
+    let mut p2p = EventSource::of(ExtractorKind::P2p, "node-a", 3);
+    let events = [
+        p2p.stamp(Payload::PeerConnection(PeerConnection {
+            state: PeerState::Connected as i32,
+            connection: 2,
+            transport: "v2".into(),
+            ..PeerConnection::default()
+        })),
+        p2p.stamp(peer_message("inv", &inv, 2_250_000_000)),
+        p2p.stamp(peer_message("ping", &7u64.to_le_bytes(), 0)),
+        p2p.stamp(Payload::PeerPing(PeerPing {
+            connection: 2,
+            nonce: 7,
+            rtt_ns: 1_000_000,
+        })),
+        p2p.stamp(peer_message("feefilter", &1000i64.to_le_bytes(), 0)),
+        EventSource::new("node-a", 4).stamp(added(100)),
+    ];
+    for event in &events {
+        publish(&publisher, event).await;
+    }
+    let lines = logger.lines(2).await;
+    let tail = |line: &str| line.split_once(' ').unwrap().1.to_string();
+    assert_eq!(
+        lines.iter().map(|l| tail(l)).collect::<Vec<_>>(),
+        [
+            "node-a p2p peer_message connection=2 msg=inv size=37 items=1 wtx=1 since_previous=2.250s",
+            "node-a p2p peer_message connection=2 msg=feefilter size=8 feerate=1000sat/kvB",
+        ]
     );
     logger.stop().await;
 }

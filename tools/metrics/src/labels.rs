@@ -116,6 +116,62 @@ pub fn zmq_topic(topic: &str) -> &'static str {
     known(&ZMQ_TOPICS, topic)
 }
 
+/// The transport of an `extractor p2p` connection.
+pub fn peer_transport(transport: &str) -> &'static str {
+    known(&["v1", "v2"], transport)
+}
+
+/// The classes of why an `extractor p2p` connection ended or failed.
+pub const PEER_END_REASONS: [&str; 7] = [
+    "closed_by_node",
+    "reset",
+    "unreachable",
+    "idle_timeout",
+    "handshake",
+    "malformed",
+    OTHER,
+];
+
+/// The class of the free-text reason an `extractor p2p` connection ended or failed with (its
+/// `reason`: "closed by the node", "Connection reset by peer (os error 104)", "malformed: bad
+/// checksum", "nothing from the node for 1200s", "BIP324: …", "no version and verack within
+/// 30s", "dialling host:port: Connection refused (os error 111)"). A silence or a handshake that
+/// did not finish is its own class even when the extractor words it as malformed; a dial that
+/// found nobody (refused, no connection in time, a name that does not resolve) is
+/// `unreachable`.
+pub fn peer_end_reason(reason: &str) -> &'static str {
+    let reason = reason.to_ascii_lowercase();
+    let has = |parts: &[&str]| parts.iter().any(|p| reason.contains(p));
+    if has(&["nothing from the node", "no message for", "idle"]) {
+        "idle_timeout"
+    } else if has(&[
+        "handshake",
+        "bip324",
+        "no version",
+        "verack",
+        "of connecting",
+        "unreadable version",
+    ]) {
+        "handshake"
+    } else if has(&[
+        "reset",
+        "broken pipe",
+        "aborted",
+        "os error 104",
+        "os error 32",
+    ]) {
+        "reset"
+    } else if reason.starts_with("dialling ") || has(&["refused", "os error 111"]) {
+        "unreachable"
+    } else if has(&["closed by the node", "closed"]) {
+        "closed_by_node"
+    } else if reason.starts_with("malformed") {
+        "malformed"
+    } else {
+        OTHER
+    }
+}
+
 fn known(set: &[&'static str], value: &str) -> &'static str {
     set.iter().find(|k| **k == value).copied().unwrap_or(OTHER)
 }
@@ -429,5 +485,43 @@ mod tests {
         assert_eq!(rpc_methods().count(), 13);
         assert_eq!(zmq_topic("rawtx"), "rawtx");
         assert_eq!(zmq_topic("pubhashblock"), OTHER);
+        for (reason, class) in [
+            ("closed by the node", "closed_by_node"),
+            ("connection reset", "reset"),
+            ("Connection reset by peer (os error 104)", "reset"),
+            ("Broken pipe (os error 32)", "reset"),
+            ("no message for 1200 s", "idle_timeout"),
+            ("malformed: nothing from the node for 1200s", "idle_timeout"),
+            ("malformed: bad checksum", "malformed"),
+            ("malformed: a frame of 40000000 bytes", "malformed"),
+            ("BIP324 handshake failed: garbage terminator", "handshake"),
+            ("BIP324: decryption failed", "handshake"),
+            ("malformed: no version and verack within 30s", "handshake"),
+            ("malformed: nothing within 30s of connecting", "handshake"),
+            ("malformed: an unreadable version", "handshake"),
+            (
+                "dialling 127.0.0.1:8555: Connection refused (os error 111)",
+                "unreachable",
+            ),
+            (
+                "dialling node:8333: failed to lookup address",
+                "unreachable",
+            ),
+            (
+                "dialling 10.0.0.1:8333: malformed: no connection to 10.0.0.1:8333 within 30s",
+                "unreachable",
+            ),
+            (
+                "dialling 10.0.0.1:8333: BIP324: handshake failed: bad magic",
+                "handshake",
+            ),
+            ("something new", OTHER),
+            ("", OTHER),
+        ] {
+            assert_eq!(peer_end_reason(reason), class, "{reason}");
+            assert!(PEER_END_REASONS.contains(&class));
+        }
+        assert_eq!(peer_transport("v2"), "v2");
+        assert_eq!(peer_transport(""), OTHER);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod labels;
 pub mod metrics;
+pub mod peer;
 pub mod recorder;
 pub mod rpc;
 pub mod stats;

@@ -160,6 +160,8 @@ pub struct Metrics {
     pub extractor_kernel_memory: Gauges<ExtractorLabels>,
     /// From `extractor rpc`'s answers and notifications (`rpc`).
     pub rpc: crate::rpc::RpcMetrics,
+    /// From `extractor p2p`'s connections, messages and pings (`peer`).
+    pub peer: crate::peer::PeerMetrics,
     /// Bytes on the wire as bitcoind counts them (`wire`).
     pub wire: crate::wire::WireMetrics,
 }
@@ -224,6 +226,7 @@ impl Metrics {
             extractor_attached_locations: Family::default(),
             extractor_kernel_memory: Family::default(),
             rpc: crate::rpc::RpcMetrics::new(),
+            peer: crate::peer::PeerMetrics::new(),
             wire: crate::wire::WireMetrics::default(),
         };
         let mut r = Registry::with_prefix("nodescope");
@@ -497,6 +500,7 @@ impl Metrics {
         );
         m.wire.register(&mut r);
         m.rpc.register(&mut r);
+        m.peer.register(&mut r);
         (Arc::new(m), r)
     }
 }

@@ -50,6 +50,7 @@ struct NodeState {
     received: Vec<Option<Counter>>,
     messages: Vec<Option<(Counter, Counter)>>,
     rpc: crate::rpc::RpcState,
+    peer: crate::peer::PeerState,
     wire: crate::wire::WireBytes,
 }
 
@@ -81,6 +82,7 @@ impl NodeState {
             received: vec![None; EXTRACTORS * Category::ALL.len()],
             messages: vec![None; 2 * MSG_TYPES * CONN_TYPES],
             rpc: Default::default(),
+            peer: Default::default(),
             wire: Default::default(),
         }
     }
@@ -400,6 +402,9 @@ impl Recorder {
                 crate::rpc::call(m, &mut state.rpc, &mut state.wire, &node, event, c)
             }
             Payload::ZmqNotification(z) => crate::rpc::zmq(m, &node, event, z),
+            Payload::PeerConnection(_) | Payload::PeerMessage(_) | Payload::PeerPing(_) => {
+                crate::peer::record(m, &mut state.peer, &node, event)
+            }
             Payload::ExtractorStats(s) => crate::stats::extractor_stats(m, node, extractor, s),
         }
     }

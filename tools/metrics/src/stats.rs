@@ -106,4 +106,5 @@ pub(crate) fn extractor_stats(
         .get_or_create(&e)
         .set(s.kernel_memory_bytes as i64);
     crate::rpc::extractor_counts(m, &node, extractor, s);
+    crate::peer::extractor_counts(m, &node, extractor, s);
 }

@@ -53,11 +53,14 @@ fn node_a_events() -> (Vec<Event>, Event) {
     use ConnectionType::{BlockRelayOnly, Inbound, Manual, OutboundFullRelay};
     let mut run = EventSource::new("node-a", 1);
     let mut events = Vec::new();
-    let mut at = |run: &mut EventSource, ms: u64, payload: Payload| {
+    // `error`: the event's error mark (empty: a whole event).
+    let mut marked = |run: &mut EventSource, ms: u64, payload: Payload, error: &str| {
         let mut event = run.stamp(payload);
         event.timestamp_ns = T0 + ms * 1_000_000;
+        event.error = error.into();
         events.push(event);
     };
+    let mut at = |run: &mut EventSource, ms: u64, payload: Payload| marked(run, ms, payload, "");
     let (p1, p2, p3) = (
         peer(1, Inbound),
         peer(2, OutboundFullRelay),
@@ -523,8 +526,9 @@ fn node_a_events() -> (Vec<Event>, Event) {
         }),
     );
     rpc_events(&mut at);
+    p2p_events(&mut marked);
     let mut restarted = EventSource::new("node-a", 2);
-    at(
+    marked(
         &mut restarted,
         0,
         Payload::ExtractorStats(ExtractorStats {
@@ -534,6 +538,7 @@ fn node_a_events() -> (Vec<Event>, Event) {
             kernel_memory_bytes: 33_800_000,
             ..ExtractorStats::default()
         }),
+        "",
     );
     let replayed = events
         .iter()
@@ -732,10 +737,195 @@ fn rpc_events(at: &mut impl FnMut(&mut EventSource, u64, Payload)) {
     at(&mut rpc, 6000, Payload::ExtractorStats(stats));
 }
 
+/// What `extractor p2p` publishes about node-a: two failed dials, then two connections (v1,
+/// the node dialling; v2 after 2 failed attempts), what the node sent on the v2 one (inv with
+/// its intervals, addresses, a transaction, fee filters, block announcements, a malformed
+/// message), two pings, the v1 connection reset, and the extractor's stats.
+fn p2p_events(at: &mut impl FnMut(&mut EventSource, u64, Payload, &str)) {
+    use AddrNetwork::{I2p, Ipv4, Ipv6, Torv3, Unknown};
+    use InventoryType::{Block, Tx, Wtx};
+    use PeerState::{Connected, Disconnected, Failed};
+    let mut p2p = EventSource::of(ExtractorKind::P2p, "node-a", 9);
+    let connection = |state: PeerState, connection, transport: &str, retries, reason: &str| {
+        Payload::PeerConnection(PeerConnection {
+            state: state as i32,
+            connection,
+            transport: transport.into(),
+            node_dialled: retries == 0,
+            remote: "127.0.0.1:18444".into(),
+            local: "127.0.0.1:8555".into(),
+            version: (state != Failed).then(|| P2pVersion {
+                user_agent: "/Satoshi:30.0.0/".into(),
+                ..P2pVersion::default()
+            }),
+            reason: reason.into(),
+            connected_ns: 0,
+            retries,
+        })
+    };
+    let refused = "dialling 127.0.0.1:18444: Connection refused (os error 111)";
+    at(&mut p2p, 0, connection(Failed, 1, "", 0, refused), "");
+    let handshake = "malformed: no version and verack within 30s";
+    at(
+        &mut p2p,
+        1000,
+        connection(Failed, 2, "v2", 1, handshake),
+        "",
+    );
+    at(&mut p2p, 2000, connection(Connected, 3, "v1", 0, ""), "");
+    at(&mut p2p, 3000, connection(Connected, 4, "v2", 2, ""), "");
+    let message = |msg_type: &str, body, since_previous_ns| {
+        Payload::PeerMessage(PeerMessage {
+            connection: 4,
+            message: Some(P2pMessage {
+                msg_type: msg_type.into(),
+                size: 100,
+                body: Some(body),
+                ..P2pMessage::default()
+            }),
+            since_previous_ns,
+        })
+    };
+    // 4 transactions announced in 3 inv messages, 2 s and 0.5 s apart; one received.
+    let inv = |types: &[InventoryType], since| message("inv", Body::Inv(inventory(types)), since);
+    at(&mut p2p, 4000, inv(&[Wtx, Wtx, Block], 0), "");
+    at(&mut p2p, 6000, inv(&[Tx], 2_000_000_000), "");
+    at(&mut p2p, 6500, inv(&[Wtx], 500_000_000), "");
+    let tx = samples::sample_payloads()
+        .into_iter()
+        .find(|(t, _)| *t == "tx")
+        .unwrap()
+        .1;
+    let decoded = decode_p2p("tx", &tx, tx.len() as u64, DecodeOptions::default());
+    let tx = Payload::PeerMessage(PeerMessage {
+        connection: 4,
+        message: Some(decoded),
+        since_previous_ns: 0,
+    });
+    at(&mut p2p, 6600, tx, "");
+    let addr = Body::Addr(addresses(&[Ipv4, Ipv4, Ipv6]));
+    at(&mut p2p, 6700, message("addr", addr, 0), "");
+    let addrv2 = Body::Addrv2(addresses(&[Torv3, I2p, Unknown, Torv3]));
+    at(&mut p2p, 6800, message("addrv2", addrv2, 0), "");
+    for (ms, fee_rate) in [(6900, 1000), (6950, 2500)] {
+        let filter = Body::Feefilter(P2pFeeFilter { fee_rate });
+        at(&mut p2p, ms, message("feefilter", filter, 0), "");
+    }
+    let header = BlockHeaderSummary {
+        hash: vec![0x0b; 32],
+        ..BlockHeaderSummary::default()
+    };
+    let headers = |count: u32| {
+        Body::Headers(P2pHeaders {
+            count,
+            headers: vec![header.clone(); count as usize],
+        })
+    };
+    at(&mut p2p, 7000, message("headers", headers(1), 0), "");
+    // An empty headers message announces nothing.
+    at(&mut p2p, 7500, message("headers", headers(0), 0), "");
+    let cmpct = Body::Cmpctblock(P2pCmpctBlock {
+        header: Some(header.clone()),
+        ..P2pCmpctBlock::default()
+    });
+    at(&mut p2p, 8000, message("cmpctblock", cmpct, 0), "");
+    // A bad checksum: counted, its entries not.
+    let bad = inv(&[Wtx, Wtx], 100_000_000);
+    at(&mut p2p, 8100, bad, "bad checksum");
+    let ping = Body::Ping(P2pPing { nonce: 5 });
+    at(&mut p2p, 8200, message("ping", ping, 0), "");
+    for rtt_ns in [1_500_000, 40_000_000] {
+        let ping = Payload::PeerPing(PeerPing {
+            connection: 4,
+            nonce: rtt_ns,
+            rtt_ns,
+        });
+        at(&mut p2p, 8300, ping, "");
+    }
+    let reset = "Connection reset by peer (os error 104)";
+    at(
+        &mut p2p,
+        9000,
+        connection(Disconnected, 3, "v1", 0, reset),
+        "",
+    );
+    let stats = ExtractorStats {
+        published: 21,
+        p2p_connections: 2,
+        p2p_failed_connections: 2,
+        p2p_messages: 14,
+        p2p_malformed: 1,
+        ..ExtractorStats::default()
+    };
+    at(&mut p2p, 10_000, Payload::ExtractorStats(stats), "");
+}
+
+/// The families every extractor's stats set, with `extractor="…"`: all 0 but `published`.
+fn common_stats_samples(extractor: &str, published: u64) -> BTreeSet<String> {
+    let mut expected = BTreeSet::new();
+    let labels = format!(r#"node="node-a",extractor="{extractor}""#);
+    for tracepoint in nodescope_metrics::labels::tracepoints() {
+        for family in ["kernel_drops", "kernel_payload_drops"] {
+            expected.insert(format!(
+                r#"nodescope_extractor_{family}_total{{{labels},tracepoint="{tracepoint}"}} 0"#
+            ));
+        }
+    }
+    for (family, value) in [
+        ("extractor_events_read_total", 0),
+        ("extractor_events_published_total", published),
+        ("extractor_events_resent_total", 0),
+        ("extractor_stray_chunks_total", 0),
+        ("extractor_queued_events", 0),
+        ("extractor_queued_bytes", 0),
+        ("extractor_attached_locations", 0),
+        ("extractor_kernel_memory_bytes", 0),
+    ] {
+        expected.insert(format!("nodescope_{family}{{{labels}}} {value}"));
+    }
+    for (family, label, values) in [
+        (
+            "extractor_events_dropped_total",
+            "cause",
+            ["queue_full", "too_large"],
+        ),
+        (
+            "extractor_payloads_incomplete_total",
+            "cause",
+            ["expired", "shutdown"],
+        ),
+        ("extractor_errors_total", "kind", ["decode", "read"]),
+    ] {
+        for value in values {
+            expected.insert(format!(
+                r#"nodescope_{family}{{{labels},{label}="{value}"}} 0"#
+            ));
+        }
+    }
+    expected
+}
+
+/// The expected samples of `extractor p2p`'s stats.
+fn p2p_stats_samples() -> BTreeSet<String> {
+    let mut expected = common_stats_samples("p2p", 21);
+    let labels = r#"node="node-a",extractor="p2p""#;
+    for (family, value) in [
+        ("connections", 2),
+        ("failed_connections", 2),
+        ("messages", 14),
+        ("malformed", 1),
+    ] {
+        expected.insert(format!(
+            "nodescope_extractor_p2p_{family}_total{{{labels}}} {value}"
+        ));
+    }
+    expected
+}
+
 /// The expected samples of `extractor rpc`'s stats: every method and topic, and the families
 /// of every extractor.
 fn rpc_stats_samples() -> BTreeSet<String> {
-    let mut expected = BTreeSet::new();
+    let mut expected = common_stats_samples("rpc", 19);
     let labels = r#"node="node-a",extractor="rpc""#;
     for method in nodescope_metrics::labels::rpc_methods() {
         let (calls, failures) = match method {
@@ -771,44 +961,6 @@ fn rpc_stats_samples() -> BTreeSet<String> {
         expected.insert(format!(
             r#"nodescope_extractor_zmq_missed_total{{{labels},topic="{topic}"}} {missed}"#
         ));
-    }
-    for tracepoint in nodescope_metrics::labels::tracepoints() {
-        for family in ["kernel_drops", "kernel_payload_drops"] {
-            expected.insert(format!(
-                r#"nodescope_extractor_{family}_total{{{labels},tracepoint="{tracepoint}"}} 0"#
-            ));
-        }
-    }
-    for (family, value) in [
-        ("extractor_events_read_total", 0),
-        ("extractor_events_published_total", 19),
-        ("extractor_events_resent_total", 0),
-        ("extractor_stray_chunks_total", 0),
-        ("extractor_queued_events", 0),
-        ("extractor_queued_bytes", 0),
-        ("extractor_attached_locations", 0),
-        ("extractor_kernel_memory_bytes", 0),
-    ] {
-        expected.insert(format!("nodescope_{family}{{{labels}}} {value}"));
-    }
-    for (family, label, values) in [
-        (
-            "extractor_events_dropped_total",
-            "cause",
-            ["queue_full", "too_large"],
-        ),
-        (
-            "extractor_payloads_incomplete_total",
-            "cause",
-            ["expired", "shutdown"],
-        ),
-        ("extractor_errors_total", "kind", ["decode", "read"]),
-    ] {
-        for value in values {
-            expected.insert(format!(
-                r#"nodescope_{family}{{{labels},{label}="{value}"}} 0"#
-            ));
-        }
     }
     expected
 }
@@ -1101,6 +1253,52 @@ nodescope_zmq_missed_total{node="node-a",topic="other"} 0
 nodescope_zmq_last_notification_timestamp_seconds{node="node-a",topic="hashblock"} 1700000105.0
 nodescope_zmq_last_notification_timestamp_seconds{node="node-a",topic="sequence"} 1700000104.5
 nodescope_zmq_last_notification_timestamp_seconds{node="node-a",topic="other"} 1700000104.6
+nodescope_events_received_total{node="node-a",extractor="p2p",category="p2p"} 20
+nodescope_events_received_total{node="node-a",extractor="p2p",category="extractor"} 1
+nodescope_peer_ping_rtt_seconds_sum{node="node-a"} 0.0415
+nodescope_peer_ping_rtt_seconds_count{node="node-a"} 2
+nodescope_peer_ping_rtt_seconds_bucket{le="0.001",node="node-a"} 0
+nodescope_peer_ping_rtt_seconds_bucket{le="0.0025",node="node-a"} 1
+nodescope_peer_ping_rtt_seconds_bucket{le="0.025",node="node-a"} 1
+nodescope_peer_ping_rtt_seconds_bucket{le="0.05",node="node-a"} 2
+nodescope_peer_messages_total{node="node-a",msg_type="inv"} 4
+nodescope_peer_messages_total{node="node-a",msg_type="tx"} 1
+nodescope_peer_messages_total{node="node-a",msg_type="addr"} 1
+nodescope_peer_messages_total{node="node-a",msg_type="addrv2"} 1
+nodescope_peer_messages_total{node="node-a",msg_type="feefilter"} 2
+nodescope_peer_messages_total{node="node-a",msg_type="headers"} 2
+nodescope_peer_messages_total{node="node-a",msg_type="cmpctblock"} 1
+nodescope_peer_messages_total{node="node-a",msg_type="ping"} 1
+nodescope_peer_malformed_messages_total{node="node-a",msg_type="inv"} 1
+nodescope_peer_addresses_total{node="node-a",msg_type="addr",family="ipv4"} 2
+nodescope_peer_addresses_total{node="node-a",msg_type="addr",family="ipv6"} 1
+nodescope_peer_addresses_total{node="node-a",msg_type="addrv2",family="torv3"} 2
+nodescope_peer_addresses_total{node="node-a",msg_type="addrv2",family="i2p"} 1
+nodescope_peer_addresses_total{node="node-a",msg_type="addrv2",family="other"} 1
+nodescope_peer_inv_entries_total{node="node-a",inv_type="wtx"} 3
+nodescope_peer_inv_entries_total{node="node-a",inv_type="block"} 1
+nodescope_peer_inv_entries_total{node="node-a",inv_type="tx"} 1
+nodescope_peer_inv_interval_seconds_sum{node="node-a"} 2.5
+nodescope_peer_inv_interval_seconds_count{node="node-a"} 2
+nodescope_peer_inv_interval_seconds_bucket{le="0.25",node="node-a"} 0
+nodescope_peer_inv_interval_seconds_bucket{le="0.5",node="node-a"} 1
+nodescope_peer_inv_interval_seconds_bucket{le="1.0",node="node-a"} 1
+nodescope_peer_inv_interval_seconds_bucket{le="2.0",node="node-a"} 2
+nodescope_peer_transactions_total{node="node-a",stage="announced"} 4
+nodescope_peer_transactions_total{node="node-a",stage="received"} 1
+nodescope_peer_feefilter_sat_per_kvbyte{node="node-a"} 2500
+nodescope_peer_block_announcements_total{node="node-a",msg_type="headers"} 1
+nodescope_peer_block_announcements_total{node="node-a",msg_type="cmpctblock"} 1
+nodescope_peer_last_block_announcement_timestamp_seconds{node="node-a",msg_type="headers"} 1700000107.0
+nodescope_peer_last_block_announcement_timestamp_seconds{node="node-a",msg_type="cmpctblock"} 1700000108.0
+nodescope_peer_connected{node="node-a",transport="v1"} 0
+nodescope_peer_connected{node="node-a",transport="v2"} 1
+nodescope_peer_connections_total{node="node-a",outcome="failed"} 2
+nodescope_peer_connections_total{node="node-a",outcome="connected"} 2
+nodescope_peer_disconnects_total{node="node-a",reason="reset"} 1
+nodescope_peer_connection_failures_total{node="node-a",reason="unreachable"} 1
+nodescope_peer_connection_failures_total{node="node-a",reason="handshake"} 1
+nodescope_peer_connect_retries{node="node-a"} 2
 "#;
 
 /// Run 1's stats, scraped before the restart: the extractor's totals as the counters' values.
@@ -1213,6 +1411,7 @@ async fn every_family_has_exactly_the_expected_values() {
         .replace("TX_V2_WIRE", &(tx_size + 21).to_string());
     let mut expected = samples(&expected);
     expected.extend(rpc_stats_samples());
+    expected.extend(p2p_stats_samples());
     // Every answered method's call duration (2 ms), getpeerinfo's and getrawaddrman's above.
     for method in nodescope_metrics::labels::rpc_methods().filter(|m| *m != "other") {
         let labels = format!(r#"{{node="node-a",method="{method}"}}"#);
@@ -1261,7 +1460,7 @@ async fn every_family_has_exactly_the_expected_values() {
         .map(|s| family_of(s, &registered))
         .collect();
     assert_eq!(checked, registered);
-    assert_eq!(registered.len(), 107);
+    assert_eq!(registered.len(), 126);
     // The README lists every family (as the classic format names it: counters with `_total`).
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
@@ -1379,7 +1578,7 @@ async fn promtool_finds_nothing_to_complain_about() {
     )
     .await;
     let scrape = tool.scrape().await;
-    assert_eq!(families(&scrape).len(), 107);
+    assert_eq!(families(&scrape).len(), 126);
     assert_promtool_clean(&scrape);
     tool.stop().await;
 }

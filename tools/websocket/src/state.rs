@@ -3,7 +3,8 @@
 //! message counts by type, mempool activity, recent blocks, the pipeline's health and, when a
 //! connectivity-check tool watches the node, how reachable the addresses its peers announce
 //! are, per network; when `extractor rpc` watches it, what bitcoind says about itself
-//! ([`crate::summary`]). The page only draws this state (sent a few times a second), so what it
+//! ([`crate::summary`]); when `extractor p2p` is one of its peers, what the node does as a
+//! peer ([`crate::peer_view`]). The page only draws this state (sent a few times a second), so what it
 //! shows is exactly what the events said, whatever their rate.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -16,6 +17,7 @@ use nodescope_proto::{
 };
 use serde::Serialize;
 
+use crate::peer_view::PeerView;
 use crate::summary::{RpcSummary, ZmqSummary};
 
 /// Peers kept per node. bitcoind serves a few hundred connections at most; this only bounds a
@@ -49,6 +51,8 @@ pub struct NodeState {
     pub rpc: RpcSummary,
     /// The ZMQ notifications.
     pub zmq: ZmqSummary,
+    /// The node as `extractor p2p`, one of its peers, sees it (empty until it publishes).
+    pub p2p: PeerView,
 }
 
 /// The networks checks are counted under: the closed set of the page's rows (Tor v2 and
@@ -311,6 +315,7 @@ impl NodeState {
                 .count(c),
             P::RpcCall(c) => self.rpc.apply(event, c),
             P::ZmqNotification(z) => self.zmq.apply(event, z),
+            P::PeerConnection(_) | P::PeerMessage(_) | P::PeerPing(_) => self.p2p.apply(event),
             P::ExtractorStats(s) => {
                 self.pipeline.extractor = Some(ExtractorCounters {
                     events_read: s.events_read,

@@ -151,7 +151,7 @@ fn known(value: &str, known: &[&'static str]) -> &'static str {
 }
 
 /// At most [`MAX_TEXT`] characters of `text`.
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     text.chars().take(MAX_TEXT).collect()
 }
 

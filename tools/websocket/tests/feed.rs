@@ -572,6 +572,170 @@ async fn rpc_answers_and_zmq_notifications_make_a_node_summary() {
     tool.stop().await;
 }
 
+/// `extractor p2p`'s events reach the clients of the p2p category, and pages get them as the
+/// node's peer's-eye view: the connection open now, how the last one ended, pings, the node's
+/// announcements and the malformed message, a new extractor run forgetting the old run's
+/// connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_events_make_a_peers_eye_view() {
+    use nodescope_proto::p2p_message::Body;
+    use nodescope_proto::{
+        BlockHeaderSummary, InventoryItem, InventoryType, P2pFeeFilter, P2pHeaders, P2pInventory,
+        P2pVersion, PeerConnection, PeerMessage, PeerPing, PeerState,
+    };
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let tool = Tool::start(&server, &["--state-interval-ms", "50"]).await;
+    let mut p2p_client = tool.connect("categories=p2p").await;
+    let mut page = tool.connect("events=0&state=1").await;
+
+    let connection = |state: PeerState, number, reason: &str| {
+        Payload::PeerConnection(PeerConnection {
+            state: state as i32,
+            connection: number,
+            transport: "v2".into(),
+            remote: "127.0.0.1:18444".into(),
+            local: "127.0.0.1:8555".into(),
+            version: Some(P2pVersion {
+                version: 70016,
+                user_agent: "/Satoshi:30.0.0/".into(),
+                start_height: 200,
+                ..P2pVersion::default()
+            }),
+            reason: reason.into(),
+            connected_ns: 90_000_000_000,
+            retries: 3,
+            ..PeerConnection::default()
+        })
+    };
+    let sent = |msg_type: &str, body| {
+        Payload::PeerMessage(PeerMessage {
+            connection: 1,
+            message: Some(P2pMessage {
+                msg_type: msg_type.into(),
+                size: 50,
+                body: Some(body),
+                ..P2pMessage::default()
+            }),
+            since_previous_ns: 1_000_000_000,
+        })
+    };
+    let inv = Body::Inv(P2pInventory {
+        items: vec![
+            InventoryItem {
+                r#type: InventoryType::Wtx as i32,
+                type_raw: 5,
+                hash: vec![0x01; 32],
+            };
+            2
+        ],
+        ..P2pInventory::default()
+    });
+    let headers = Body::Headers(P2pHeaders {
+        count: 1,
+        headers: vec![BlockHeaderSummary {
+            hash: vec![0x0e; 32],
+            ..BlockHeaderSummary::default()
+        }],
+    });
+    let mut old_run = EventSource::of(ExtractorKind::P2p, "node-a", 1);
+    let mut run = EventSource::of(ExtractorKind::P2p, "node-a", 2);
+    let mut events = vec![
+        // Run 1's connection 1 never disconnects: the extractor restarted.
+        old_run.stamp(connection(PeerState::Connected, 1, "")),
+        run.stamp(connection(PeerState::Connected, 1, "")),
+        run.stamp(connection(PeerState::Connected, 2, "")),
+        run.stamp(connection(PeerState::Disconnected, 2, "closed by the node")),
+        run.stamp(sent("inv", inv.clone())),
+        run.stamp(sent("headers", headers)),
+        run.stamp(sent(
+            "feefilter",
+            Body::Feefilter(P2pFeeFilter { fee_rate: 2000 }),
+        )),
+        run.stamp(Payload::PeerPing(PeerPing {
+            connection: 1,
+            nonce: 9,
+            rtt_ns: 3_500_000,
+        })),
+    ];
+    let mut malformed = run.stamp(sent("inv", inv));
+    malformed.error = "bad checksum".into();
+    events.push(malformed.clone());
+    let mut ebpf = EventSource::new("node-a", 1);
+    publish(&publisher, &ebpf.stamp(added(100))).await;
+    for event in &events {
+        publish(&publisher, event).await;
+    }
+    let received = next_events(&mut p2p_client, events.len()).await;
+    assert_eq!(received, events.iter().map(expected).collect::<Vec<_>>());
+    assert!(received.iter().all(|e| e["category"] == "p2p"));
+    quiet(&mut p2p_client, Duration::from_millis(300)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        let frame = next_json(&mut page).await;
+        if frame["type"] == "state" && frame["state"]["pipeline"]["events"] == 10 {
+            break frame["state"].clone();
+        }
+        assert!(Instant::now() < deadline, "no state with every event");
+    };
+    let view = &state["p2p"];
+    assert_eq!(
+        view["open"],
+        serde_json::json!({"1": {
+            "connection": 1, "transport": "v2", "node_dialled": false,
+            "remote": "127.0.0.1:18444", "user_agent": "/Satoshi:30.0.0/", "version": 70016,
+            "start_height": 200, "since_ns": events[1].timestamp_ns, "retries": 3,
+        }}),
+        "run 1's connection is gone, run 2's second ended"
+    );
+    assert_eq!(
+        view["last_disconnect"],
+        serde_json::json!({
+            "connection": 2, "reason": "closed by the node",
+            "time_ns": events[3].timestamp_ns, "connected_ns": 90_000_000_000u64,
+        })
+    );
+    assert_eq!(view["last_failure"], Value::Null);
+    assert_eq!(view["state"], "disconnected");
+    assert_eq!(
+        (&view["connections"], &view["failed"], &view["disconnects"]),
+        (&3.into(), &0.into(), &1.into())
+    );
+    assert_eq!(
+        (&view["pings"], &view["last_rtt_ms"]),
+        (&1.into(), &3.5.into())
+    );
+    assert_eq!(view["median_rtt_ms"], 3.5);
+    assert_eq!(view["inv_entries"], serde_json::json!({"wtx": 2}));
+    assert_eq!(
+        view["tx_announced"], 2,
+        "the malformed inv's entries are not counted"
+    );
+    assert_eq!(
+        view["last_block"],
+        serde_json::json!({
+            "msg_type": "headers", "hash": "0e".repeat(32), "time_ns": events[5].timestamp_ns,
+        })
+    );
+    assert_eq!(
+        view["feefilter"],
+        serde_json::json!({"sat_per_kvb": 2000, "time_ns": events[6].timestamp_ns})
+    );
+    assert_eq!(
+        (&view["messages"], &view["malformed"]),
+        (&4.into(), &1.into())
+    );
+    assert_eq!(
+        view["last_malformed"],
+        serde_json::json!({
+            "msg_type": "inv", "error": "bad checksum", "time_ns": malformed.timestamp_ns,
+        })
+    );
+    assert_eq!(state["pipeline"]["by_category"]["p2p"], 9);
+    tool.stop().await;
+}
+
 /// A client that stops reading must not delay another: the live client's latency while its
 /// neighbour is stalled stays close to what it was alone, and the stalled one falls behind,
 /// loses events (counted) and is finally disconnected.

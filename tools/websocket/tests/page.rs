@@ -12,14 +12,17 @@ use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use nodescope_consumer::testing::{client, http_get, publish, EventSource, NatsServer};
 use nodescope_proto::event::Payload;
+use nodescope_proto::p2p_message::Body;
 use nodescope_proto::rpc_call::Result as Answer;
 use nodescope_proto::zmq_notification::Body as ZmqBody;
 use nodescope_proto::{
-    AddrNetwork, BlockConnected, BlockchainInfo, ClosedConnection, ConnectionType,
-    ConnectivityCheck, ConnectivityResult, ExtractorKind, ExtractorStats, InboundConnection,
-    MempoolAdded, MempoolInfo, MempoolRejected, MempoolRemoved, NetAddress, NetMessage, NetTotals,
-    Network, NetworkInfo, NetworkReachability, OutboundConnection, P2pMessage, Peer, PeerInfo,
-    PeerInfoList, RemovalReason, RpcCall, RpcFailure, RpcFailureKind, Uptime, V2Support,
+    AddrNetwork, BlockConnected, BlockHeaderSummary, BlockchainInfo, ClosedConnection,
+    ConnectionType, ConnectivityCheck, ConnectivityResult, ExtractorKind, ExtractorStats,
+    InboundConnection, InventoryItem, InventoryType, MempoolAdded, MempoolInfo, MempoolRejected,
+    MempoolRemoved, NetAddress, NetMessage, NetTotals, Network, NetworkInfo, NetworkReachability,
+    OutboundConnection, P2pAddr, P2pCmpctBlock, P2pFeeFilter, P2pHeaders, P2pInventory, P2pMessage,
+    P2pVersion, Peer, PeerConnection, PeerInfo, PeerInfoList, PeerMessage, PeerPing, PeerState,
+    RemovalReason, RpcCall, RpcFailure, RpcFailureKind, TxSummary, Uptime, V2Support,
     ZmqNotification,
 };
 use nodescope_websocket::{run_on, Args};
@@ -186,6 +189,11 @@ impl Browser {
                 zmqLastBlock: document.getElementById("zmq-last-block").textContent,
                 zmqMissed: document.getElementById("zmq-missed").textContent,
                 zmqTopics: [...document.querySelectorAll("#zmq-topics tbody tr")].map(r => [...r.cells].map(c => c.textContent)),
+                p2pShown: !document.getElementById("p2p").hidden,
+                p2p: Object.fromEntries([...document.querySelectorAll("#p2p .stat b")].map(b => [b.id.slice(4), b.textContent])),
+                p2pAddresses: [...document.querySelectorAll("#p2p-addresses li")].map(li => li.textContent),
+                p2pInv: [...document.querySelectorAll("#p2p-inv li")].map(li => li.textContent),
+                p2pConnections: [...document.querySelectorAll("#p2p-connections tbody tr")].map(r => [...r.cells].map(c => c.textContent)),
             })"##,
         )
         .await
@@ -499,6 +507,121 @@ fn rpc_and_zmq(source: &mut EventSource) -> Vec<nodescope_proto::Event> {
     events
 }
 
+/// What `extractor p2p` saw of the node: a connection the node dialled and closed, a failed
+/// dial, then the connection up now (v2, after that failure), the node's announcements on it,
+/// a malformed message and three pings.
+fn peer_view(source: &mut EventSource) -> Vec<nodescope_proto::Event> {
+    use PeerState::{Connected, Disconnected, Failed};
+    let connection = |state: PeerState, number, transport: &str, user_agent: &str| PeerConnection {
+        state: state as i32,
+        connection: number,
+        transport: transport.into(),
+        node_dialled: number == 1,
+        remote: "127.0.0.1:18444".into(),
+        local: "127.0.0.1:8555".into(),
+        version: (!user_agent.is_empty()).then(|| P2pVersion {
+            version: 70016,
+            user_agent: user_agent.into(),
+            start_height: 101,
+            ..P2pVersion::default()
+        }),
+        ..PeerConnection::default()
+    };
+    let sent = |msg_type: &str, body| {
+        Payload::PeerMessage(PeerMessage {
+            connection: 3,
+            message: Some(P2pMessage {
+                msg_type: msg_type.into(),
+                size: 100,
+                body: Some(body),
+                ..P2pMessage::default()
+            }),
+            since_previous_ns: 0,
+        })
+    };
+    let inv = |types: &[InventoryType]| {
+        Body::Inv(P2pInventory {
+            items: types
+                .iter()
+                .map(|t| InventoryItem {
+                    r#type: *t as i32,
+                    type_raw: 0,
+                    hash: vec![0x01; 32],
+                })
+                .collect(),
+            ..P2pInventory::default()
+        })
+    };
+    let header = |byte| BlockHeaderSummary {
+        hash: vec![byte; 32],
+        ..BlockHeaderSummary::default()
+    };
+    let address = |network: AddrNetwork| NetAddress {
+        network: network as i32,
+        ..NetAddress::default()
+    };
+    use InventoryType::{Block, Tx, Wtx};
+    let mut payloads = vec![
+        Payload::PeerConnection(connection(Connected, 1, "v1", "/Satoshi:29.0.0/")),
+        Payload::PeerConnection(PeerConnection {
+            reason: "closed by the node".into(),
+            connected_ns: 60_000_000_000,
+            ..connection(Disconnected, 1, "v1", "/Satoshi:29.0.0/")
+        }),
+        Payload::PeerConnection(PeerConnection {
+            reason: "dialling 127.0.0.1:18444: Connection refused (os error 111)".into(),
+            ..connection(Failed, 2, "", "")
+        }),
+        Payload::PeerConnection(PeerConnection {
+            retries: 1,
+            ..connection(Connected, 3, "v2", "/Satoshi:30.0.0/")
+        }),
+        sent("inv", inv(&[Wtx, Wtx, Block])),
+        sent("inv", inv(&[Tx])),
+        sent("tx", Body::Tx(TxSummary::default())),
+        sent(
+            "addrv2",
+            Body::Addrv2(P2pAddr {
+                addresses: vec![
+                    address(AddrNetwork::Ipv4),
+                    address(AddrNetwork::Torv3),
+                    address(AddrNetwork::Torv3),
+                ],
+            }),
+        ),
+        sent(
+            "feefilter",
+            Body::Feefilter(P2pFeeFilter { fee_rate: 1000 }),
+        ),
+        sent(
+            "headers",
+            Body::Headers(P2pHeaders {
+                count: 1,
+                headers: vec![header(0x0c)],
+            }),
+        ),
+        sent(
+            "cmpctblock",
+            Body::Cmpctblock(P2pCmpctBlock {
+                header: Some(header(0x0d)),
+                ..P2pCmpctBlock::default()
+            }),
+        ),
+    ];
+    for rtt_ms in [4, 6, 10] {
+        payloads.push(Payload::PeerPing(PeerPing {
+            connection: 3,
+            nonce: rtt_ms,
+            rtt_ns: rtt_ms * 1_000_000,
+        }));
+    }
+    let mut events: Vec<_> = payloads.into_iter().map(|p| source.stamp(p)).collect();
+    let mut malformed = source.stamp(sent("inv", inv(&[Wtx])));
+    malformed.error = "bad checksum".into();
+    events.push(malformed);
+    events
+}
+
 fn artifact(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     std::fs::create_dir_all(&dir).unwrap();
@@ -520,6 +643,8 @@ async fn the_live_page_shows_what_the_events_say() {
     events.extend(checks(&mut checker));
     let mut rpc = EventSource::of(ExtractorKind::Rpc, "node-a", 3);
     events.extend(rpc_and_zmq(&mut rpc));
+    let mut p2p = EventSource::of(ExtractorKind::P2p, "node-a", 4);
+    events.extend(peer_view(&mut p2p));
     let count = events.len();
     let (mut probe, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
         .await
@@ -673,6 +798,56 @@ async fn the_live_page_shows_what_the_events_say() {
         json!([["hashblock", "2", "0"], ["hashtx", "2", "2"]])
     );
 
+    // The peer's-eye view: the connection up now, how the others ended, the announcements.
+    assert_eq!(shown["p2pShown"], true);
+    let p2p = shown["p2p"].as_object().unwrap();
+    let stat = |id: &str| p2p[id].as_str().unwrap().to_string();
+    assert!(stat("since").ends_with("s ago"), "{p2p:?}");
+    assert!(stat("last-disconnect").starts_with("closed by the node ("));
+    assert!(stat("last-failure")
+        .starts_with("dialling 127.0.0.1:18444: Connection refused (os error 111) ("));
+    assert!(
+        stat("last-block-time").ends_with(" (cmpctblock)"),
+        "{p2p:?}"
+    );
+    let mut fixed = p2p.clone();
+    for varying in [
+        "since",
+        "last-disconnect",
+        "last-failure",
+        "last-block-time",
+    ] {
+        fixed.remove(varying);
+    }
+    assert_eq!(
+        Value::Object(fixed),
+        json!({
+            "state": "connected", "transport": "v2", "user-agent": "/Satoshi:30.0.0/",
+            "retries": "1", "counts": "2 / 1 / 1", "rtt": "10.00 ms", "rtt-median": "6.00 ms",
+            "inv-rate": "0.0", "feefilter": "1,000 sat/kvB",
+            "last-block": format!("{}…{}", "0d".repeat(8), "0d".repeat(4)),
+            "tx": "3 / 1", "messages": "8", "malformed": "1",
+        })
+    );
+    assert_eq!(shown["p2pAddresses"], json!(["torv32", "ipv41"]));
+    assert_eq!(shown["p2pInv"], json!(["wtx2", "block1", "tx1"]));
+    let connections = shown["p2pConnections"].as_array().unwrap();
+    assert_eq!(connections.len(), 1, "{connections:?}");
+    let open = connections[0].as_array().unwrap();
+    assert_eq!(
+        open[..5],
+        json!([
+            "3",
+            "v2",
+            "extractor",
+            "127.0.0.1:18444",
+            "/Satoshi:30.0.0/"
+        ])
+        .as_array()
+        .unwrap()[..]
+    );
+    assert!(open[5].as_str().unwrap().ends_with("s ago"), "{open:?}");
+
     let screenshot = browser
         .call("Page.captureScreenshot", json!({"format": "png"}))
         .await;
@@ -742,6 +917,10 @@ async fn the_live_page_shows_what_the_events_say() {
     );
     assert_eq!(shown["rpcShown"], false, "no RPC answers, no summary card");
     assert_eq!(shown["zmqShown"], false, "no notifications, no ZMQ card");
+    assert_eq!(
+        shown["p2pShown"], false,
+        "no extractor p2p, no peer's-eye card"
+    );
     assert_eq!(
         shown["blocks"],
         json!([]),

@@ -365,6 +365,7 @@ fn our_version(dial: &Dial, config: &ProbeConfig) -> Vec<u8> {
         Dial::Socks5 { port, .. } => nowhere(*port),
     };
     wire::version_payload(
+        bitcoin::p2p::ServiceFlags::NONE,
         receiver,
         nowhere(0),
         random_nonce(),

@@ -58,6 +58,7 @@ pub fn getdata(entries: &[Inventory]) -> Vec<u8> {
 /// Our `version` payload: no services, relay on, [`USER_AGENT`], [`PROTOCOL_VERSION`].
 pub fn version(receiver: SocketAddr, sender: SocketAddr, nonce: u64, start_height: i32) -> Vec<u8> {
     wire::version_payload(
+        bitcoin::p2p::ServiceFlags::NONE,
         Address::new(&receiver, ServiceFlags::NONE),
         Address::new(&sender, ServiceFlags::NONE),
         nonce,

@@ -44,11 +44,6 @@ pub(crate) fn read_frame(
     Ok((command, payload))
 }
 
-/// The command of a 12-byte NUL-padded field.
-pub(crate) fn parse_command(field: &[u8]) -> Result<String, String> {
-    nodescope_proto::p2p::wire::parse_command(field).map_err(|e| format!("the node sent a {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

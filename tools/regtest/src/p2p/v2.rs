@@ -10,38 +10,10 @@ use bip324::Role;
 use bitcoin::p2p::Magic;
 
 /// BIP324's short message ids, defined once with the rest of the wire format.
-pub use nodescope_proto::p2p::wire::{v2_short_id as short_id, V2_SHORT_IDS as SHORT_IDS};
-
-/// The contents of a v2 packet carrying `command` and `payload`; `None` if the command is not
-/// 1-12 ASCII bytes.
-pub fn encode_contents(command: &str, payload: &[u8]) -> Option<Vec<u8>> {
-    let mut contents = Vec::with_capacity(13 + payload.len());
-    match short_id(command) {
-        Some(id) => contents.push(id),
-        None => {
-            contents.push(0);
-            contents.extend_from_slice(&super::v1::command_bytes(command)?);
-        }
-    }
-    contents.extend_from_slice(payload);
-    Some(contents)
-}
-
-/// The command and payload in a v2 packet's contents.
-pub fn decode_contents(contents: &[u8]) -> Result<(String, Vec<u8>), String> {
-    match contents.split_first() {
-        None => Err("the node sent an empty v2 packet".to_string()),
-        Some((0, rest)) if rest.len() >= 12 => {
-            let command = super::v1::parse_command(&rest[..12])?;
-            Ok((command, rest[12..].to_vec()))
-        }
-        Some((0, _)) => Err("the node sent a v2 packet with a truncated command".to_string()),
-        Some((&id, rest)) => match SHORT_IDS.get(usize::from(id)) {
-            Some(command) => Ok((command.to_string(), rest.to_vec())),
-            None => Err(format!("the node sent unknown v2 short id {id}")),
-        },
-    }
-}
+pub use nodescope_proto::p2p::wire::{
+    parse_v2_contents as decode_contents, v2_contents as encode_contents, v2_short_id as short_id,
+    V2_SHORT_IDS as SHORT_IDS,
+};
 
 /// The two halves of an established v2 session.
 pub(crate) type Session = (
