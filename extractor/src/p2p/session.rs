@@ -378,9 +378,16 @@ impl Session<'_> {
         events: &mpsc::Sender<Emitted>,
     ) -> Result<Option<Body>, WireError> {
         let now = Instant::now();
+        // Per type Core knows, the rest as one: a node sending made-up types cannot grow this.
+        let known = wire::CORE_MESSAGE_TYPES.contains(&received.command.as_str());
+        let key = if known {
+            received.command.as_str()
+        } else {
+            wire::CORE_OTHER
+        };
         let since_previous_ns = self
             .last_of_type
-            .insert(received.command.clone(), now)
+            .insert(key.to_string(), now)
             .map_or(0, |previous| now.duration_since(previous).as_nanos() as u64);
         let size = received.payload.len() as u64;
         let message = decode_p2p_owned(
