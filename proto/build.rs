@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/p2p.proto",
         "proto/rpc.proto",
         "proto/peer.proto",
+        "proto/fleet.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(SCHEMA, ["proto"])?;

@@ -40,6 +40,10 @@ impl Payload {
             P::PeerConnection(_) => "peer_connection",
             P::PeerMessage(_) => "peer_message",
             P::PeerPing(_) => "peer_ping",
+            P::BlockPropagation(_) => "block_propagation",
+            P::TxPropagation(_) => "tx_propagation",
+            P::Reorg(_) => "reorg",
+            P::FleetState(_) => "fleet_state",
             P::ExtractorStats(_) => "extractor_stats",
         }
     }
@@ -247,6 +251,10 @@ mod tests {
             P::PeerConnection(Default::default()),
             P::PeerMessage(Default::default()),
             P::PeerPing(Default::default()),
+            P::BlockPropagation(Default::default()),
+            P::TxPropagation(Default::default()),
+            P::Reorg(Default::default()),
+            P::FleetState(Default::default()),
             P::ExtractorStats(Default::default()),
         ];
         let other = Peer {

@@ -22,6 +22,7 @@ pub enum Category {
     Zmq,
     P2p,
     Connectivity,
+    Fleet,
     Extractor,
 }
 
@@ -37,6 +38,7 @@ impl Category {
         Category::Zmq,
         Category::P2p,
         Category::Connectivity,
+        Category::Fleet,
         Category::Extractor,
     ];
 
@@ -57,6 +59,7 @@ impl Category {
             Category::Zmq => "zmq",
             Category::P2p => "p2p",
             Category::Connectivity => "connectivity",
+            Category::Fleet => "fleet",
             Category::Extractor => "extractor",
         }
     }
@@ -87,6 +90,9 @@ impl Category {
             P::RpcCall(_) => Category::Rpc,
             P::ZmqNotification(_) => Category::Zmq,
             P::PeerConnection(_) | P::PeerMessage(_) | P::PeerPing(_) => Category::P2p,
+            P::BlockPropagation(_) | P::TxPropagation(_) | P::Reorg(_) | P::FleetState(_) => {
+                Category::Fleet
+            }
             P::ExtractorStats(_) => Category::Extractor,
         }
     }
@@ -142,7 +148,7 @@ pub enum SubjectError {
     BadNodeId(String),
     #[error("subject prefix {0:?} is not valid: dot-separated tokens without spaces, '*' or '>'")]
     BadPrefix(String),
-    #[error("unknown category {0:?}: use one of net.message, net.connection, mempool, validation, utxocache, coin_selection, rpc, zmq, p2p, connectivity, extractor")]
+    #[error("unknown category {0:?}: use one of net.message, net.connection, mempool, validation, utxocache, coin_selection, rpc, zmq, p2p, connectivity, fleet, extractor")]
     UnknownCategory(String),
 }
 

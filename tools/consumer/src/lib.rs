@@ -71,6 +71,7 @@ pub fn extractor_name(kind: i32) -> &'static str {
         Ok(ExtractorKind::Rpc) => "rpc",
         Ok(ExtractorKind::P2p) => "p2p",
         Ok(ExtractorKind::ConnectivityCheck) => "connectivity_check",
+        Ok(ExtractorKind::Fleet) => "fleet",
         _ => "unknown",
     }
 }

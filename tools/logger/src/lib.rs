@@ -2,6 +2,7 @@
 //! for the nodes, categories, peers and message types asked for. `run(args, shutdown)` is the
 //! whole program.
 
+mod fleet;
 pub mod line;
 
 use std::future::Future;

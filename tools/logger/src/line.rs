@@ -248,6 +248,10 @@ fn fields(line: &mut String, payload: &Payload, timestamp_ns: u64) {
                 p.rtt_ns as f64 / 1e6
             );
         }
+        P::BlockPropagation(b) => crate::fleet::block_propagation(line, b),
+        P::TxPropagation(t) => crate::fleet::tx_propagation(line, t),
+        P::Reorg(r) => crate::fleet::reorg(line, r),
+        P::FleetState(s) => crate::fleet::fleet_state(line, s),
         P::ExtractorStats(s) => extractor_stats(line, s),
     }
 }

@@ -405,6 +405,11 @@ impl Recorder {
             Payload::PeerConnection(_) | Payload::PeerMessage(_) | Payload::PeerPing(_) => {
                 crate::peer::record(m, &mut state.peer, &node, event)
             }
+            // The fleet tool serves its own families (README "Fleet view").
+            Payload::BlockPropagation(_)
+            | Payload::TxPropagation(_)
+            | Payload::Reorg(_)
+            | Payload::FleetState(_) => {}
             Payload::ExtractorStats(s) => crate::stats::extractor_stats(m, node, extractor, s),
         }
     }
