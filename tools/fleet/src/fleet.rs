@@ -93,7 +93,15 @@ impl Fleet {
         if event.extractor == ExtractorKind::Fleet as i32 {
             return out;
         }
-        let slot = self.follow(&event.node_id, now);
+        // An extractor's own stats name the extractor's host when it traces several nodes:
+        // they keep a followed node alive but do not make one.
+        let slot = if category == Category::Extractor {
+            self.by_name.get(&event.node_id).copied().inspect(|&s| {
+                self.followed(s).last_heard = now;
+            })
+        } else {
+            self.follow(&event.node_id, now)
+        };
         let label = slot.map_or(self.other.clone(), |s| self.label(s));
         self.metrics
             .events_received

@@ -1,6 +1,6 @@
 //! What one event tells the fleet tool: blocks and transactions the node showed it knew of (and
-//! how), a block it connected, and changes to its mempool. Only the node's *inbound* messages
-//! count as sightings: what it sends, it had already.
+//! how), a block it connected, and changes to its mempool. A message the node received or sent
+//! naming an item is a sighting; the earliest one counts.
 
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p_message::Body;
@@ -92,8 +92,8 @@ pub fn observe(event: &Event) -> Observation {
             }
         }
         Payload::OutboundMessage(m) => {
-            if let Some(Body::Tx(tx)) = m.message.as_ref().and_then(|m| m.body.as_ref()) {
-                seen.tx_ids = tx_ids(&tx.txid, &tx.wtxid);
+            if let Some(message) = &m.message {
+                message_sightings(&mut seen, message, None, Source::Sent);
             }
         }
         Payload::PeerMessage(m) => {
@@ -144,6 +144,10 @@ pub fn observe(event: &Event) -> Observation {
 enum Source {
     /// The node received it from a peer (the eBPF extractor's inbound messages).
     Received,
+    /// The node sent it: it had it by then. For a relayed item a later time than its
+    /// reception; for the node where it started (a block it mined, announced by cmpctblock
+    /// before its own block_connected fires) the earliest sign there is.
+    Sent,
     /// The node sent it to the P2P extractor: it announced what it had.
     ToPeerExtractor,
 }
@@ -154,8 +158,9 @@ fn message_sightings(
     peer: Option<String>,
     source: Source,
 ) {
-    let name = |received: &'static str, announced: &'static str| match source {
+    let name = |received: &'static str, sent: &'static str, announced: &'static str| match source {
         Source::Received => received,
+        Source::Sent => sent,
         Source::ToPeerExtractor => announced,
     };
     let mut push = |kind, hash, wtxid, also, source_name| {
@@ -175,11 +180,27 @@ fn message_sightings(
                     continue;
                 };
                 match item.type_raw & !MSG_WITNESS_FLAG {
-                    MSG_BLOCK | MSG_CMPCT_BLOCK => {
-                        push(Kind::Block, hash, false, None, name("inv", "p2p:inv"))
-                    }
-                    MSG_TX => push(Kind::Tx, hash, false, None, name("inv", "p2p:inv")),
-                    MSG_WTX => push(Kind::Tx, hash, true, None, name("inv", "p2p:inv")),
+                    MSG_BLOCK | MSG_CMPCT_BLOCK => push(
+                        Kind::Block,
+                        hash,
+                        false,
+                        None,
+                        name("inv", "sent:inv", "p2p:inv"),
+                    ),
+                    MSG_TX => push(
+                        Kind::Tx,
+                        hash,
+                        false,
+                        None,
+                        name("inv", "sent:inv", "p2p:inv"),
+                    ),
+                    MSG_WTX => push(
+                        Kind::Tx,
+                        hash,
+                        true,
+                        None,
+                        name("inv", "sent:inv", "p2p:inv"),
+                    ),
                     _ => {}
                 }
             }
@@ -194,7 +215,7 @@ fn message_sightings(
                         hash,
                         false,
                         None,
-                        name("headers", "p2p:headers"),
+                        name("headers", "sent:headers", "p2p:headers"),
                     );
                 }
             }
@@ -206,13 +227,19 @@ fn message_sightings(
                     hash,
                     false,
                     None,
-                    name("cmpctblock", "p2p:cmpctblock"),
+                    name("cmpctblock", "sent:cmpctblock", "p2p:cmpctblock"),
                 );
             }
         }
         Some(Body::Block(block)) => {
             if let Some(hash) = block.header.as_ref().and_then(|h| hash(&h.hash)) {
-                push(Kind::Block, hash, false, None, name("block", "p2p:block"));
+                push(
+                    Kind::Block,
+                    hash,
+                    false,
+                    None,
+                    name("block", "sent:block", "p2p:block"),
+                );
             }
         }
         Some(Body::Tx(tx)) => {
@@ -222,7 +249,7 @@ fn message_sightings(
                     ids.wtxid,
                     true,
                     Some(ids.txid),
-                    name("tx", "p2p:tx"),
+                    name("tx", "sent:tx", "p2p:tx"),
                 );
                 seen.tx_ids = Some(ids);
             }
@@ -357,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn outbound_messages_are_not_sightings_but_tie_ids() {
+    fn outbound_messages_are_sightings_without_a_peer_and_tie_ids() {
         let event = Event {
             payload: Some(Payload::OutboundMessage(NetMessage {
                 peer: None,
@@ -373,7 +400,9 @@ mod tests {
             ..Event::default()
         };
         let seen = observe(&event);
-        assert!(seen.sightings.is_empty());
+        assert_eq!(seen.sightings.len(), 1);
+        assert_eq!(seen.sightings[0].source, "sent:tx");
+        assert_eq!(seen.sightings[0].peer, None);
         assert!(seen.tx_ids.is_some());
     }
 }
