@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     pub port: u16,
     config: PathBuf,
+    /// The environment the configuration refers to (`$NAME`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Holds the configuration file for as long as the server lives.
     _workdir: tempfile::TempDir,
@@ -64,9 +66,27 @@ impl NatsServer {
         NatsServer {
             port,
             config: path,
+            env: Vec::new(),
             child: None,
             _workdir: workdir,
         }
+    }
+
+    /// A server run with a configuration file as shipped (its client port replaced by a free
+    /// one) and the environment variables it refers to.
+    pub fn start_shipped(config: &std::path::Path, env: &[(&str, &str)]) -> NatsServer {
+        let mut server = NatsServer {
+            port: free_port(),
+            config: config.to_path_buf(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            _workdir: tempfile::tempdir().expect("temp dir"),
+        };
+        server.resume();
+        server
     }
 
     pub fn on_port(port: u16) -> NatsServer {
@@ -85,6 +105,8 @@ impl NatsServer {
         let child = Command::new(nats_server_binary())
             .arg("--config")
             .arg(&self.config)
+            .args(["--port", &self.port.to_string()])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
