@@ -10,6 +10,7 @@
 
 mod client;
 mod feed;
+pub mod fleet_view;
 pub mod peer_view;
 pub mod state;
 pub mod summary;
@@ -31,7 +32,7 @@ pub use feed::FeedCounters;
     about = "Streams nodescope events to websocket clients and serves a live page.",
     long_about = "Streams nodescope events from NATS to websocket clients as JSON (/ws), and \
                   serves a live page of each node's peers, messages, mempool, blocks, \
-                  pipeline health, from RPC and ZMQ bitcoind's own summary and, from extractor p2p, the node as one of its peers sees it (/). Clients choose nodes and categories in the URL \
+                  pipeline health, from RPC and ZMQ bitcoind's own summary, from extractor p2p the node as one of its peers sees it and, from the fleet tool, each recent block's arrival at every node (/). Clients choose nodes and categories in the URL \
                   (/ws?nodes=a,b&categories=mempool,validation) or later with a message \
                   {\"type\":\"subscribe\",\"nodes\":[...],\"categories\":[...]}."
 )]

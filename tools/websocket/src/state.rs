@@ -4,7 +4,8 @@
 //! connectivity-check tool watches the node, how reachable the addresses its peers announce
 //! are, per network; when `extractor rpc` watches it, what bitcoind says about itself
 //! ([`crate::summary`]); when `extractor p2p` is one of its peers, what the node does as a
-//! peer ([`crate::peer_view`]). The page only draws this state (sent a few times a second), so what it
+//! peer ([`crate::peer_view`]); for the `fleet` tool's own node id, the fleet's block
+//! propagation and reorgs ([`crate::fleet_view`]). The page only draws this state (sent a few times a second), so what it
 //! shows is exactly what the events said, whatever their rate.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -17,6 +18,7 @@ use nodescope_proto::{
 };
 use serde::Serialize;
 
+use crate::fleet_view::FleetView;
 use crate::peer_view::PeerView;
 use crate::summary::{RpcSummary, ZmqSummary};
 
@@ -53,6 +55,8 @@ pub struct NodeState {
     pub zmq: ZmqSummary,
     /// The node as `extractor p2p`, one of its peers, sees it (empty until it publishes).
     pub p2p: PeerView,
+    /// What the `fleet` tool publishes (under its own node id): empty for other nodes.
+    pub fleet: FleetView,
 }
 
 /// The networks checks are counted under: the closed set of the page's rows (Tor v2 and
@@ -316,6 +320,9 @@ impl NodeState {
             P::RpcCall(c) => self.rpc.apply(event, c),
             P::ZmqNotification(z) => self.zmq.apply(event, z),
             P::PeerConnection(_) | P::PeerMessage(_) | P::PeerPing(_) => self.p2p.apply(event),
+            P::BlockPropagation(_) | P::TxPropagation(_) | P::Reorg(_) | P::FleetState(_) => {
+                self.fleet.apply(event)
+            }
             P::ExtractorStats(s) => {
                 self.pipeline.extractor = Some(ExtractorCounters {
                     events_read: s.events_read,

@@ -736,6 +736,175 @@ async fn p2p_events_make_a_peers_eye_view() {
     tool.stop().await;
 }
 
+/// The fleet tool's events (category `fleet`, under its own node id) reach the fleet clients,
+/// and pages get them as that node's fleet view: the latest blocks with every node's offset,
+/// the first node and the missing ones, a report without sightings or height kept as it is,
+/// the reorgs with their selfish-mining hint, the fleet's tips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_reports_make_a_fleet_view() {
+    use nodescope_proto::{BlockPropagation, FleetState, NodeSighting, NodeTip, Reorg};
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let tool = Tool::start(&server, &["--state-interval-ms", "50"]).await;
+    let mut fleet_client = tool.connect("categories=fleet").await;
+    let mut page = tool.connect("events=0&state=1").await;
+
+    let sighting = |node: &str, offset_ms: u64| NodeSighting {
+        node: node.into(),
+        first_seen_ns: 1_700_000_000_000_000_000 + offset_ms * 1_000_000,
+        offset_ns: offset_ms * 1_000_000,
+        source: "cmpctblock".into(),
+        peer: "192.0.2.9:8333".into(),
+        connected_ns: Some(1_700_000_000_000_000_000 + offset_ms * 1_000_000 + 5_000_000),
+        validation_ns: Some(3_000_000),
+    };
+    let mut fleet = EventSource::of(ExtractorKind::Fleet, "fleet", 1);
+    let events = vec![
+        fleet.stamp(Payload::BlockPropagation(BlockPropagation {
+            hash: vec![0xa1; 32],
+            height: Some(200),
+            first_node: "node-b".into(),
+            first_seen_ns: 1_700_000_000_000_000_000,
+            spread_ns: 250_000_000,
+            nodes: vec![
+                sighting("node-b", 0),
+                sighting("node-a", 40),
+                sighting("node-c", 250),
+            ],
+            missing: vec![],
+        })),
+        fleet.stamp(Payload::BlockPropagation(BlockPropagation {
+            hash: vec![0xa2; 32],
+            height: Some(201),
+            first_node: "node-a".into(),
+            first_seen_ns: 1_700_000_000_600_000_000,
+            spread_ns: 12_000_000,
+            nodes: vec![sighting("node-a", 0), sighting("node-b", 12)],
+            missing: vec!["node-c".into()],
+        })),
+        // What a confused publisher might send: nothing but a hash.
+        fleet.stamp(Payload::BlockPropagation(BlockPropagation {
+            hash: vec![0xa3; 32],
+            ..BlockPropagation::default()
+        })),
+        fleet.stamp(Payload::Reorg(Reorg {
+            node: "node-c".into(),
+            old_tip: vec![0xb1; 32],
+            old_height: 201,
+            new_block: vec![0xb2; 32],
+            new_height: 200,
+            depth: 2,
+            disconnected: vec![vec![0xb1; 32], vec![0xa1; 32]],
+            possible_selfish_mining: true,
+            branch_source: "198.51.100.7:8333".into(),
+            branch_blocks_from_source: 3,
+        })),
+        fleet.stamp(Payload::FleetState(FleetState {
+            tips: vec![
+                NodeTip {
+                    node: "node-a".into(),
+                    hash: vec![0xa2; 32],
+                    height: 201,
+                    mempool_tracked: 5,
+                },
+                NodeTip {
+                    node: "node-c".into(),
+                    hash: vec![0xb2; 32],
+                    height: 200,
+                    mempool_tracked: 4,
+                },
+            ],
+            distinct_tips: 2,
+            mempool_pairs: vec![],
+        })),
+    ];
+    let mut ebpf = EventSource::new("node-a", 1);
+    publish(&publisher, &ebpf.stamp(added(100))).await;
+    for event in &events {
+        publish(&publisher, event).await;
+    }
+    let received = next_events(&mut fleet_client, events.len()).await;
+    assert_eq!(received, events.iter().map(expected).collect::<Vec<_>>());
+    assert!(received.iter().all(|e| e["category"] == "fleet"));
+    quiet(&mut fleet_client, Duration::from_millis(300)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        let frame = next_json(&mut page).await;
+        if frame["type"] == "state"
+            && frame["node"] == "fleet"
+            && frame["state"]["pipeline"]["events"] == events.len()
+        {
+            break frame["state"].clone();
+        }
+        assert!(Instant::now() < deadline, "no fleet state with every event");
+    };
+    let view = &state["fleet"];
+    let blocks = view["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 3, "{view:#}");
+    assert_eq!(
+        blocks[0],
+        serde_json::json!({
+            "hash": "a3".repeat(32), "height": null, "first_node": "", "first_seen_ns": 0,
+            "spread_ns": 0, "nodes": [], "nodes_dropped": 0, "missing": [],
+            "missing_dropped": 0, "time_ns": events[2].timestamp_ns,
+        }),
+        "newest first, odd as it came"
+    );
+    assert_eq!(blocks[1]["height"], 201);
+    assert_eq!(blocks[1]["missing"], serde_json::json!(["node-c"]));
+    assert_eq!(blocks[2]["hash"], "a1".repeat(32));
+    assert_eq!(blocks[2]["first_node"], "node-b");
+    assert_eq!(blocks[2]["spread_ns"], 250_000_000);
+    let offsets: Vec<(&str, u64)> = blocks[2]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap(),
+                n["offset_ns"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        [
+            ("node-b", 0),
+            ("node-a", 40_000_000),
+            ("node-c", 250_000_000)
+        ]
+    );
+    assert_eq!(
+        blocks[2]["nodes"][1],
+        serde_json::json!({
+            "node": "node-a", "offset_ns": 40_000_000, "source": "cmpctblock",
+            "peer": "192.0.2.9:8333", "validation_ns": 3_000_000,
+        })
+    );
+    assert_eq!(
+        view["reorgs"],
+        serde_json::json!([{
+            "node": "node-c", "depth": 2, "old_height": 201, "new_height": 200,
+            "new_block": "b2".repeat(32), "disconnected": 2, "possible_selfish_mining": true,
+            "branch_source": "198.51.100.7:8333", "branch_blocks_from_source": 3,
+            "time_ns": events[3].timestamp_ns,
+        }])
+    );
+    assert_eq!(
+        (
+            &view["block_reports"],
+            &view["reorg_count"],
+            &view["selfish_flags"]
+        ),
+        (&3.into(), &1.into(), &1.into())
+    );
+    assert_eq!(view["distinct_tips"], 2);
+    assert_eq!(view["tips"][1]["node"], "node-c");
+    assert_eq!(state["pipeline"]["by_category"]["fleet"], 5);
+    tool.stop().await;
+}
+
 /// A client that stops reading must not delay another: the live client's latency while its
 /// neighbour is stalled stays close to what it was alone, and the stalled one falls behind,
 /// loses events (counted) and is finally disconnected.

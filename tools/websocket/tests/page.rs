@@ -902,7 +902,11 @@ async fn the_live_page_shows_what_the_events_say() {
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let shown = browser.shown().await;
-        if shown["status"] == "live" && shown["peers"].as_array().is_some_and(|p| !p.is_empty()) {
+        // Live again, and drawing the new tool's state: the old one's peers were 1 and 3.
+        let new_peer = shown["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|row| row[0] == "9"));
+        if shown["status"] == "live" && new_peer {
             break shown;
         }
         assert!(
@@ -926,6 +930,470 @@ async fn the_live_page_shows_what_the_events_say() {
         json!([]),
         "the new tool's state, not the old one"
     );
+    tool.stop().await;
+}
+
+/// What the fleet tool reports of twelve blocks on three nodes (heights 300…311): node-a first
+/// on even heights, node-b on odd ones, node-c a little later each time, and missing entirely
+/// from the last block; then a reorg on node-c flagged as possible selfish mining.
+fn fleet_reports(source: &mut EventSource) -> Vec<nodescope_proto::Event> {
+    use nodescope_proto::{BlockPropagation, NodeSighting, Reorg};
+    let base = 1_700_000_000_000_000_000u64;
+    let mut events = Vec::new();
+    for n in 0..12u64 {
+        let (first, second) = if n % 2 == 0 {
+            ("node-a", "node-b")
+        } else {
+            ("node-b", "node-a")
+        };
+        let last = n == 11;
+        let mut offsets = vec![(first, 0), (second, 20 + n * 10)];
+        if !last {
+            offsets.push(("node-c", 100 + n * 25));
+        }
+        let nodes: Vec<NodeSighting> = offsets
+            .iter()
+            .map(|(node, ms)| NodeSighting {
+                node: node.to_string(),
+                first_seen_ns: base + n * 600_000_000_000 + ms * 1_000_000,
+                offset_ns: ms * 1_000_000,
+                source: "headers".into(),
+                peer: "192.0.2.1:8333".into(),
+                connected_ns: None,
+                validation_ns: Some(4_000_000),
+            })
+            .collect();
+        events.push(source.stamp(Payload::BlockPropagation(BlockPropagation {
+            hash: vec![0xc0 + n as u8; 32],
+            height: Some(300 + n as i32),
+            first_node: first.into(),
+            first_seen_ns: base + n * 600_000_000_000,
+            spread_ns: offsets.iter().map(|(_, ms)| ms * 1_000_000).max().unwrap(),
+            nodes,
+            missing: if last { vec!["node-c".into()] } else { vec![] },
+        })));
+    }
+    events.push(source.stamp(Payload::Reorg(Reorg {
+        node: "node-c".into(),
+        old_tip: vec![0xd1; 32],
+        old_height: 311,
+        new_block: vec![0xd2; 32],
+        new_height: 310,
+        depth: 2,
+        disconnected: vec![vec![0xd1; 32], vec![0xcb; 32]],
+        possible_selfish_mining: true,
+        branch_source: "198.51.100.7:8333".into(),
+        branch_blocks_from_source: 3,
+    })));
+    events
+}
+
+/// Every message type bitcoind knows, in and out, with sizes that add up to hundreds of GB: the
+/// widest numbers the messages table can get short of millions of messages.
+fn heavy_traffic(source: &mut EventSource) -> Vec<nodescope_proto::Event> {
+    use ConnectionType::OutboundFullRelay;
+    let mut events = Vec::new();
+    for (i, msg_type) in nodescope_proto::p2p::MESSAGE_TYPES.iter().enumerate() {
+        for inbound in [true, false] {
+            for _ in 0..3 {
+                let size = 333_000_000_000 - i as u64 * 7_777_777;
+                events.push(source.stamp(message(1, OutboundFullRelay, msg_type, size, inbound)));
+            }
+        }
+    }
+    events
+}
+
+/// Publishes `events` and waits until the tool relayed them all to a plain client (so it holds
+/// them in its state before a page opens).
+async fn publish_through(
+    publisher: &async_nats::Client,
+    address: std::net::SocketAddr,
+    events: &[nodescope_proto::Event],
+) {
+    let (mut probe, _) = tokio_tungstenite::connect_async(format!("ws://{address}/ws"))
+        .await
+        .unwrap();
+    probe.next().await.unwrap().unwrap(); // subscribed
+    for event in events {
+        publish(publisher, event).await;
+    }
+    let mut seen = 0;
+    while seen < events.len() {
+        let frame = tokio::time::timeout(Duration::from_secs(10), probe.next())
+            .await
+            .expect("the tool relays every event");
+        if let Message::Text(_) = frame.unwrap().unwrap() {
+            seen += 1;
+        }
+    }
+}
+
+impl Browser {
+    /// Lays the page out at `width` × 1000 CSS pixels.
+    async fn resize(&mut self, width: u32) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+    }
+
+    /// The fleet card as drawn: its blocks with their lanes, and where each lane's marker sits
+    /// on its track (0 at the start, 1 at the end of the axis).
+    async fn fleet(&mut self) -> Value {
+        self.eval(
+            r##"JSON.stringify({
+                shown: !document.getElementById("fleet").hidden,
+                nodeOptions: [...document.getElementById("node").options].map(o => o.value),
+                axis: Number(document.getElementById("fleet-blocks").getAttribute("data-axis-ns")),
+                reports: document.getElementById("fleet-reports").textContent,
+                reorgs: document.getElementById("fleet-reorgs").textContent,
+                reorgList: [...document.querySelectorAll("#fleet-reorg-list li")].map(li => [li.className, li.firstChild.textContent]),
+                blocks: [...document.querySelectorAll("#fleet-blocks .fblock")].map(b => ({
+                    hash: b.getAttribute("data-fleet-block"),
+                    height: b.getAttribute("data-height"),
+                    meta: [...b.querySelectorAll(".fmeta > *")].map(e => e.textContent),
+                    lanes: [...b.querySelectorAll(".lane")].map(l => {
+                        const track = l.querySelector(".track").getBoundingClientRect();
+                        const mark = l.querySelector(".fmark");
+                        const bar = l.querySelector(".fbar");
+                        return {
+                            node: l.getAttribute("data-fleet-node"),
+                            first: l.classList.contains("first"),
+                            missing: l.hasAttribute("data-missing"),
+                            offset: l.hasAttribute("data-offset-ns") ? Number(l.getAttribute("data-offset-ns")) : null,
+                            label: l.querySelector(".off").textContent,
+                            at: mark ? (mark.getBoundingClientRect().left + 1 - track.left) / track.width : null,
+                            bar: bar ? bar.getBoundingClientRect().width / track.width : null,
+                        };
+                    }),
+                })),
+            })"##,
+        )
+        .await
+    }
+
+    /// The layout: the cards shown, grouped in rows by their top edge, with the edges of
+    /// `main`'s content box, and how the messages table fits its card.
+    async fn layout(&mut self) -> Value {
+        self.eval(
+            r##"JSON.stringify((() => {
+                const main = document.querySelector("main");
+                const box = main.getBoundingClientRect(), style = getComputedStyle(main);
+                const left = box.left + parseFloat(style.paddingLeft), right = box.right - parseFloat(style.paddingRight);
+                const rows = new Map();
+                for (const card of main.children) {
+                    if (card.hidden || card.offsetParent === null) continue;
+                    const r = card.getBoundingClientRect();
+                    const top = Math.round(r.top);
+                    if (!rows.has(top)) rows.set(top, []);
+                    rows.get(top).push({ id: card.id || card.querySelector("h2").textContent, left: r.left, right: r.right, width: r.width });
+                }
+                const scroll = document.querySelector("#messages-card .scroll");
+                const card = document.getElementById("messages-card").getBoundingClientRect();
+                const table = document.getElementById("messages").getBoundingClientRect();
+                return {
+                    width: innerWidth, left, right, gap: parseFloat(style.columnGap),
+                    rows: [...rows.entries()].sort((a, b) => a[0] - b[0]).map(([top, cards]) => cards.sort((a, b) => a.left - b.left)),
+                    messageRows: document.querySelectorAll("#messages tbody tr").length,
+                    scrollWidth: scroll.scrollWidth, clientWidth: scroll.clientWidth,
+                    tableRight: table.right, cardRight: card.right,
+                    pageScrollWidth: document.documentElement.scrollWidth,
+                    bytesOut: [...document.querySelectorAll("#messages tbody tr")].map(r => r.cells[7].textContent),
+                };
+            })())"##,
+        )
+        .await
+    }
+}
+
+/// The layout at `width`: the messages table fits its card (no sideways scroll, "bytes out"
+/// inside), and every row of cards fills the page's width edge to edge with no hole between
+/// cards (no empty column).
+fn assert_layout_fills(layout: &Value, width: u32, cards: &str) {
+    let context = format!("{cards} at {width} px: {layout:#}");
+    let number = |v: &Value| v.as_f64().unwrap();
+    assert_eq!(number(&layout["width"]), width as f64, "{context}");
+    assert!(
+        number(&layout["scrollWidth"]) <= number(&layout["clientWidth"]),
+        "the messages table scrolls sideways: {context}"
+    );
+    assert!(
+        number(&layout["tableRight"]) <= number(&layout["cardRight"]) + 0.5,
+        "the messages table sticks out of its card: {context}"
+    );
+    assert!(
+        number(&layout["pageScrollWidth"]) <= width as f64,
+        "the page scrolls sideways: {context}"
+    );
+    let (left, right, gap) = (
+        number(&layout["left"]),
+        number(&layout["right"]),
+        number(&layout["gap"]),
+    );
+    let rows = layout["rows"].as_array().unwrap();
+    assert!(rows.len() >= 3, "{context}");
+    for row in rows {
+        let cards = row.as_array().unwrap();
+        let first = &cards[0];
+        let last = &cards[cards.len() - 1];
+        assert!(
+            (number(&first["left"]) - left).abs() <= 1.0
+                && (number(&last["right"]) - right).abs() <= 1.0,
+            "a row that does not reach both edges (an empty column): {row} in {context}"
+        );
+        let filled: f64 =
+            cards.iter().map(|c| number(&c["width"])).sum::<f64>() + gap * (cards.len() - 1) as f64;
+        assert!(
+            (filled - (right - left)).abs() <= 2.0,
+            "a hole between the cards of a row: {row} in {context}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_card_and_a_layout_that_fits() {
+    let server = NatsServer::start();
+    let publisher = client(&server).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let tool = start_tool(&server, listener).await;
+
+    // node-a with every card (RPC, ZMQ, peer's-eye view) and heavy traffic; node-b plain; the
+    // fleet tool's reports under its own id.
+    let mut source = EventSource::new("node-a", 1);
+    let mut events = scenario(&mut source);
+    events.extend(heavy_traffic(&mut source));
+    let mut rpc = EventSource::of(ExtractorKind::Rpc, "node-a", 3);
+    events.extend(rpc_and_zmq(&mut rpc));
+    let mut p2p = EventSource::of(ExtractorKind::P2p, "node-a", 4);
+    events.extend(peer_view(&mut p2p));
+    let mut plain = EventSource::new("node-b", 1);
+    events.extend(scenario(&mut plain));
+    events.extend(heavy_traffic(&mut plain));
+    let mut fleet = EventSource::of(ExtractorKind::Fleet, "fleet", 1);
+    events.extend(fleet_reports(&mut fleet));
+    publish_through(&publisher, address, &events).await;
+
+    let mut browser = Browser::start().await;
+    browser.resize(1280).await;
+    browser
+        .call(
+            "Page.navigate",
+            json!({"url": format!("http://{address}/")}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let shown = browser.fleet().await;
+        if shown["blocks"].as_array().is_some_and(|b| b.len() == 10) && shown["shown"] == true {
+            break shown;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never drew the fleet's blocks: {shown:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The fleet tool's stream is the fleet card, not a node to choose.
+    assert_eq!(shown["nodeOptions"], json!(["node-a", "node-b"]));
+    assert_eq!(shown["reports"], "12");
+    assert_eq!(shown["reorgs"], "1 (1)");
+    let reorgs = shown["reorgList"].as_array().unwrap();
+    assert_eq!(reorgs.len(), 1, "{reorgs:?}");
+    assert_eq!(reorgs[0][0], "bad", "the selfish-mining hint is marked");
+    assert_eq!(
+        reorgs[0][1],
+        format!(
+            "node-c: depth 2, height 311 → 310 ({}…{}) — possible selfish mining: 3 blocks from 198.51.100.7:8333",
+            "d2".repeat(8),
+            "d2".repeat(4)
+        )
+    );
+    // The ten latest, newest first; the axis is shared and holds the largest spread.
+    let blocks = shown["blocks"].as_array().unwrap();
+    let heights: Vec<&str> = blocks
+        .iter()
+        .map(|b| b["height"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        heights,
+        ["311", "310", "309", "308", "307", "306", "305", "304", "303", "302"]
+    );
+    let axis = shown["axis"].as_f64().unwrap();
+    let largest = (100 + 10 * 25) as f64 * 1e6; // node-c at height 310
+    assert!(axis >= largest && axis <= 2.0 * largest, "axis {axis}");
+    for block in blocks {
+        let n = block["height"].as_str().unwrap().parse::<u64>().unwrap() - 300;
+        let hash = format!("{:02x}", 0xc0 + n);
+        assert_eq!(block["hash"], hash.repeat(32));
+        assert_eq!(block["meta"][0], format!("#{}", 300 + n));
+        assert_eq!(
+            block["meta"][1],
+            format!("{}…{}", hash.repeat(8), hash.repeat(4))
+        );
+        let lanes = block["lanes"].as_array().unwrap();
+        let nodes: Vec<&str> = lanes.iter().map(|l| l["node"].as_str().unwrap()).collect();
+        assert_eq!(nodes, ["node-a", "node-b", "node-c"], "{block:#}");
+        let first = if n % 2 == 0 { "node-a" } else { "node-b" };
+        for lane in lanes {
+            let node = lane["node"].as_str().unwrap();
+            assert_eq!(lane["first"], node == first, "{lane}");
+            if n == 11 && node == "node-c" {
+                assert_eq!(lane["missing"], true);
+                assert_eq!(lane["label"], "missing");
+                assert_eq!(
+                    lane["at"],
+                    Value::Null,
+                    "no marker for a node that missed it"
+                );
+                continue;
+            }
+            let expected_ms = if node == first {
+                0
+            } else if node == "node-c" {
+                100 + n * 25
+            } else {
+                20 + n * 10
+            };
+            assert_eq!(lane["offset"], expected_ms * 1_000_000, "{lane}");
+            let label = if node == first {
+                "first".to_string()
+            } else {
+                format!("+{:.1} ms", expected_ms as f64)
+            };
+            assert_eq!(lane["label"], label.as_str());
+            // The marker and the bar end where the offset falls on the shared axis.
+            let fraction = expected_ms as f64 * 1e6 / axis;
+            let at = lane["at"].as_f64().unwrap();
+            let bar = lane["bar"].as_f64().unwrap();
+            assert!(
+                (at - fraction).abs() < 0.01 && (bar - fraction).abs() < 0.01,
+                "{node} at height {}: marker {at}, bar {bar}, expected {fraction}",
+                300 + n
+            );
+        }
+        let spread = if n == 11 { 20 + n * 10 } else { 100 + n * 25 };
+        assert_eq!(block["meta"][2], format!("spread {:.1} ms", spread as f64));
+        let seen = if n == 11 {
+            "2 of 3 nodes"
+        } else {
+            "3 of 3 nodes"
+        };
+        assert!(
+            block["meta"][3].as_str().unwrap().starts_with(seen),
+            "{block:#}"
+        );
+    }
+
+    // The layout at common widths, with every card of node-a and with node-b's plainer page.
+    let mut layout = Value::Null;
+    for width in [1280, 1920] {
+        browser.resize(width).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        layout = loop {
+            let layout = browser.layout().await;
+            if layout["width"] == width
+                && layout["messageRows"] == nodescope_proto::p2p::MESSAGE_TYPES.len()
+            {
+                break layout;
+            }
+            assert!(Instant::now() < deadline, "no layout: {layout:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_layout_fills(&layout, width, "node-a's cards");
+    }
+    assert!(
+        layout["bytesOut"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b.as_str().unwrap().ends_with(" GB")),
+        "{layout:#}"
+    );
+    // The whole page at 1920 px, not just the first screen.
+    let height = browser
+        .eval("JSON.stringify(document.documentElement.scrollHeight)")
+        .await;
+    let screenshot = browser
+        .call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true,
+                   "clip": {"x": 0, "y": 0, "width": 1920, "height": height, "scale": 1}}),
+        )
+        .await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(screenshot["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let path = artifact("websocket-fleet-page.png");
+    std::fs::write(&path, &png).unwrap();
+    println!("screenshot: {}", path.display());
+
+    // A busy node's widest numbers (no test can send billions of messages): drawn into the
+    // page's own state, then laid out again at both widths.
+    browser
+        .eval(
+            r#"(() => {
+                const s = states.get("node-a");
+                const before = JSON.parse(JSON.stringify(s));
+                for (const t of Object.values(s.messages)) {
+                    t.msgs_in = t.msgs_out = 12345678901; t.bytes_in = t.bytes_out = 987.65e12;
+                }
+                for (const t of Object.values(before.messages)) t.msgs_in = t.msgs_out = 12345678901 - 123456;
+                previous.set("node-a", { time: s.__time - 1000, state: before });
+                draw();
+                return "null";
+            })()"#,
+        )
+        .await;
+    for width in [1280, 1920] {
+        browser.resize(width).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let layout = loop {
+            let layout = browser.layout().await;
+            if layout["width"] == width {
+                break layout;
+            }
+            assert!(Instant::now() < deadline, "no layout: {layout:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            layout["bytesOut"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b == "987.65 TB"),
+            "{layout:#}"
+        );
+        assert_layout_fills(&layout, width, "node-a's cards, the widest numbers");
+    }
+
+    browser
+        .eval(
+            r#"(() => { const s = document.getElementById("node"); s.value = "node-b"; s.dispatchEvent(new Event("change")); return "null"; })()"#,
+        )
+        .await;
+    for width in [1920, 1280] {
+        browser.resize(width).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let layout = loop {
+            let layout = browser.layout().await;
+            let p2p_gone = layout["rows"].as_array().is_some_and(|rows| {
+                rows.iter()
+                    .flat_map(|row| row.as_array().unwrap())
+                    .all(|c| c["id"] != "p2p")
+            });
+            if layout["width"] == width && p2p_gone {
+                break layout;
+            }
+            assert!(Instant::now() < deadline, "node-b never shown: {layout:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_layout_fills(&layout, width, "node-b's cards");
+    }
     tool.stop().await;
 }
 
