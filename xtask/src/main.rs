@@ -82,6 +82,10 @@ enum BenchTarget {
     /// and CPU per call; per poll the extractor's CPU; its peak RSS
     /// (extractor/examples/rpc_bench.rs).
     Rpc,
+    /// The fleet tool following 10 simulated nodes that announce 100,000 transactions a second
+    /// in total: events/s, CPU per event, memory, propagation event latency
+    /// (tools/fleet/examples/fleet_bench.rs).
+    Fleet,
 }
 
 fn main() -> Result<()> {
@@ -199,7 +203,23 @@ fn bench(what: BenchTarget, quick: bool) -> Result<()> {
             "the connectivity-check benchmark",
         ),
         BenchTarget::Rpc => ("extractor", "rpc_bench", "the RPC extractor benchmark"),
+        BenchTarget::Fleet => ("nodescope-fleet", "fleet_bench", "the fleet benchmark"),
     };
+    if let BenchTarget::Fleet = what {
+        // The benchmark runs the fleet tool as a process of its own, to measure its CPU and
+        // memory.
+        check(
+            cargo(&[
+                "build",
+                "--release",
+                "--package",
+                "nodescope-fleet",
+                "--bins",
+            ])
+            .status()?,
+            "building the fleet tool (release)",
+        )?;
+    }
     if let BenchTarget::ConnectivityCheck = what {
         // The benchmark runs the tool as a process of its own, to measure its memory and CPU.
         check(

@@ -18,7 +18,9 @@ use bitcoin::p2p::Magic;
 use clap::Parser;
 use futures::StreamExt;
 use nodescope_connectivity::fake::{loopback, Behaviour, FakePeers};
-use nodescope_consumer::testing::{client, free_port, http_get, publish, EventSource, NatsServer};
+use nodescope_consumer::testing::{
+    client, cpu_seconds, free_port, http_get, peak_rss_kib, publish, EventSource, NatsServer,
+};
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p_message::Body;
 use nodescope_proto::*;
@@ -380,33 +382,4 @@ fn shuffle(items: &mut [usize]) {
         state ^= state << 17;
         items.swap(i, (state % (i as u64 + 1)) as usize);
     }
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// User + system CPU of a process, from /proc/<pid>/stat (fields 14 and 15, in clock ticks).
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / per_second
 }
