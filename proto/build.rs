@@ -3,7 +3,7 @@
 //!
 //! The RPC answer messages of `rpc.proto` also get serde derives, so that bitcoind's JSON reads
 //! straight into them (their fields are named like its keys): optional and message fields are
-//! left out when absent, and `bytes` fields are hashes written as hex.
+//! left out when absent, and `bytes` fields (optional ones too) are hashes written as hex.
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 
@@ -67,7 +67,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             if field.r#type() == Type::Bytes {
-                config.field_attribute(&field_path, "#[serde(with = \"crate::rpc::hex_bytes\")]");
+                let with = if field.proto3_optional() {
+                    "#[serde(with = \"crate::rpc::hex_bytes::optional\")]"
+                } else {
+                    "#[serde(with = \"crate::rpc::hex_bytes\")]"
+                };
+                config.field_attribute(&field_path, with);
             }
         }
     }

@@ -375,7 +375,9 @@ fn prepare_node(peers: usize) -> Result<(Arc<Node>, Vec<RawPeer>)> {
             .wallet(true)
             .zmq(true)
             .arg("-debug=none")
-            .arg("-txindex"),
+            .arg("-txindex")
+            // gettxoutsetinfo is called (--txoutsetinfo auto) only with the index synced.
+            .arg("-coinstatsindex"),
     )
     .context("starting bitcoind")?;
     node.mature_coins()?;

@@ -1,7 +1,8 @@
 //! `extractor rpc` against the real bitcoind: every payload equals, field for field, the answer
 //! it was made from (recorded by a proxy between the two); cookie auth across a restart; a
 //! wrong password; bitcoind down at the start; one call only; a large address manager in parts;
-//! ZMQ notifications matching RPC, and a ZMQ gap counted.
+//! ZMQ notifications matching RPC, and a ZMQ gap counted; gettxoutsetinfo from the
+//! coinstatsindex within the subsidy schedule, and not called without the index.
 
 mod common;
 
@@ -197,6 +198,7 @@ fn as_json(answer: &Answer) -> Value {
         Answer::ChainTxStats(a) => serde_json::to_value(a),
         Answer::OrphanTxs(a) => serde_json::to_value(a),
         Answer::IndexInfo(a) => serde_json::to_value(a),
+        Answer::TxOutSetInfo(a) => serde_json::to_value(a),
         Answer::RawAddrman(part) => {
             let mut tables = json!({"new": {}, "tried": {}});
             for e in &part.entries {
@@ -735,4 +737,182 @@ async fn a_large_address_manager_arrives_in_parts_within_the_payload_limit() {
     let total = parts[0].new_total + parts[0].tried_total;
     assert!(total > 10_000, "{total} addresses");
     extractor.stop().await.unwrap();
+}
+
+/// The gettxoutsetinfo payloads among `events`, each with its event's error mark.
+fn utxo_sets(events: &[Event]) -> Vec<nodescope_proto::TxOutSetInfo> {
+    calls(events)
+        .into_iter()
+        .filter_map(|(_, c)| match c.result {
+            Some(Answer::TxOutSetInfo(info)) => Some(info),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `args` with another `--node-id`.
+fn with_node_id(mut args: Vec<String>, node_id: &str) -> Vec<String> {
+    let at = args.iter().position(|a| a == "--node-id").unwrap() + 1;
+    args[at] = node_id.to_string();
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txoutsetinfo_comes_from_the_coinstatsindex_within_the_subsidy_schedule() {
+    let node = blocking(|| Node::start(NodeConfig::new().arg("-coinstatsindex"))).unwrap();
+    // 200 blocks on the genesis block: past regtest's first halving, at 150.
+    let height = 200;
+    blocking(|| node.generate(height)).unwrap();
+    blocking(|| {
+        nodescope_regtest::wait_until("the coinstatsindex synced at 200", WAIT, || {
+            let index = node.rpc("getindexinfo", json!(["coinstatsindex"]))?;
+            let index = &index["coinstatsindex"];
+            Ok((index["synced"] == true && index["best_block_height"] == height).then_some(()))
+        })
+    })
+    .unwrap();
+
+    let proxy = RecordingProxy::start(node.rpc_port());
+    let nats = nodescope_bus::test_server::NatsServer::start();
+    let bus = Collected::start(&nats.url(), "rpc-node").await;
+    let cookie = node.cookie_path().display().to_string();
+    let mut args = rpc_args(&node, &nats.url(), &cookie, &url_of(proxy.port));
+    args.extend(
+        [
+            "--slow-interval",
+            "300ms",
+            "--calls",
+            "getindexinfo,gettxoutsetinfo",
+            "--no-zmq",
+        ]
+        .map(String::from),
+    );
+    let (mut extractor, _pause) = common::start_rpc_extractor(&args);
+    extractor
+        .alongside(bus.wait_for("two gettxoutsetinfo answers", WAIT, |events| {
+            (utxo_sets(events).len() >= 2).then_some(())
+        }))
+        .await;
+    extractor.stop().await.unwrap();
+
+    // Each payload is the answer it was made from, key for key.
+    let events = bus.events();
+    let published: Vec<RpcCall> = calls(&events)
+        .into_iter()
+        .filter(|(_, c)| c.method == "gettxoutsetinfo")
+        .map(|(event, call)| {
+            assert!(event.error.is_empty(), "{}", event.error);
+            assert!(call.unknown_fields.is_empty(), "{:?}", call.unknown_fields);
+            call
+        })
+        .collect();
+    let answers = proxy.answers_of("gettxoutsetinfo");
+    assert!(answers.len() >= published.len());
+    for (call, answer) in published.iter().zip(&answers) {
+        assert_same(
+            "gettxoutsetinfo",
+            &as_json(call.result.as_ref().unwrap()),
+            answer,
+        );
+    }
+    // Read from the index: its keys, not the scan's; and the supply within the schedule.
+    let info = utxo_sets(&events).remove(0);
+    assert_eq!(info.height, u64::from(height));
+    assert_eq!(
+        hex_of(&info.bestblock),
+        blocking(|| node.best_block_hash()).unwrap()
+    );
+    assert!(info.block_info.is_some() && info.transactions.is_none() && info.disk_size.is_none());
+    assert!(
+        info.hash_serialized_3.is_none() && info.muhash.is_none(),
+        "hash_type none"
+    );
+    // Blocks 0 to 149 at 50 BTC, 150 to 200 at 25.
+    let limit = 150.0 * 50.0 + 51.0 * 25.0;
+    assert!(
+        info.total_amount <= limit,
+        "{} > {limit}",
+        info.total_amount
+    );
+    // Every subsidy was claimed; only the genesis block's 50 cannot be spent.
+    let unspendable = info.total_unspendable_amount.unwrap();
+    assert_eq!((info.total_amount, unspendable), (limit - 50.0, 50.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_coinstatsindex_txoutsetinfo_is_called_only_when_asked_to() {
+    let node = blocking(|| Node::start(NodeConfig::new())).unwrap();
+    blocking(|| node.generate(3)).unwrap();
+    let proxy = RecordingProxy::start(node.rpc_port());
+    let nats = nodescope_bus::test_server::NatsServer::start();
+    let cookie = node.cookie_path().display().to_string();
+    let mut args = rpc_args(&node, &nats.url(), &cookie, &url_of(proxy.port));
+    args.extend(["--slow-interval", "200ms", "--no-zmq"].map(String::from));
+
+    // Auto, every method: getindexinfo (all of them polled) shows no coinstatsindex. And auto
+    // with gettxoutsetinfo alone: the extractor asks getindexinfo itself, and publishes nothing.
+    for (node_id, calls_wanted) in [("auto-all", "all"), ("auto-alone", "gettxoutsetinfo")] {
+        let bus = Collected::start(&nats.url(), node_id).await;
+        let mut args = with_node_id(args.clone(), node_id);
+        args.extend(["--calls", calls_wanted].map(String::from));
+        let before = proxy.answers_of("getindexinfo").len();
+        let (mut extractor, _pause) = common::start_rpc_extractor(&args);
+        // Three slow polls have asked getindexinfo.
+        extractor
+            .alongside(async {
+                let deadline = tokio::time::Instant::now() + WAIT;
+                while proxy.answers_of("getindexinfo").len() < before + 3 {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{node_id}: getindexinfo not asked 3 times within {WAIT:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await;
+        extractor.stop().await.unwrap();
+        assert!(
+            proxy.answers_of("gettxoutsetinfo").is_empty(),
+            "{node_id}: gettxoutsetinfo called without the index"
+        );
+        let methods: std::collections::BTreeSet<String> = calls(&bus.events())
+            .into_iter()
+            .map(|(_, c)| c.method)
+            .collect();
+        assert!(
+            !methods.contains("gettxoutsetinfo"),
+            "{node_id}: {methods:?}"
+        );
+        if calls_wanted == "gettxoutsetinfo" {
+            assert!(
+                methods.is_empty(),
+                "the probe is not published: {methods:?}"
+            );
+        }
+    }
+
+    // `always`: bitcoind scans the set, and says so with the scan's keys.
+    let bus = Collected::start(&nats.url(), "always").await;
+    let mut always = with_node_id(args.clone(), "always");
+    always.extend(["--calls", "gettxoutsetinfo", "--txoutsetinfo", "always"].map(String::from));
+    let (mut extractor, _pause) = common::start_rpc_extractor(&always);
+    let info = extractor
+        .alongside(bus.wait_for("a scanned gettxoutsetinfo", WAIT, |events| {
+            utxo_sets(events).into_iter().next()
+        }))
+        .await;
+    extractor.stop().await.unwrap();
+    let answer = &proxy.answers_of("gettxoutsetinfo")[0];
+    assert_same(
+        "gettxoutsetinfo",
+        &as_json(&Answer::TxOutSetInfo(info.clone())),
+        answer,
+    );
+    assert_eq!((info.height, info.transactions), (3, Some(3)));
+    assert!(info.block_info.is_none() && info.total_unspendable_amount.is_none());
+    assert_eq!(info.total_amount, 150.0);
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

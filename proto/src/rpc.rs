@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::rpc_call::Result as Answer;
 use crate::{
     AddrmanInfo, BlockchainInfo, ChainTxStats, IndexInfo, MemoryInfo, MempoolInfo, NetTotals,
-    NetworkInfo, OrphanTxList, PeerInfoList, RawAddrmanEntry, RawAddrmanPart, Uptime,
+    NetworkInfo, OrphanTxList, PeerInfoList, RawAddrmanEntry, RawAddrmanPart, TxOutSetInfo, Uptime,
 };
 
 /// The RPC methods `extractor rpc` polls, in the order it calls them.
@@ -25,6 +25,7 @@ pub enum Method {
     GetOrphanTxs,
     GetRawAddrman,
     GetIndexInfo,
+    GetTxOutSetInfo,
 }
 
 /// How often a method is called: `Fast` every `--interval`, `Slow` every `--slow-interval`.
@@ -48,6 +49,7 @@ impl Method {
         Method::GetOrphanTxs,
         Method::GetRawAddrman,
         Method::GetIndexInfo,
+        Method::GetTxOutSetInfo,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -64,17 +66,20 @@ impl Method {
             Method::GetOrphanTxs => "getorphantxs",
             Method::GetRawAddrman => "getrawaddrman",
             Method::GetIndexInfo => "getindexinfo",
+            Method::GetTxOutSetInfo => "gettxoutsetinfo",
         }
     }
 
     /// The expensive ones go at the slow pace: getrawaddrman walks the whole address manager,
-    /// getchaintxstats reads a month of block index, getorphantxs and getindexinfo change slowly.
+    /// getchaintxstats reads a month of block index, getorphantxs and getindexinfo change slowly,
+    /// gettxoutsetinfo reads the coinstatsindex (or, without it, scans the whole UTXO set).
     pub const fn pace(self) -> Pace {
         match self {
             Method::GetChainTxStats
             | Method::GetOrphanTxs
             | Method::GetRawAddrman
             | Method::GetIndexInfo
+            | Method::GetTxOutSetInfo
             | Method::GetAddrmanInfo => Pace::Slow,
             _ => Pace::Fast,
         }
@@ -86,6 +91,9 @@ impl Method {
             // Verbosity 1: ids, sizes and the peers each came from, without the raw hex.
             Method::GetOrphanTxs => serde_json::json!([1]),
             Method::GetMemoryInfo => serde_json::json!(["stats"]),
+            // No hash (computing one reads every coin), at the tip, from the coinstatsindex
+            // when there is one.
+            Method::GetTxOutSetInfo => serde_json::json!(["none", null, true]),
             _ => serde_json::json!([]),
         }
     }
@@ -129,6 +137,9 @@ impl Method {
             }
             Method::GetIndexInfo => {
                 Answer::IndexInfo(read::<IndexInfo>(self, result, &mut unknown)?)
+            }
+            Method::GetTxOutSetInfo => {
+                Answer::TxOutSetInfo(read::<TxOutSetInfo>(self, result, &mut unknown)?)
             }
             Method::GetRawAddrman => {
                 return raw_addrman(result, &mut unknown).map(|entries| Decoded {
@@ -308,6 +319,27 @@ pub mod hex_bytes {
         let text = String::deserialize(deserializer)?;
         Vec::<u8>::from_hex(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
     }
+
+    /// The same for an `optional bytes` field (absent when bitcoind leaves the key out).
+    pub mod optional {
+        use serde::{Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            bytes: &Option<Vec<u8>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match bytes {
+                Some(bytes) => super::serialize(bytes, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Vec<u8>>, D::Error> {
+            super::deserialize(deserializer).map(Some)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -363,6 +395,50 @@ mod tests {
         };
         assert_eq!(info.bestblockhash[0], 0x4e);
         assert_eq!(serde_json::to_value(&info).unwrap()["bestblockhash"], hash);
+    }
+
+    #[test]
+    fn txoutsetinfo_reads_with_and_without_the_index() {
+        let indexed = json!({
+            "height": 200, "bestblock": "22241db3cb040b388a15f1fe539c71982d3669945443e13490411afe4420cdb1",
+            "txouts": 200, "bogosize": 14400, "total_amount": 8725.00000000,
+            "total_unspendable_amount": 50.00000000,
+            "block_info": {"prevout_spent": 0.0, "coinbase": 25.0, "new_outputs_ex_coinbase": 0.0,
+                "unspendable": 0.0, "unspendables": {"genesis_block": 0.0, "bip30": 0.0,
+                "scripts": 0.0, "unclaimed_rewards": 0.0}}
+        });
+        let decoded = Method::GetTxOutSetInfo.decode(indexed.clone()).unwrap();
+        assert!(
+            decoded.unknown_fields.is_empty(),
+            "{:?}",
+            decoded.unknown_fields
+        );
+        let DecodedAnswer::One(Answer::TxOutSetInfo(info)) = decoded.answer else {
+            panic!()
+        };
+        assert_eq!((info.height, info.total_amount), (200, 8725.0));
+        assert_eq!(info.total_unspendable_amount, Some(50.0));
+        assert_eq!(info.block_info.unwrap().coinbase, 25.0);
+        assert_eq!((info.transactions, info.muhash.as_ref()), (None, None));
+        assert_eq!(serde_json::to_value(&info).unwrap(), indexed);
+
+        let scanned = json!({
+            "height": 3, "bestblock": "490fb63e44ec67f2c279de6e40de327d85a62fd6f894115704e2e060e50410d9",
+            "txouts": 3, "bogosize": 216, "total_amount": 150.0,
+            "muhash": "59b14ff7fc24a8d883578c1226cb25fda75e17d840ce0ff80d75829ce7c7188a",
+            "transactions": 3, "disk_size": 0
+        });
+        let DecodedAnswer::One(Answer::TxOutSetInfo(info)) = Method::GetTxOutSetInfo
+            .decode(scanned.clone())
+            .unwrap()
+            .answer
+        else {
+            panic!()
+        };
+        assert_eq!((info.transactions, info.disk_size), (Some(3), Some(0)));
+        assert_eq!(info.muhash.as_ref().unwrap()[0], 0x59);
+        assert!(info.block_info.is_none());
+        assert_eq!(serde_json::to_value(&info).unwrap(), scanned);
     }
 
     #[test]

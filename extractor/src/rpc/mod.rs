@@ -7,6 +7,8 @@ pub mod client;
 mod poll;
 pub mod zmq;
 
+pub use poll::TxOutSetInfoMode;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
@@ -59,7 +61,7 @@ pub struct RpcArgs {
     #[arg(long, env = "NODESCOPE_RPC_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub interval: Duration,
     /// Time between polls of the expensive ones (getaddrmaninfo, getchaintxstats,
-    /// getorphantxs, getrawaddrman, getindexinfo).
+    /// getorphantxs, getrawaddrman, getindexinfo, gettxoutsetinfo).
     #[arg(long, env = "NODESCOPE_RPC_SLOW_INTERVAL", default_value = "120s", value_parser = parse_duration)]
     pub slow_interval: Duration,
     /// Methods to call: `all`, or a comma-separated list of them.
@@ -68,6 +70,11 @@ pub struct RpcArgs {
     /// Methods not to call (e.g. `getrawaddrman` on a node with a large address manager).
     #[arg(long, env = "NODESCOPE_RPC_SKIP_CALLS", value_parser = parse_methods)]
     pub skip_calls: Option<BTreeSet<Method>>,
+    /// When to call gettxoutsetinfo: `auto` only while getindexinfo shows a synced
+    /// -coinstatsindex (read from the index: cheap), `always` (without the index bitcoind scans
+    /// the whole UTXO set: minutes of disk reads on mainnet, so raise --rpc-timeout), or `never`.
+    #[arg(long, env = "NODESCOPE_RPC_TXOUTSETINFO", value_enum, default_value_t = TxOutSetInfoMode::Auto)]
+    pub txoutsetinfo: TxOutSetInfoMode,
     /// Most time one call may take before it counts as failed (timed out).
     #[arg(long, env = "NODESCOPE_RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub rpc_timeout: Duration,
@@ -134,17 +141,7 @@ pub async fn run_with_pause(
         },
         _ => Auth::Cookie(cookie_path(&args)?),
     };
-    let methods: Vec<Method> = args
-        .calls
-        .iter()
-        .filter(|m| {
-            !args
-                .skip_calls
-                .as_ref()
-                .is_some_and(|skip| skip.contains(m))
-        })
-        .copied()
-        .collect();
+    let methods = chosen_methods(&args);
     let node_id = args.node_id.clone().unwrap_or_else(|| {
         ProcessIdentity {
             chain: args.chain.clone(),
@@ -172,6 +169,7 @@ pub async fn run_with_pause(
         calls = %methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
         interval = ?args.interval,
         slow_interval = ?args.slow_interval,
+        txoutsetinfo = ?args.txoutsetinfo,
         zmq = !args.no_zmq,
         "polling bitcoind"
     );
@@ -199,6 +197,7 @@ pub async fn run_with_pause(
             methods: poll::of_pace(&methods, Pace::Fast),
             interval: args.interval,
             events: events.clone(),
+            txoutsetinfo: args.txoutsetinfo,
         }
         .run(zmq_watch),
     );
@@ -210,6 +209,7 @@ pub async fn run_with_pause(
                 methods: slow,
                 interval: args.slow_interval,
                 events: events.clone(),
+                txoutsetinfo: args.txoutsetinfo,
             }
             .run(None),
         );
@@ -273,6 +273,22 @@ pub async fn run_with_pause(
         last.queued
     );
     Ok(())
+}
+
+/// The methods to call: --calls without --skip-calls, gettxoutsetinfo not with
+/// `--txoutsetinfo never`.
+fn chosen_methods(args: &RpcArgs) -> Vec<Method> {
+    args.calls
+        .iter()
+        .filter(|m| {
+            !args
+                .skip_calls
+                .as_ref()
+                .is_some_and(|skip| skip.contains(m))
+        })
+        .filter(|m| **m != Method::GetTxOutSetInfo || args.txoutsetinfo != TxOutSetInfoMode::Never)
+        .copied()
+        .collect()
 }
 
 /// Events waiting between the RPC/ZMQ tasks and the publisher: a full channel holds the ZMQ
@@ -500,5 +516,31 @@ mod tests {
         assert!(parse_methods("getblock")
             .unwrap_err()
             .contains("getpeerinfo"));
+    }
+
+    #[test]
+    fn txoutsetinfo_is_auto_by_default_and_never_drops_the_call() {
+        let parse = |extra: &[&str]| {
+            let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(
+                ["extractor", "rpc"].iter().chain(extra),
+            )
+            .map_err(|e| e.to_string())?;
+            let crate::cli::Command::Rpc(args) = cli.command else {
+                unreachable!("parsed as rpc")
+            };
+            Ok::<_, String>(args)
+        };
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.txoutsetinfo, TxOutSetInfoMode::Auto);
+        assert!(chosen_methods(&args).contains(&Method::GetTxOutSetInfo));
+        let never = parse(&["--txoutsetinfo", "never"]).unwrap();
+        assert_eq!(chosen_methods(&never).len(), Method::ALL.len() - 1);
+        assert!(!chosen_methods(&never).contains(&Method::GetTxOutSetInfo));
+        let skipped = parse(&["--skip-calls", "gettxoutsetinfo"]).unwrap();
+        assert_eq!(chosen_methods(&skipped), chosen_methods(&never));
+        let always = parse(&["--txoutsetinfo", "always", "--calls", "gettxoutsetinfo"]).unwrap();
+        assert_eq!(chosen_methods(&always), [Method::GetTxOutSetInfo]);
+        let error = parse(&["--txoutsetinfo", "sometimes"]).unwrap_err();
+        assert!(error.contains("auto, always, never"), "{error}");
     }
 }

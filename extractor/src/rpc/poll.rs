@@ -1,6 +1,7 @@
 //! The polling loops: the fast methods every `--interval`, the slow ones every
 //! `--slow-interval`, each pace in its own task so that a slow `getrawaddrman` never delays a
 //! `getpeerinfo`. Every call ends as events: its answer, or its failure marked as an error.
+//! gettxoutsetinfo is made only while the coinstatsindex can answer it (`--txoutsetinfo auto`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,25 @@ pub struct ZmqWatch {
     pub rawblock: bool,
 }
 
+/// When gettxoutsetinfo is called (`--txoutsetinfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TxOutSetInfoMode {
+    /// While getindexinfo says the coinstatsindex is synced: read from the index, cheap.
+    Auto,
+    /// At every slow poll, index or not (without it bitcoind scans the whole UTXO set).
+    Always,
+    /// Never, as with `--skip-calls gettxoutsetinfo`.
+    Never,
+}
+
+/// The name getindexinfo gives -coinstatsindex.
+const COINSTATSINDEX: &str = "coinstatsindex";
+
+/// Whether getindexinfo's answer has the coinstatsindex, synced.
+fn coinstats_synced(info: &nodescope_proto::IndexInfo) -> bool {
+    info.indexes.get(COINSTATSINDEX).is_some_and(|i| i.synced)
+}
+
 /// Whether bitcoind answered last time: its ups and downs are logged once each, not per call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reachability {
@@ -39,6 +59,7 @@ pub struct Poller {
     pub methods: Vec<Method>,
     pub interval: Duration,
     pub events: mpsc::Sender<Emitted>,
+    pub txoutsetinfo: TxOutSetInfoMode,
 }
 
 impl Poller {
@@ -50,10 +71,37 @@ impl Poller {
         let mut state = Reachability::Unknown;
         let mut last_uptime: Option<u64> = None;
         let mut raw_addrman_answers = 0u64;
+        // Whether gettxoutsetinfo was made at the last poll (auto), to log each change once.
+        let mut txoutsetinfo_made: Option<bool> = None;
         loop {
             tick.tick().await;
             let mut restarted = false;
+            // What this poll's getindexinfo said of the coinstatsindex (None: not answered).
+            let mut coinstats: Option<bool> = None;
             for &method in &self.methods {
+                if method == Method::GetTxOutSetInfo && self.txoutsetinfo == TxOutSetInfoMode::Auto
+                {
+                    let synced = match coinstats {
+                        Some(synced) => Some(synced),
+                        // getindexinfo is not polled (--calls, --skip-calls): asked here.
+                        None if !self.methods.contains(&Method::GetIndexInfo) => {
+                            self.coinstats_synced().await
+                        }
+                        // It is, and failed (logged as such): bitcoind is down or starting.
+                        None => None,
+                    };
+                    if synced.is_some() && txoutsetinfo_made != synced {
+                        if synced == Some(true) {
+                            tracing::info!("the coinstatsindex is synced: gettxoutsetinfo is read from it every slow interval");
+                        } else {
+                            tracing::info!("gettxoutsetinfo not called: getindexinfo shows no synced coinstatsindex, and without it bitcoind would scan the whole UTXO set (start bitcoind with -coinstatsindex, or give --txoutsetinfo always)");
+                        }
+                        txoutsetinfo_made = synced;
+                    }
+                    if synced != Some(true) {
+                        continue;
+                    }
+                }
                 let outcome = self.client.call(method.name(), &method.params()).await;
                 let now = super::now_ns();
                 let events = match outcome {
@@ -71,11 +119,16 @@ impl Poller {
                         };
                         match method.decode(answer.result) {
                             Ok(decoded) => {
-                                if let DecodedAnswer::One(Answer::Uptime(uptime)) = &decoded.answer
-                                {
-                                    restarted |=
-                                        last_uptime.is_some_and(|last| uptime.seconds < last);
-                                    last_uptime = Some(uptime.seconds);
+                                match &decoded.answer {
+                                    DecodedAnswer::One(Answer::Uptime(uptime)) => {
+                                        restarted |=
+                                            last_uptime.is_some_and(|last| uptime.seconds < last);
+                                        last_uptime = Some(uptime.seconds);
+                                    }
+                                    DecodedAnswer::One(Answer::IndexInfo(info)) => {
+                                        coinstats = Some(coinstats_synced(info));
+                                    }
+                                    _ => {}
                                 }
                                 answered(call, decoded, now, &mut raw_addrman_answers)
                             }
@@ -115,6 +168,29 @@ impl Poller {
                 if (first && state != Reachability::Down) || restarted {
                     self.refresh_zmq(zmq).await;
                 }
+            }
+        }
+    }
+
+    /// Asks getindexinfo (not published: it is not a polled call) whether the coinstatsindex
+    /// is synced; `None` when bitcoind gave no answer.
+    async fn coinstats_synced(&self) -> Option<bool> {
+        let method = Method::GetIndexInfo;
+        let answer = self
+            .client
+            .call(method.name(), &serde_json::json!([COINSTATSINDEX]))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|a| method.decode(a.result).map_err(|e| e.to_string()));
+        match answer {
+            Ok(nodescope_proto::rpc::Decoded {
+                answer: DecodedAnswer::One(Answer::IndexInfo(info)),
+                ..
+            }) => Some(coinstats_synced(&info)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!("getindexinfo, asked before gettxoutsetinfo: {e}");
+                None
             }
         }
     }

@@ -462,6 +462,24 @@ fn rpc_answer(line: &mut String, answer: &Answer) {
                 let _ = write!(line, " syncing={}", Token(&behind.join(",")));
             }
         }
+        Answer::TxOutSetInfo(t) => {
+            let _ = write!(
+                line,
+                " height={} txouts={} total_amount={:.8}BTC",
+                t.height, t.txouts, t.total_amount
+            );
+            if let Some(unspendable) = t.total_unspendable_amount {
+                let _ = write!(line, " unspendable={unspendable:.8}BTC");
+            }
+            // Without the coinstatsindex bitcoind scanned the set, and says how much it read.
+            if let Some(transactions) = t.transactions {
+                let _ = write!(line, " transactions={transactions}");
+            }
+            if let Some(disk_size) = t.disk_size {
+                let _ = write!(line, " disk_size={disk_size}");
+            }
+            let _ = write!(line, " best={}", hex(&t.bestblock));
+        }
         Answer::Failure(f) => rpc_failure(line, f),
     }
 }
@@ -1107,7 +1125,7 @@ mod tests {
         use nodescope_proto::{
             AddrmanCounts, AddrmanInfo, BlockchainInfo, ChainTxStats, IndexInfo, IndexState,
             MempoolInfo, NetTotals, NetworkInfo, NetworkReachability, OrphanTx, OrphanTxList,
-            RawAddrmanEntry, RawAddrmanPart, Uptime,
+            RawAddrmanEntry, RawAddrmanPart, TxOutSetInfo, Uptime,
         };
         let peers = rpc(
             "getpeerinfo",
@@ -1284,6 +1302,36 @@ mod tests {
         );
         assert!(text(&indexes, Category::Rpc)
             .ends_with(" indexes=3 synced=2 syncing=\"basic block filter index\""));
+
+        let from_index = rpc(
+            "gettxoutsetinfo",
+            Answer::TxOutSetInfo(TxOutSetInfo {
+                height: 200,
+                bestblock: vec![0x22; 32],
+                txouts: 200,
+                total_amount: 8725.0,
+                total_unspendable_amount: Some(50.0),
+                ..Default::default()
+            }),
+        );
+        assert!(text(&from_index, Category::Rpc).ends_with(&format!(
+            "reply_bytes=2048 height=200 txouts=200 total_amount=8725.00000000BTC unspendable=50.00000000BTC best={}",
+            "22".repeat(32)
+        )));
+        let scanned = rpc(
+            "gettxoutsetinfo",
+            Answer::TxOutSetInfo(TxOutSetInfo {
+                height: 3,
+                txouts: 3,
+                total_amount: 149.99999859,
+                transactions: Some(3),
+                disk_size: Some(4096),
+                ..Default::default()
+            }),
+        );
+        assert!(text(&scanned, Category::Rpc).contains(
+            " height=3 txouts=3 total_amount=149.99999859BTC transactions=3 disk_size=4096 best="
+        ));
     }
 
     #[test]

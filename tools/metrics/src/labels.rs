@@ -482,7 +482,7 @@ mod tests {
         assert_eq!(rpc_index("txospenderindex"), OTHER);
         assert_eq!(rpc_method("getpeerinfo"), "getpeerinfo");
         assert_eq!(rpc_method("stop"), OTHER);
-        assert_eq!(rpc_methods().count(), 13);
+        assert_eq!(rpc_methods().count(), 14);
         assert_eq!(zmq_topic("rawtx"), "rawtx");
         assert_eq!(zmq_topic("pubhashblock"), OTHER);
         for (reason, class) in [

@@ -9,6 +9,7 @@ pub mod peer;
 pub mod recorder;
 pub mod rpc;
 pub mod stats;
+pub mod supply;
 pub mod user_agents;
 pub mod wire;
 

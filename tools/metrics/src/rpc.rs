@@ -1,6 +1,6 @@
 //! What `extractor rpc` publishes, as metrics: each answer of bitcoind's RPC sets the gauges of
 //! what it reports (the node's own view: peers, traffic, mempool, address manager, chain,
-//! network, indexes), each call counts as answered or failed with its duration, and each ZMQ
+//! network, indexes, UTXO set), each call counts as answered or failed with its duration, and each ZMQ
 //! notification counts per topic.
 //!
 //! Answers that list things (peers by kind, address manager networks, indexes) replace the
@@ -15,7 +15,7 @@ use std::hash::Hash;
 use nodescope_proto::rpc_call::Result as Answer;
 use nodescope_proto::{
     AddrmanInfo, BlockchainInfo, ChainTxStats, Event, IndexInfo, MempoolInfo, NetTotals,
-    NetworkInfo, PeerInfoList, RpcCall, ZmqNotification,
+    NetworkInfo, PeerInfoList, RpcCall, TxOutSetInfo, ZmqNotification,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -173,6 +173,15 @@ families! {
         "1 when the index is synced (getindexinfo)";
     index_height: Gauges<IndexLabels> = "rpc_index_best_block_height", None,
         "Height the index has reached (getindexinfo)";
+    // gettxoutsetinfo
+    coin_supply: FloatGauges<NodeLabels> = "rpc_coin_supply_btc", None,
+        "Coins in the UTXO set at rpc_utxo_height (gettxoutsetinfo total_amount, BTC)";
+    coin_supply_limit: FloatGauges<NodeLabels> = "rpc_coin_supply_limit_btc", None,
+        "Most coins the subsidy schedule of the node's chain allows at rpc_utxo_height: the subsidies of blocks 0 to it (BTC); no series for an unknown chain";
+    utxo_height: Gauges<NodeLabels> = "rpc_utxo_height", None,
+        "Height of the block the UTXO set was read at (gettxoutsetinfo height)";
+    utxo_txouts: Gauges<NodeLabels> = "rpc_utxo_txouts", None,
+        "Unspent transaction outputs (gettxoutsetinfo txouts)";
     // The calls, as this exporter received them
     calls: Counters<MethodLabels> = "rpc_calls", None,
         "RPC calls of extractor rpc answered, per method (a getrawaddrman answer in parts counts once)";
@@ -279,6 +288,7 @@ pub fn call(
             r.orphans.get_or_create(&n()).set(int(list.orphans.len()));
         }
         Answer::IndexInfo(info) => indexes(r, state, node, info),
+        Answer::TxOutSetInfo(info) => utxo_set(r, node, &event.chain, info),
         // Counted as a call; its addresses are the address manager's, counted per network by
         // getaddrmaninfo.
         Answer::RawAddrman(_) | Answer::Failure(_) => {}
@@ -551,6 +561,27 @@ fn indexes(r: &RpcMetrics, state: &mut RpcState, node: &Node, info: &IndexInfo) 
     replace(&r.index_height, &mut state.indexes, heights, false);
 }
 
+/// The supply and the schedule's limit at the same height, for the inflation alert
+/// (`rpc_coin_supply_btc > rpc_coin_supply_limit_btc`). Both hold whole satoshis: equal amounts
+/// are equal floats.
+fn utxo_set(r: &RpcMetrics, node: &Node, chain: &str, info: &TxOutSetInfo) {
+    let n = NodeLabels { node: node.clone() };
+    r.coin_supply.get_or_create(&n).set(info.total_amount);
+    match crate::supply::halving_interval(chain) {
+        Some(interval) => {
+            let limit = crate::supply::supply_limit(info.height, interval);
+            r.coin_supply_limit
+                .get_or_create(&n)
+                .set(limit as f64 / crate::supply::COIN as f64);
+        }
+        None => {
+            r.coin_supply_limit.remove(&n);
+        }
+    }
+    r.utxo_height.get_or_create(&n).set(int(info.height));
+    r.utxo_txouts.get_or_create(&n).set(int(info.txouts));
+}
+
 /// `extractor rpc`'s counts per method and topic (totals of its current run): every method
 /// and topic gets a value at each stats event (0 when absent), so no series keeps a stale total
 /// of an earlier run. Other extractors' stats carry none of them, and get no series.
@@ -733,5 +764,66 @@ mod tests {
             sample(&s, &series("rpc_calls_total", r#"method="getpeerinfo""#)),
             Some(3.0)
         );
+    }
+
+    #[test]
+    fn the_coin_supply_is_set_beside_the_schedule_of_the_nodes_chain() {
+        let (metrics, registry) = Metrics::new();
+        let config = Config {
+            user_agents: 10,
+            max_nodes: 10,
+            flush_modes: FlushModes::V30,
+        };
+        let mut recorder = Recorder::new(metrics, config);
+        let mut rpc = EventSource::of(ExtractorKind::Rpc, "n", 1);
+        let mut utxo_set = |chain: &str, height, total_amount| {
+            let mut event = rpc.stamp(Payload::RpcCall(RpcCall {
+                method: "gettxoutsetinfo".into(),
+                duration_ns: 2_000_000,
+                result: Some(Answer::TxOutSetInfo(TxOutSetInfo {
+                    height,
+                    txouts: height + 1,
+                    total_amount,
+                    ..TxOutSetInfo::default()
+                })),
+                ..RpcCall::default()
+            }));
+            event.chain = chain.into();
+            let received = Received {
+                category: Category::Rpc,
+                event,
+                continuity: Continuity::First,
+            };
+            recorder.record(&Item::Event(Box::new(received)));
+            let mut scrape = String::new();
+            encode(&mut scrape, &registry).unwrap();
+            let value = |name: &str| sample(&scrape, &format!(r#"nodescope_{name}{{node="n"}}"#));
+            (
+                value("rpc_coin_supply_btc"),
+                value("rpc_coin_supply_limit_btc"),
+                value("rpc_utxo_height"),
+                value("rpc_utxo_txouts"),
+            )
+        };
+        // Regtest at 200, past its first halving at 150: 150 × 50 + 51 × 25; the genesis
+        // block's 50 are not in the set.
+        assert_eq!(
+            utxo_set("regtest", 200, 8725.0),
+            (Some(8725.0), Some(8775.0), Some(200.0), Some(201.0))
+        );
+        // Mainnet one block past the fourth halving, with more coins than the schedule allows:
+        // shown as they are (the inflation alert compares the two).
+        assert_eq!(
+            utxo_set("main", 840_000, 19_687_504.0),
+            (
+                Some(19_687_504.0),
+                Some(19_687_503.125),
+                Some(840_000.0),
+                Some(840_001.0)
+            )
+        );
+        // A chain without a known schedule: no limit rather than a wrong one.
+        let (supply, limit, _, _) = utxo_set("", 10, 500.0);
+        assert_eq!((supply, limit), (Some(500.0), None));
     }
 }

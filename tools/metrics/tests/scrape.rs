@@ -57,6 +57,8 @@ fn node_a_events() -> (Vec<Event>, Event) {
     let mut marked = |run: &mut EventSource, ms: u64, payload: Payload, error: &str| {
         let mut event = run.stamp(payload);
         event.timestamp_ns = T0 + ms * 1_000_000;
+        // A mainnet node: its subsidy schedule gives the coin supply's limit.
+        event.chain = "main".into();
         event.error = error.into();
         events.push(event);
     };
@@ -704,6 +706,15 @@ fn rpc_events(at: &mut impl FnMut(&mut EventSource, u64, Payload)) {
         indexes: indexes.map(|(n, i)| (n.to_string(), i)).into(),
     };
     answer(&mut rpc, "getindexinfo", Answer::IndexInfo(indexes));
+    // The UTXO set one block past the fourth halving: 210,000 × (50 + 25 + 12.5 + 6.25) + 3.125
+    // BTC allowed.
+    let utxo_set = TxOutSetInfo {
+        height: 840_000,
+        txouts: 179_000_000,
+        total_amount: 19_687_420.5,
+        ..TxOutSetInfo::default()
+    };
+    answer(&mut rpc, "gettxoutsetinfo", Answer::TxOutSetInfo(utxo_set));
     let timeout = RpcFailure {
         kind: RpcFailureKind::Timeout as i32,
         code: 0,
@@ -1138,7 +1149,7 @@ nodescope_extractor_queued_events{node="node-a",extractor="ebpf"} 0
 nodescope_extractor_queued_bytes{node="node-a",extractor="ebpf"} 0
 nodescope_extractor_attached_locations{node="node-a",extractor="ebpf"} 20
 nodescope_extractor_kernel_memory_bytes{node="node-a",extractor="ebpf"} 33800000
-nodescope_events_received_total{node="node-a",extractor="rpc",category="rpc"} 14
+nodescope_events_received_total{node="node-a",extractor="rpc",category="rpc"} 15
 nodescope_events_received_total{node="node-a",extractor="rpc",category="zmq"} 4
 nodescope_events_received_total{node="node-a",extractor="rpc",category="extractor"} 1
 nodescope_p2p_wire_bytes_total{node="node-a",direction="outbound",msg_type="version",transport="v2"} 135
@@ -1225,6 +1236,10 @@ nodescope_rpc_index_synced{node="node-a",index="other"} 1
 nodescope_rpc_index_best_block_height{node="node-a",index="txindex"} 101
 nodescope_rpc_index_best_block_height{node="node-a",index="basic block filter index"} 50
 nodescope_rpc_index_best_block_height{node="node-a",index="other"} 101
+nodescope_rpc_coin_supply_btc{node="node-a"} 19687420.5
+nodescope_rpc_coin_supply_limit_btc{node="node-a"} 19687503.125
+nodescope_rpc_utxo_height{node="node-a"} 840000
+nodescope_rpc_utxo_txouts{node="node-a"} 179000000
 nodescope_rpc_calls_total{node="node-a",method="getpeerinfo"} 1
 nodescope_rpc_calls_total{node="node-a",method="getmempoolinfo"} 1
 nodescope_rpc_calls_total{node="node-a",method="getnettotals"} 1
@@ -1237,6 +1252,7 @@ nodescope_rpc_calls_total{node="node-a",method="getchaintxstats"} 1
 nodescope_rpc_calls_total{node="node-a",method="getorphantxs"} 1
 nodescope_rpc_calls_total{node="node-a",method="getrawaddrman"} 1
 nodescope_rpc_calls_total{node="node-a",method="getindexinfo"} 1
+nodescope_rpc_calls_total{node="node-a",method="gettxoutsetinfo"} 1
 nodescope_rpc_call_failures_total{node="node-a",method="getnetworkinfo",kind="timeout"} 1
 nodescope_rpc_call_duration_seconds_sum{node="node-a",method="getpeerinfo"} 0.002
 nodescope_rpc_call_duration_seconds_count{node="node-a",method="getpeerinfo"} 1
@@ -1460,7 +1476,7 @@ async fn every_family_has_exactly_the_expected_values() {
         .map(|s| family_of(s, &registered))
         .collect();
     assert_eq!(checked, registered);
-    assert_eq!(registered.len(), 126);
+    assert_eq!(registered.len(), 130);
     // The README lists every family (as the classic format names it: counters with `_total`).
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
@@ -1578,7 +1594,7 @@ async fn promtool_finds_nothing_to_complain_about() {
     )
     .await;
     let scrape = tool.scrape().await;
-    assert_eq!(families(&scrape).len(), 126);
+    assert_eq!(families(&scrape).len(), 130);
     assert_promtool_clean(&scrape);
     tool.stop().await;
 }
