@@ -17,9 +17,10 @@ fi
 # Debian packages: the eBPF compiler (Debian's rustc-web with matching core source), LLVM for
 # bpf-linker, sys/sdt.h for the tracepoint simulator, binutils for readelf, openssl for the TLS
 # test certificates, python for nats-server, Prometheus and promtool for the metrics tool's tests,
-# Chromium for the live page's browser test.
+# Alertmanager and amtool for the alerts' checks and the compose stack's stand-in, Chromium for
+# the live page's browser test.
 APT_PACKAGES=(rustc-web cargo-web rust-web-src libstd-rust-web-dev systemtap-sdt-dev binutils openssl
-              gcc python3-pip pkg-config prometheus chromium)
+              gcc python3-pip pkg-config prometheus prometheus-alertmanager chromium)
 
 apt_missing() {
   local missing=()
@@ -48,6 +49,14 @@ apt_install() {
 }
 
 apt_install "${APT_PACKAGES[@]}"
+
+# prometheus-alertmanager is here for its binary and amtool; on a systemd host its package
+# starts a service on :9093 (and the cluster port :9094, on every interface), where the compose
+# stack's Alertmanager publishes. Stop and disable it.
+if command -v systemctl >/dev/null && systemctl is-enabled --quiet prometheus-alertmanager 2>/dev/null; then
+  log "disabling the Debian prometheus-alertmanager service (the compose stack runs its own)"
+  $SUDO systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true
+fi
 
 # The eBPF side must be compiled by Debian's rustc, whose LLVM major decides llvm-N-dev and the
 # bpf-linker feature. Read it rather than hard-code it: a security update may move both.

@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # Checks the Prometheus and Grafana configuration of the compose stack, without a server:
 #   - promtool check config prometheus.yml (rule_files pointed at the local alerts.yml)
-#   - promtool check rules alerts.yml, promtool test rules alerts_test.yml
-#   - the Grafana dashboard is valid JSON, and every PromQL expression in it parses (as a
-#     recording rule for promtool check rules)
-#   - every nodescope_* name used in the alerts, their tests and the dashboard is a family
+#   - promtool check rules alerts.yml, promtool test rules alerts_test.yml; every alert has
+#     the annotations summary, description and runbook, the labels severity and exporter, and
+#     in alerts_test.yml a case where it fires and one where it stays quiet, and a row in
+#     README.md's table of alerts
+#   - amtool check-config ../alertmanager/alertmanager.yml
+#   - every Grafana dashboard (compose/grafana/dashboards/*.json) is valid for Grafana's model,
+#     and every PromQL expression in them parses (as a recording rule for promtool check rules):
+#     compose/grafana/check_dashboards.py
+#   - every nodescope_* name used in the alerts, their tests and the dashboards is a family
 #     README.md documents (histogram series: the family plus _bucket, _sum or _count)
 #   - the Grafana provisioning files say what the stack expects
-# Needs promtool (Debian: prometheus) and python3. Exits non-zero on any problem.
+# Needs promtool (Debian: prometheus), amtool (Debian: prometheus-alertmanager) and python3.
+# Exits non-zero on any problem.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 compose="$(dirname "$here")"
 repo="$(dirname "$compose")"
-dashboard="$compose/grafana/dashboards/nodescope.json"
+dashboards=("$compose"/grafana/dashboards/*.json)
 readme="$repo/README.md"
 
 command -v promtool >/dev/null || { echo "check.sh: promtool not found (Debian: apt-get install prometheus)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "check.sh: python3 not found" >&2; exit 1; }
+command -v amtool >/dev/null || { echo "check.sh: amtool not found (Debian: apt-get install prometheus-alertmanager)" >&2; exit 1; }
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -38,59 +45,44 @@ step "promtool test rules alerts_test.yml"
 cp "$here/alerts_test.yml" "$tmp/"
 (cd "$tmp" && promtool test rules alerts_test.yml)
 
-step "dashboard: JSON, structure, PromQL expressions as recording rules"
-python3 -m json.tool "$dashboard" >/dev/null
-python3 - "$dashboard" "$tmp/dashboard_rules.yml" <<'EOF'
-import json, re, sys
-
-path, out = sys.argv[1], sys.argv[2]
-d = json.load(open(path))
+step "every alert: summary, description, runbook, severity, exporter; a firing and a quiet test; in README"
+python3 - "$here/alerts.yml" "$here/alerts_test.yml" "$readme" <<'EOF'
+import sys
+import yaml
+readme = open(sys.argv[3]).read()
+rules = [r for g in yaml.safe_load(open(sys.argv[1]))["groups"] for r in g["rules"] if "alert" in r]
+cases = [c for t in yaml.safe_load(open(sys.argv[2]))["tests"] for c in t.get("alert_rule_test", [])]
 problems = []
-if d.get("schemaVersion") != 39:
-    problems.append(f"schemaVersion is {d.get('schemaVersion')}, not 39")
-variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
-node = variables.get("node")
-if not node:
-    problems.append("no `node` template variable")
-elif not re.fullmatch(r"label_values\(nodescope_[a-z0-9_]+, *node\)", node.get("definition", "")):
-    problems.append(f"`node` variable is not label_values(<family>, node): {node.get('definition')!r}")
-
-def check_ds(where, ds):
-    if ds != {"type": "prometheus", "uid": "prometheus"}:
-        problems.append(f"{where}: datasource {ds!r} is not the provisioned uid `prometheus`")
-
-if node:
-    check_ds("variable node", node.get("datasource"))
-ids = [p.get("id") for p in d["panels"]]
-if len(ids) != len(set(ids)):
-    problems.append(f"panel ids are not unique: {ids}")
-
-# Grafana's variables, as a query would see them over a 6 h range.
-subst = {"$node": ".*", "$__rate_interval": "1m", "$__interval": "15s", "$__range": "6h"}
-rules = []
-for p in d["panels"]:
-    check_ds(f"panel {p['title']!r}", p.get("datasource"))
-    if not p.get("targets"):
-        problems.append(f"panel {p['title']!r} has no query")
-    for t in p.get("targets", []):
-        check_ds(f"panel {p['title']!r} query {t['refId']}", t.get("datasource"))
-        expr = t["expr"]
-        for k in sorted(subst, key=len, reverse=True):
-            expr = expr.replace(k, subst[k])
-        if "$" in expr:
-            problems.append(f"panel {p['title']!r}: unknown variable in {t['expr']!r}")
-        rules.append({"record": f"dashboard:panel_{p['id']}_{t['refId']}", "expr": expr})
+for r in rules:
+    name = r["alert"]
+    for key in ("summary", "description", "runbook"):
+        if not r.get("annotations", {}).get(key, "").strip():
+            problems.append(f"{name}: no annotation {key}")
+    for key in ("severity", "exporter"):
+        if key not in r.get("labels", {}):
+            problems.append(f"{name}: no label {key}")
+    if f"| `{name}` |" not in readme:
+        problems.append(f"{name}: not in README.md's table of alerts")
+    own = [c for c in cases if c["alertname"] == name]
+    if not any(c.get("exp_alerts") for c in own):
+        problems.append(f"{name}: no test case where it fires")
+    if not any(not c.get("exp_alerts") for c in own):
+        problems.append(f"{name}: no test case where it stays quiet")
 if problems:
     print("\n".join(problems), file=sys.stderr)
     sys.exit(1)
-# JSON is YAML.
-json.dump({"groups": [{"name": "dashboard-expressions", "rules": rules}]}, open(out, "w"), indent=1)
-print(f"{len(d['panels'])} panels, {len(rules)} expressions, variable node = {node['definition']}")
+print(f"{len(rules)} alerts, {len(cases)} test cases")
 EOF
+
+step "amtool check-config alertmanager.yml"
+amtool check-config "$compose/alertmanager/alertmanager.yml"
+
+step "dashboards: JSON, structure, PromQL expressions as recording rules (compose/grafana/check_dashboards.py)"
+python3 "$compose/grafana/check_dashboards.py" --rules "$tmp/dashboard_rules.yml" "${dashboards[@]}"
 promtool check rules "$tmp/dashboard_rules.yml"
 
 step "every nodescope_* name used is a family README.md documents"
-python3 - "$readme" "$here/alerts.yml" "$here/alerts_test.yml" "$dashboard" <<'EOF'
+python3 - "$readme" "$here/alerts.yml" "$here/alerts_test.yml" "${dashboards[@]}" <<'EOF'
 import re, sys
 
 readme = open(sys.argv[1]).read()

@@ -4,16 +4,17 @@
 //! - `docker compose config -q` for every file and every profile;
 //! - the images: nodescope from the host's release binaries (the from-source build is `cargo
 //!   xtask images`), bitcoind from a tarball of the Bitcoin Core the set-up installed, and
-//!   stand-ins for the official NATS and Prometheus images where no registry provides them;
+//!   stand-ins for the official NATS, Prometheus and Alertmanager images where no registry
+//!   provides them;
 //! - the regtest stack: the logger's container prints the node's events, Prometheus scrapes
-//!   the node's block height from the metrics tool, the websocket tool serves its page,
-//!   connectivity-check is healthy; a tool's profile stopped leaves the rest flowing; bitcoind
-//!   restarted, events resume and the extractor's container was not restarted; the extractor
-//!   has exactly the capabilities the file lists; the SYS_ADMIN fallback attaches with
-//!   perf-event uprobes; `EXTRACTOR_TYPE=rpc` replaces it by `extractor rpc`, which runs with no
-//!   capability, reads the cookie bitcoind makes readable by its group only, and publishes RPC
-//!   answers and ZMQ notifications that reach the metrics tool; `down` keeps the volumes and
-//!   `down -v` removes them.
+//!   the node's block height from the metrics tool, Alertmanager is healthy and Prometheus
+//!   sends to it, the websocket tool serves its page, connectivity-check is healthy; a tool's
+//!   profile stopped leaves the rest flowing; bitcoind restarted, events resume and the
+//!   extractor's container was not restarted; the extractor has exactly the capabilities the
+//!   file lists; the SYS_ADMIN fallback attaches with perf-event uprobes; `EXTRACTOR_TYPE=rpc`
+//!   replaces it by `extractor rpc`, which runs with no capability, reads the cookie bitcoind
+//!   makes readable by its group only, and publishes RPC answers and ZMQ notifications that
+//!   reach the metrics tool; `down` keeps the volumes and `down -v` removes them.
 //!
 //! Waits poll with a deadline; every step prints how long it took.
 
@@ -70,7 +71,7 @@ pub fn test() -> Result<()> {
     )?;
     let release = root.join("target/compose-test/bitcoin-release");
     step(
-        "images (nodescope, bitcoind, NATS and Prometheus stand-ins)",
+        "images (nodescope, bitcoind, NATS, Prometheus and Alertmanager stand-ins)",
         || build_images(&release),
     )?;
     let stack = Stack::new(&release);
@@ -187,11 +188,26 @@ fn build_images(release: &Path) -> Result<()> {
     let nats_server = which("nats-server")?;
     std::fs::copy(&nats_server, standins.join("nats-server"))
         .with_context(|| format!("copying {}", nats_server.display()))?;
+    // Debian's Alertmanager and the notification templates it reads from disk.
+    let alertmanager = which("prometheus-alertmanager")?;
+    std::fs::copy(&alertmanager, standins.join("prometheus-alertmanager"))
+        .with_context(|| format!("copying {}", alertmanager.display()))?;
+    let templates = standins.join("alertmanager-templates");
+    std::fs::create_dir_all(&templates)?;
+    for template in ["default.tmpl", "email.tmpl"] {
+        let from = Path::new("/usr/share/prometheus/alertmanager").join(template);
+        std::fs::copy(&from, templates.join(template))
+            .with_context(|| format!("copying {}", from.display()))?;
+    }
     for (tag, dockerfile) in [
         ("nats:2.12-alpine", "xtask/standins/nats.Dockerfile"),
         (
             "prom/prometheus:v2.53.4",
             "xtask/standins/prometheus.Dockerfile",
+        ),
+        (
+            "prom/alertmanager:v0.27.0",
+            "xtask/standins/alertmanager.Dockerfile",
         ),
     ] {
         let present = docker(&["image", "inspect", tag])
@@ -316,6 +332,7 @@ impl Stack {
             "WEBSOCKET_PORT",
             "CONNECTIVITY_PORT",
             "PROMETHEUS_PORT",
+            "ALERTMANAGER_PORT",
             "GRAFANA_PORT",
             "BITCOIN_RPC_PORT",
             "BITCOIN_P2P_PORT",
@@ -409,8 +426,13 @@ impl Stack {
             },
         )?;
         let prometheus = self.published("prometheus", 9090)?;
+        let alertmanager = self.published("alertmanager", 9093)?;
         let websocket = self.published("websocket", 47482)?;
         let connectivity = self.published("connectivity-check", 18282)?;
+        step(
+            "Alertmanager is healthy and Prometheus sends alerts to it",
+            || self.check_alertmanager(&prometheus, &alertmanager),
+        )?;
         step("the logger's container prints the node's events", || {
             self.mine(1)?;
             wait_for(
@@ -784,6 +806,46 @@ impl Stack {
                 .unwrap_or_default();
             format!("last seen: {last}; extractor p2p's log:\n{logs}")
         })
+    }
+
+    /// Alertmanager's container is healthy and it is ready; Prometheus lists it among its
+    /// active Alertmanagers and scrapes it (so the compose network joins them).
+    fn check_alertmanager(&self, prometheus: &str, alertmanager: &str) -> Result<()> {
+        let health = self.inspect("alertmanager", "{{.State.Health.Status}}")?;
+        if health != "healthy" {
+            bail!("its container is {health}");
+        }
+        let (status, body) = http_get(alertmanager, "/-/ready")?;
+        if status != 200 {
+            bail!("/-/ready answered {status}: {body}");
+        }
+        let mut last = String::new();
+        wait_for(
+            "Prometheus listing alertmanager:9093 as active",
+            Duration::from_secs(60),
+            || {
+                let (_, body) = http_get(prometheus, "/api/v1/alertmanagers")?;
+                let active = body
+                    .split_once("\"activeAlertmanagers\"")
+                    .and_then(|(_, rest)| rest.split_once(']'))
+                    .is_some_and(|(list, _)| list.contains("//alertmanager:9093/"));
+                last = body;
+                Ok(active)
+            },
+        )
+        .with_context(|| format!("its last answer: {last}"))?;
+        let query = "/api/v1/query?query=up%7Bjob%3D%22alertmanager%22%7D";
+        wait_for(
+            "Prometheus scraping Alertmanager (up 1)",
+            Duration::from_secs(60),
+            || {
+                let (_, body) = http_get(prometheus, query)?;
+                let up = body.contains(",\"1\"]");
+                last = body;
+                Ok(up)
+            },
+        )
+        .with_context(|| format!("its last answer: {last}"))
     }
 
     /// Waits until Prometheus's last scrape of the metrics tool shows `height` for node regtest.

@@ -110,11 +110,23 @@ pub async fn http_get(url: &str) -> (u16, String) {
                 .then(|| value.trim().to_string())
         })
     };
-    assert!(
-        !header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")),
-        "a chunked response: {head:?}"
-    );
     let mut body = Vec::new();
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        // Go servers (Prometheus, Alertmanager) chunk longer answers.
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).await.expect("a chunk size");
+            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .unwrap_or_else(|_| panic!("a bad chunk size {size:?}"));
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).await.expect("a whole chunk");
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+        return (status, String::from_utf8_lossy(&body).into_owned());
+    }
     match header("content-length").and_then(|length| length.parse::<usize>().ok()) {
         Some(length) => {
             body.resize(length, 0);

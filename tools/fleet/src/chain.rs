@@ -1,7 +1,8 @@
 //! One node's chain as its `block_connected` events show it: the tip, the recent blocks by
 //! height, and reorgs. A block connected at a height not above the tip is a reorg: the blocks
-//! from that height up were disconnected. The reorg is reported once the new branch is in
-//! (its height passed the old tip, or no block came for `settle`), with where the branch's
+//! from that height up were disconnected. The reorg is reported once the new branch is in (no
+//! block came for `settle`: the messages that brought its blocks travel on another subject than
+//! their block_connected events, and may arrive after them), with where the branch's
 //! blocks came from: several from one peer in rapid succession is the pattern of a withheld
 //! chain being released (selfish mining).
 
@@ -76,11 +77,8 @@ impl NodeChain {
                 pending.branch.push(hash);
                 pending.last_height = height;
                 pending.last_connect = now;
-                if height > pending.reorg.old_height {
-                    finished = self.finish(rule);
-                }
                 self.record(hash, height);
-                return finished;
+                return None;
             }
             finished = self.finish(rule);
         }
@@ -183,7 +181,10 @@ mod tests {
         }
         assert!(chain.connected("a", h(12), 2, now, &RULE).is_none());
         assert!(chain.connected("a", h(13), 3, now, &RULE).is_none());
-        let reorg = chain.connected("a", h(14), 4, now, &RULE).unwrap();
+        assert!(chain.connected("a", h(14), 4, now, &RULE).is_none());
+        let settle = Duration::from_secs(2);
+        assert!(chain.settle(now, settle, &RULE).is_none());
+        let reorg = chain.settle(now + settle, settle, &RULE).unwrap();
         assert_eq!(reorg.depth, 2);
         assert_eq!(reorg.old_height, 3);
         assert_eq!(reorg.new_height, 2);
@@ -211,7 +212,10 @@ mod tests {
         chain.brought(h(3), "p", 0);
         chain.brought(h(4), "p", 600_000_000_000);
         chain.connected("a", h(3), 1, now, &RULE);
-        let reorg = chain.connected("a", h(4), 2, now, &RULE).unwrap();
+        chain.connected("a", h(4), 2, now, &RULE);
+        let reorg = chain
+            .settle(now + Duration::from_secs(3), Duration::from_secs(3), &RULE)
+            .unwrap();
         assert_eq!(reorg.branch_blocks_from_source, 2);
         assert!(!reorg.possible_selfish_mining);
     }

@@ -72,8 +72,7 @@ pub struct Args {
         default_value_t = 1_000_000
     )]
     pub mempool_capacity: usize,
-    /// A reorg is reported when its new branch passed the old tip, or after this long without
-    /// a further block.
+    /// A reorg is reported once its new branch got no further block for this long.
     #[arg(long, env = "NODESCOPE_FLEET_REORG_SETTLE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reorg_settle: Duration,
     /// A reorg is flagged as possible selfish mining when at least this many blocks of its new
