@@ -35,13 +35,13 @@ RUN --mount=type=secret,id=cacert \
     --mount=type=cache,target=/src/target \
     CARGO_HTTP_CAINFO=$([ -s /run/secrets/cacert ] && echo /run/secrets/cacert || echo /etc/ssl/certs/ca-certificates.crt) \
     cargo build --release --locked -p extractor -p nodescope-logger -p nodescope-metrics \
-      -p nodescope-websocket -p nodescope-connectivity --bins \
+      -p nodescope-websocket -p nodescope-connectivity -p nodescope-fleet --bins \
  && mkdir -p /out && cp target/release/extractor target/release/logger target/release/metrics \
-      target/release/websocket target/release/connectivity-check /out/
+      target/release/websocket target/release/connectivity-check target/release/fleet /out/
 
 FROM debian:bookworm-slim AS host
 COPY target/release/extractor target/release/logger target/release/metrics \
-     target/release/websocket target/release/connectivity-check /out/
+     target/release/websocket target/release/connectivity-check target/release/fleet /out/
 
 FROM ${BINARIES} AS binaries
 
@@ -55,5 +55,6 @@ USER nodescope
 # Tools listen on every interface inside their container; compose publishes them on 127.0.0.1.
 ENV NODESCOPE_METRICS_LISTEN=0.0.0.0:8282 \
     NODESCOPE_WEBSOCKET_LISTEN=0.0.0.0:47482 \
-    NODESCOPE_CONNECTIVITY_LISTEN=0.0.0.0:18282
+    NODESCOPE_CONNECTIVITY_LISTEN=0.0.0.0:18282 \
+    NODESCOPE_FLEET_LISTEN=0.0.0.0:9383
 CMD ["logger"]

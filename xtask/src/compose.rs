@@ -35,22 +35,24 @@ const FILES: [&str; 4] = [
     "node.signet.yml",
     "compose/monitoring-only.yml",
 ];
-const PROFILES: [&str; 7] = [
+const PROFILES: [&str; 8] = [
     "",
     "monitoring",
     "logger",
     "metrics",
     "websocket",
     "connectivity-check",
+    "fleet",
     "dashboards",
 ];
 /// The binaries the nodescope image takes from target/release with NODESCOPE_BINARIES=host.
-const BINARIES: [(&str, &str); 5] = [
+const BINARIES: [(&str, &str); 6] = [
     ("extractor", "extractor"),
     ("nodescope-logger", "logger"),
     ("nodescope-metrics", "metrics"),
     ("nodescope-websocket", "websocket"),
     ("nodescope-connectivity", "connectivity-check"),
+    ("nodescope-fleet", "fleet"),
 ];
 /// The capabilities docker-compose.yml gives the extractor (compose/node.yml), by bit number.
 const EXTRACTOR_CAPS: [(&str, u32); 3] = [("SYS_PTRACE", 19), ("PERFMON", 38), ("BPF", 39)];
@@ -333,6 +335,7 @@ impl Stack {
             "CONNECTIVITY_PORT",
             "PROMETHEUS_PORT",
             "ALERTMANAGER_PORT",
+            "FLEET_PORT",
             "GRAFANA_PORT",
             "BITCOIN_RPC_PORT",
             "BITCOIN_P2P_PORT",
@@ -432,6 +435,10 @@ impl Stack {
         step(
             "Alertmanager is healthy and Prometheus sends alerts to it",
             || self.check_alertmanager(&prometheus, &alertmanager),
+        )?;
+        step(
+            "the fleet tool follows the node; Prometheus scrapes it",
+            || self.check_fleet(&prometheus),
         )?;
         step("the logger's container prints the node's events", || {
             self.mine(1)?;
@@ -806,6 +813,28 @@ impl Stack {
                 .unwrap_or_default();
             format!("last seen: {last}; extractor p2p's log:\n{logs}")
         })
+    }
+
+    /// The fleet tool's container is healthy, and Prometheus has the node's tip from it.
+    fn check_fleet(&self, prometheus: &str) -> Result<()> {
+        let health = self.inspect("fleet", "{{.State.Health.Status}}")?;
+        if health != "healthy" {
+            bail!("its container is {health}");
+        }
+        self.mine(1)?;
+        let query = "/api/v1/query?query=nodescope_fleet_tip_height%7Bnode%3D%22regtest%22%7D";
+        let mut last = String::new();
+        wait_for(
+            "Prometheus scraping the node's tip from the fleet tool",
+            Duration::from_secs(60),
+            || {
+                let (_, body) = http_get(prometheus, query)?;
+                let found = body.contains("\"job\":\"fleet\"");
+                last = body;
+                Ok(found)
+            },
+        )
+        .with_context(|| format!("its last answer: {last}"))
     }
 
     /// Alertmanager's container is healthy and it is ready; Prometheus lists it among its

@@ -20,12 +20,7 @@ pub fn private_binary(dir: &Path, name: &str) -> PathBuf {
 
 /// A private copy of the installed bitcoind, for the same reason.
 pub fn private_bitcoind(dir: &Path) -> PathBuf {
-    let source = nodescope_regtest::bin_dir()
-        .expect("Bitcoin Core is installed (cargo xtask setup)")
-        .join("bitcoind");
-    let copy = dir.join("bitcoind");
-    std::fs::copy(&source, &copy).expect("copying bitcoind");
-    copy
+    nodescope_regtest::private_bitcoind(dir).expect("Bitcoin Core is installed (cargo xtask setup)")
 }
 
 /// Blocking harness calls (RPC, raw sockets) off the async workers, so that an extractor

@@ -36,7 +36,7 @@ pub struct Args {
     #[command(flatten)]
     pub consumer: ConsumerArgs,
     /// Address to serve /metrics and /healthz on.
-    #[arg(long, env = "NODESCOPE_FLEET_LISTEN", default_value = "0.0.0.0:9383")]
+    #[arg(long, env = "NODESCOPE_FLEET_LISTEN", default_value = "127.0.0.1:9383")]
     pub listen: SocketAddr,
     /// The node id of the fleet's own events: they go to <prefix>.<fleet id>.fleet.
     #[arg(long, env = "NODESCOPE_FLEET_ID", default_value = "fleet")]

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -46,17 +45,6 @@ fn extractor(
         let _ = stopped.await;
     }));
     (stop, task)
-}
-
-/// A private copy of the installed bitcoind: uprobes attach by path, so no other test's
-/// tracer sees this node's firings.
-fn private_bitcoind(dir: &Path) -> std::path::PathBuf {
-    let source = nodescope_regtest::bin_dir()
-        .expect("Bitcoin Core is installed (cargo xtask setup)")
-        .join("bitcoind");
-    let copy = dir.join("bitcoind");
-    std::fs::copy(&source, &copy).expect("copying bitcoind");
-    copy
 }
 
 /// A raw peer that answers the node's pings (so that pongs are received too).
@@ -164,7 +152,8 @@ async fn wire_bytes_per_type_and_transport_are_what_getpeerinfo_counts() {
     let tool = Tool::start(&[]).await;
     let nats = tool.nats.url();
     let dir = tempfile::tempdir().unwrap();
-    let bitcoind = private_bitcoind(dir.path());
+    let bitcoind = nodescope_regtest::private_bitcoind(dir.path())
+        .expect("Bitcoin Core is installed (cargo xtask setup)");
     let bitcoind_path = bitcoind.to_str().unwrap();
     let (stop_ebpf, ebpf) = extractor(&[
         "ebpf",

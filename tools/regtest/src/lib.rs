@@ -80,6 +80,20 @@ pub fn bin_dir() -> Result<PathBuf> {
     })
 }
 
+/// A copy of the installed bitcoind in `dir`, for a test that traces it: uprobes attach by
+/// path, so no other test's tracer sees the nodes started from this copy.
+pub fn private_bitcoind(dir: &std::path::Path) -> Result<PathBuf> {
+    let source = bin_dir()?.join("bitcoind");
+    let copy = dir.join("bitcoind");
+    std::fs::copy(&source, &copy).map_err(|error| {
+        Error::io(
+            format!("copying {} to {}", source.display(), copy.display()),
+            error,
+        )
+    })?;
+    Ok(copy)
+}
+
 #[cfg(test)]
 const _: () = {
     const fn shareable<T: Send + Sync>() {}
