@@ -59,10 +59,10 @@ pub struct Args {
     /// one transaction are followed together.
     #[arg(long, env = "NODESCOPE_FLEET_TX_SAMPLE", default_value_t = 0.01, value_parser = parse_share)]
     pub tx_sample: f64,
-    /// Blocks awaiting their event at most (the oldest go unpublished, counted).
+    /// Blocks awaiting their event at most (the least recently sighted goes unpublished, counted).
     #[arg(long, env = "NODESCOPE_FLEET_MAX_BLOCKS", default_value_t = 1_000)]
     pub max_blocks: usize,
-    /// Sampled transactions awaiting their event at most (the oldest go unpublished, counted).
+    /// Sampled transactions awaiting their event at most (the least recently sighted goes unpublished, counted).
     #[arg(long, env = "NODESCOPE_FLEET_MAX_TXS", default_value_t = 100_000)]
     pub max_txs: usize,
     /// Mempool transactions tracked for divergence at most, all nodes together.

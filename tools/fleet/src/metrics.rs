@@ -218,7 +218,7 @@ impl Metrics {
         );
         r.register(
             "evicted",
-            "Items dropped unpublished from a full table (--max-blocks, --max-txs), by kind",
+            "Items dropped unpublished from a full table (--max-blocks, --max-txs; the least recently sighted), by kind",
             m.evicted.clone(),
         );
         r.register(

@@ -1,5 +1,6 @@
 //! Items (blocks, or sampled transactions) awaiting their propagation event: per item, each
-//! node's first sighting. Bounded: past `capacity` the oldest item goes unpublished (counted);
+//! node's first sighting. Bounded: past `capacity` the least recently sighted item goes
+//! unpublished (an LRU, evictions counted);
 //! an item is published once complete or at its timeout, and a late sighting of an item
 //! published recently is ignored (counted) rather than starting a second, partial event.
 
@@ -21,6 +22,8 @@ pub struct Entry {
     /// By node.
     pub sightings: BTreeMap<String, NodeSighting>,
     created: Option<Instant>,
+    /// When it was last sighted, in [`Table`]'s use count.
+    used: u64,
 }
 
 impl Entry {
@@ -110,8 +113,12 @@ pub struct TableCounts {
 pub struct Table {
     entries: HashMap<u64, Entry>,
     by_id: HashMap<Hash, u64>,
-    /// Creation order (with the keys of entries already gone, skipped when met).
+    /// Creation order, for the timeouts (with the keys of entries already gone, skipped).
     order: VecDeque<u64>,
+    /// Use order, least recent first, for evictions: (key, use) pairs, of which only those
+    /// whose use is still the entry's count (older ones are skipped, and compacted away).
+    recency: VecDeque<(u64, u64)>,
+    next_use: u64,
     /// Recently published ids, oldest first, and the same as a set.
     published: VecDeque<Hash>,
     published_set: HashSet<Hash>,
@@ -127,6 +134,8 @@ impl Table {
             entries: HashMap::new(),
             by_id: HashMap::new(),
             order: VecDeque::new(),
+            recency: VecDeque::new(),
+            next_use: 0,
             published: VecDeque::new(),
             published_set: HashSet::new(),
             next_key: 0,
@@ -151,8 +160,9 @@ impl Table {
     /// The entry for `id`, made when `create` and the item was not published recently; `None`
     /// for an item not tracked (a late sighting is counted).
     pub fn entry(&mut self, id: &Hash, create: bool, now: Instant) -> Option<&mut Entry> {
-        if let Some(key) = self.by_id.get(id) {
-            return self.entries.get_mut(key);
+        if let Some(&key) = self.by_id.get(id) {
+            self.touch(key);
+            return self.entries.get_mut(&key);
         }
         if self.published_set.contains(id) {
             self.counts.late += 1;
@@ -162,7 +172,7 @@ impl Table {
             return None;
         }
         if self.entries.len() >= self.capacity {
-            self.evict_oldest();
+            self.evict_least_recent();
         }
         let key = self.next_key;
         self.next_key += 1;
@@ -176,7 +186,23 @@ impl Table {
                 ..Entry::default()
             },
         );
+        self.touch(key);
         self.entries.get_mut(&key)
+    }
+
+    fn touch(&mut self, key: u64) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let used = self.next_use;
+        self.next_use += 1;
+        entry.used = used;
+        self.recency.push_back((key, used));
+        if self.recency.len() > 2 * self.capacity + 64 {
+            let entries = &self.entries;
+            self.recency
+                .retain(|(key, used)| entries.get(key).is_some_and(|e| e.used == *used));
+        }
     }
 
     /// `other` is another id of the item `id` names (a transaction's txid and wtxid): both
@@ -204,9 +230,11 @@ impl Table {
                 entry.txid = entry.txid.or(merged.txid);
                 entry.wtxid = entry.wtxid.or(merged.wtxid);
                 entry.created = entry.created.min(merged.created);
+
                 for (node, s) in merged.sightings {
                     entry.see(&node, s.first_seen_ns, &s.source, Some(&s.peer));
                 }
+                self.touch(key);
             }
             None => {
                 self.by_id.insert(*other, key);
@@ -250,8 +278,11 @@ impl Table {
         done
     }
 
-    fn evict_oldest(&mut self) {
-        while let Some(key) = self.order.pop_front() {
+    fn evict_least_recent(&mut self) {
+        while let Some((key, used)) = self.recency.pop_front() {
+            if self.entries.get(&key).is_none_or(|e| e.used != used) {
+                continue;
+            }
             if let Some(entry) = self.entries.remove(&key) {
                 for id in &entry.ids {
                     self.by_id.remove(id);
@@ -314,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn bounded_oldest_evicted_and_timeouts_publish_in_order() {
+    fn bounded_and_timeouts_publish_in_creation_order() {
         let now = Instant::now();
         let mut table = Table::new(2, Duration::from_secs(5));
         for byte in 1..=3u8 {
@@ -333,6 +364,28 @@ mod tests {
         assert_eq!(done[0].ids, [[2; 32]]);
         assert_eq!(table.expire(now + Duration::from_secs(60), &all).len(), 1);
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn the_least_recently_sighted_item_is_evicted() {
+        let now = Instant::now();
+        let mut table = Table::new(2, Duration::from_secs(60));
+        table.entry(&[1; 32], true, now).unwrap();
+        table.entry(&[2; 32], true, now).unwrap();
+        // 1 is sighted again: 2 is now the least recent.
+        table.entry(&[1; 32], true, now).unwrap();
+        table.entry(&[3; 32], true, now).unwrap();
+        assert!(table.is_tracked(&[1; 32]));
+        assert!(!table.is_tracked(&[2; 32]));
+        assert_eq!(table.counts.evicted, 1);
+        // Many sightings of one item keep the use order bounded.
+        for _ in 0..1_000 {
+            table.entry(&[3; 32], true, now).unwrap();
+        }
+        assert!(table.recency.len() <= 2 * 2 + 64 + 1);
+        table.entry(&[4; 32], true, now).unwrap();
+        assert!(!table.is_tracked(&[1; 32]), "1 was the least recent");
+        assert!(table.is_tracked(&[3; 32]));
     }
 
     #[test]
