@@ -3,7 +3,7 @@
 # each of its drop-ins), against the real binaries.
 #
 # Usage: compose/systemd/verify.sh [BIN_DIR]
-#   BIN_DIR  directory holding extractor, logger, metrics, websocket and connectivity-check
+#   BIN_DIR  directory holding extractor, logger, metrics, websocket, connectivity-check and fleet
 #            (default: target/release under the repository root)
 #
 # verify checks that ExecStart= names an existing executable, so the units are copied to a
@@ -46,6 +46,7 @@ units=(
     nodescope-metrics.service
     nodescope-websocket.service
     nodescope-connectivity-check.service
+    nodescope-fleet.service
 )
 
 tmp=$(mktemp -d)
