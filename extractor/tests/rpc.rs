@@ -860,14 +860,12 @@ async fn without_the_coinstatsindex_txoutsetinfo_is_called_only_when_asked_to() 
         // Three slow polls have asked getindexinfo.
         extractor
             .alongside(async {
-                let deadline = tokio::time::Instant::now() + WAIT;
-                while proxy.answers_of("getindexinfo").len() < before + 3 {
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "{node_id}: getindexinfo not asked 3 times within {WAIT:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                tokio::task::block_in_place(|| {
+                    nodescope_regtest::wait_until("getindexinfo asked 3 times", WAIT, || {
+                        Ok((proxy.answers_of("getindexinfo").len() >= before + 3).then_some(()))
+                    })
+                })
+                .unwrap_or_else(|e| panic!("{node_id}: {e}"))
             })
             .await;
         extractor.stop().await.unwrap();

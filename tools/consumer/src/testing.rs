@@ -145,11 +145,33 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    poll_for(what, within, async || {
+        if ready().await {
+            Ok(())
+        } else {
+            Err(String::new())
+        }
+    })
+    .await
+}
+
+/// Polls `poll` every 20 ms until it gives a value; fails the test naming `what` and the last
+/// reason `poll` gave for not having one after `within`.
+pub async fn poll_for<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut poll: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let deadline = std::time::Instant::now() + within;
-    while !ready().await {
+    loop {
+        let why_not = match poll().await {
+            Ok(value) => return value,
+            Err(why_not) => why_not,
+        };
         assert!(
             std::time::Instant::now() < deadline,
-            "not {what} within {within:?}"
+            "not {what} within {within:?}{}{why_not}",
+            if why_not.is_empty() { "" } else { ": " }
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

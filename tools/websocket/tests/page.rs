@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
-use nodescope_consumer::testing::{client, http_get, publish, EventSource, NatsServer};
+use nodescope_consumer::testing::{client, http_get, poll_for, publish, EventSource, NatsServer};
 use nodescope_proto::event::Payload;
 use nodescope_proto::p2p_message::Body;
 use nodescope_proto::rpc_call::Result as Answer;
@@ -1184,18 +1184,19 @@ async fn the_fleet_card_and_a_layout_that_fits() {
             json!({"url": format!("http://{address}/")}),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let shown = loop {
-        let shown = browser.fleet().await;
-        if shown["blocks"].as_array().is_some_and(|b| b.len() == 10) && shown["shown"] == true {
-            break shown;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the page never drew the fleet's blocks: {shown:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let shown = poll_for(
+        "the page drawing the fleet's blocks",
+        Duration::from_secs(20),
+        async || {
+            let shown = browser.fleet().await;
+            if shown["blocks"].as_array().is_some_and(|b| b.len() == 10) && shown["shown"] == true {
+                Ok(shown)
+            } else {
+                Err(format!("{shown:#}"))
+            }
+        },
+    )
+    .await;
 
     // The fleet tool's stream is the fleet card, not a node to choose.
     assert_eq!(shown["nodeOptions"], json!(["node-a", "node-b"]));
@@ -1292,17 +1293,17 @@ async fn the_fleet_card_and_a_layout_that_fits() {
     let mut layout = Value::Null;
     for width in [1280, 1920] {
         browser.resize(width).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        layout = loop {
+        layout = poll_for("the layout", Duration::from_secs(20), async || {
             let layout = browser.layout().await;
             if layout["width"] == width
                 && layout["messageRows"] == nodescope_proto::p2p::MESSAGE_TYPES.len()
             {
-                break layout;
+                Ok(layout)
+            } else {
+                Err(format!("{layout:#}"))
             }
-            assert!(Instant::now() < deadline, "no layout: {layout:#}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        })
+        .await;
         assert_layout_fills(&layout, width, "node-a's cards");
     }
     assert!(
@@ -1351,15 +1352,15 @@ async fn the_fleet_card_and_a_layout_that_fits() {
         .await;
     for width in [1280, 1920] {
         browser.resize(width).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let layout = loop {
+        let layout = poll_for("the layout", Duration::from_secs(20), async || {
             let layout = browser.layout().await;
             if layout["width"] == width {
-                break layout;
+                Ok(layout)
+            } else {
+                Err(format!("{layout:#}"))
             }
-            assert!(Instant::now() < deadline, "no layout: {layout:#}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        })
+        .await;
         assert!(
             layout["bytesOut"]
                 .as_array()
@@ -1378,8 +1379,7 @@ async fn the_fleet_card_and_a_layout_that_fits() {
         .await;
     for width in [1920, 1280] {
         browser.resize(width).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let layout = loop {
+        let layout = poll_for("node-b shown", Duration::from_secs(20), async || {
             let layout = browser.layout().await;
             let p2p_gone = layout["rows"].as_array().is_some_and(|rows| {
                 rows.iter()
@@ -1387,11 +1387,12 @@ async fn the_fleet_card_and_a_layout_that_fits() {
                     .all(|c| c["id"] != "p2p")
             });
             if layout["width"] == width && p2p_gone {
-                break layout;
+                Ok(layout)
+            } else {
+                Err(format!("{layout:#}"))
             }
-            assert!(Instant::now() < deadline, "node-b never shown: {layout:#}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        })
+        .await;
         assert_layout_fills(&layout, width, "node-b's cards");
     }
     tool.stop().await;
