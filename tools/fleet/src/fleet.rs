@@ -200,13 +200,9 @@ impl Fleet {
     /// Tips and mempool divergence of the nodes followed.
     pub fn state(&self) -> FleetState {
         let mut tips = Vec::new();
-        let mut distinct = BTreeSet::new();
         for slot in self.followed_slots() {
             let followed = self.slots[slot].as_ref().expect("followed");
             let (height, hash) = followed.chain.tip().unwrap_or((-1, [0; 32]));
-            if height >= 0 {
-                distinct.insert(hash);
-            }
             tips.push(NodeTip {
                 node: followed.name.clone(),
                 hash: if height >= 0 {
@@ -232,7 +228,7 @@ impl Fleet {
         mempool_pairs.sort_by(|x, y| (&x.node_a, &x.node_b).cmp(&(&y.node_a, &y.node_b)));
         FleetState {
             tips,
-            distinct_tips: distinct.len() as u32,
+            distinct_tips: self.distinct_tips() as u32,
             mempool_pairs,
         }
     }
@@ -451,7 +447,7 @@ impl Fleet {
                 .get_or_create(&PairLabels { node_a, node_b })
                 .set(divergence as i64);
         }
-        m.distinct_tips.set(self.state_distinct_tips() as i64);
+        m.distinct_tips.set(self.distinct_tips() as i64);
         for (kind, table) in [(Kind::Block, &self.blocks), (Kind::Tx, &self.txs)] {
             let k = KindLabels {
                 kind: kind.as_str(),
@@ -462,7 +458,7 @@ impl Fleet {
         }
     }
 
-    fn state_distinct_tips(&self) -> usize {
+    fn distinct_tips(&self) -> usize {
         self.followed_slots()
             .filter_map(|s| self.slots[s].as_ref().and_then(|f| f.chain.tip()))
             .map(|(_, hash)| hash)

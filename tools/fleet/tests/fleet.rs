@@ -292,7 +292,7 @@ async fn three_nodes_first_seen_reorg_and_the_alert_in_prometheus_and_alertmanag
 
     // The extractors beside the eBPF one, on node 0 (RPC with ZMQ, and P2P), under the node id
     // the eBPF extractor gave it.
-    // Node 0 dials the P2P extractor (-addnode), as the README sets it up.
+    // Node 0 dials the P2P extractor (addnode), as the README sets it up.
     let p2p_listen = format!("127.0.0.1:{}", free_port());
     for (stop, task) in [
         common::rpc_extractor(&nodes[0], &ids[0], &url, &["--slow-interval", "2s"]),
@@ -315,7 +315,19 @@ async fn three_nodes_first_seen_reorg_and_the_alert_in_prometheus_and_alertmanag
         stops.push(stop);
         tasks.push(task);
     }
-    blocking(|| nodes[0].rpc("addnode", json!([p2p_listen, "add"]))).unwrap();
+    // `onetry` until it took: the extractor may not listen yet, and a failed `add` is retried
+    // only a minute later.
+    blocking(|| {
+        nodescope_regtest::wait_until("node 0 connected to the P2P extractor", WITHIN, || {
+            let _ = nodes[0].rpc("addnode", json!([p2p_listen, "onetry"]));
+            Ok(nodes[0]
+                .peers()?
+                .iter()
+                .any(|p| p["addr"] == p2p_listen.as_str())
+                .then_some(()))
+        })
+    })
+    .unwrap();
     // A wallet transaction: seen by all three.
     blocking(|| nodes[0].mature_coins()).unwrap();
     blocking(|| Node::sync_blocks(&nodes.iter().collect::<Vec<_>>())).unwrap();
