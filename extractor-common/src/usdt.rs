@@ -85,6 +85,9 @@ pub mod record_kind {
 pub mod flags {
     /// Bit `i` (i < STRING_SLOTS): string slot `i` was longer than its capacity minus the NUL.
     pub const STRING_TRUNCATED_BASE: u8 = 1;
+    /// The payload follows the record in the same ring record ([`InlineEvent`]): `payload_len`
+    /// bytes, or fewer when reading them failed (then none).
+    pub const PAYLOAD_INLINE: u8 = 1 << 6;
     /// At least one argument could not be read (its value is 0, its string empty).
     pub const READ_FAILED: u8 = 1 << 7;
 }
@@ -103,10 +106,13 @@ pub const DEFAULT_CAPTURE_LIMIT: u32 = 4_000_000;
 
 /// One firing of a tracepoint, as the kernel sends it through the ring buffer. 520 bytes.
 ///
-/// A payload argument is not in the record: `payload_len` announces how many of its bytes follow
-/// in [`PayloadChunk`] records carrying the same `event_id` (fewer than the size argument when
-/// the capture limit cut it). Chunks come after their record and before any later record of the
-/// same thread, since one thread's records are reserved in order in the one ring.
+/// A payload argument is not in the record: `payload_len` announces how many of its bytes come
+/// (fewer than the size argument when the capture limit cut it). A payload of up to
+/// [`MEDIUM_CHUNK`] bytes (pings, invs, most transactions) follows in the same ring record, an
+/// [`InlineEvent`] flagged [`flags::PAYLOAD_INLINE`]: one reservation and one record for the
+/// whole event. A larger one follows in [`PayloadChunk`] records carrying the same `event_id`.
+/// Chunks come after their record and before any later record of the same thread, since one
+/// thread's records are reserved in order in the one ring.
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct TraceRecord {
@@ -153,6 +159,18 @@ impl TraceRecord {
     }
 }
 
+/// An event record with its payload in the same ring record: the kernel reserves the smallest
+/// class that holds the payload ([`SMALL_CHUNK`] or [`MEDIUM_CHUNK`] bytes of room).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct InlineEvent<const N: usize> {
+    pub record: TraceRecord,
+    pub data: [u8; N],
+}
+
+pub type SmallInlineEvent = InlineEvent<SMALL_CHUNK>;
+pub type MediumInlineEvent = InlineEvent<MEDIUM_CHUNK>;
+
 /// The start of every payload chunk record. 24 bytes.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -182,9 +200,11 @@ pub struct PayloadChunk<const N: usize> {
     pub data: [u8; N],
 }
 
-/// Data capacity of the small chunk class: ping, pong, feefilter, version, most control messages.
+/// Data capacity of the small chunk and inline class: ping, pong, feefilter, version, most
+/// control messages.
 pub const SMALL_CHUNK: usize = 128;
-/// Data capacity of the medium chunk class: inv and getdata of up to 28 entries, most transactions.
+/// Data capacity of the medium chunk and inline class: inv and getdata of up to 28 entries, most
+/// transactions.
 pub const MEDIUM_CHUNK: usize = 1024;
 /// Data capacity of the large chunk class: blocks and other big messages.
 pub const LARGE_CHUNK: usize = 32 * 1024;
@@ -213,13 +233,16 @@ const _: () = {
     assert!(core::mem::size_of::<SmallChunk>() == 24 + SMALL_CHUNK);
     assert!(core::mem::size_of::<MediumChunk>() == 24 + MEDIUM_CHUNK);
     assert!(core::mem::size_of::<LargeChunk>() == 24 + LARGE_CHUNK);
+    assert!(core::mem::size_of::<SmallInlineEvent>() == 520 + SMALL_CHUNK);
+    assert!(core::mem::size_of::<MediumInlineEvent>() == 520 + MEDIUM_CHUNK);
+    assert!(core::mem::offset_of!(MediumInlineEvent, data) == 520);
     // Both kinds of record start with their kind byte.
     assert!(core::mem::offset_of!(TraceRecord, kind) == 0);
     assert!(core::mem::offset_of!(ChunkHeader, kind) == 0);
     assert!(SMALL_CHUNK < MEDIUM_CHUNK && MEDIUM_CHUNK < LARGE_CHUNK);
     assert!(
-        STRING_SLOTS < 7,
-        "string truncation flags must not reach READ_FAILED"
+        STRING_SLOTS < 6,
+        "string truncation flags must not reach PAYLOAD_INLINE"
     );
 };
 

@@ -1,8 +1,8 @@
 //! One generic USDT program, attached once per tracepoint location. The BPF cookie of each
 //! attachment indexes `USDT_SPECS`, which says which tracepoint fired and where each of its
 //! arguments lives; the program reads them, captures strings and hashes, and sends one
-//! `TraceRecord` through the ring buffer, followed by the payload (if the tracepoint has one) in
-//! `PayloadChunk` records. A record that finds no room is counted in `DROPS`; a payload cut short
+//! `TraceRecord` through the ring buffer, with the payload (if the tracepoint has one) in the
+//! same record when it is small (`InlineEvent`), else in `PayloadChunk` records that follow it. A record that finds no room is counted in `DROPS`; a payload cut short
 //! by a full ring is counted in `PAYLOAD_DROPS`.
 #![no_std]
 #![no_main]
@@ -29,8 +29,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{error, warn};
 use extractor_common::usdt::{
-    capture, chunk_flags, flags, location, max_chunks, record_kind, ChunkHeader, PayloadChunk,
-    TraceRecord, UsdtArgSpec, UsdtSpec, DEFAULT_CAPTURE_LIMIT, HASH_LEN, HASH_SLOTS, LARGE_CHUNK,
+    capture, chunk_flags, flags, location, max_chunks, record_kind, ChunkHeader, InlineEvent,
+    PayloadChunk, UsdtArgSpec, UsdtSpec, DEFAULT_CAPTURE_LIMIT, HASH_LEN, HASH_SLOTS, LARGE_CHUNK,
     MAX_ARGS, MAX_ATTACH_POINTS, MEDIUM_CHUNK, SMALL_CHUNK, STRING_SLOTS,
 };
 
@@ -56,11 +56,17 @@ static USDT_SPECS: Array<UsdtSpec> = Array::with_max_entries(MAX_ATTACH_POINTS, 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Records that found no room in `EVENTS`, per tracepoint.
 /// Per CPU: unread ring data, in multiples of `WAKEUP_BYTES`, at this CPU's last submission.
 #[map]
 static WAKEUP_LEVEL: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Set to 1 by the reader before it waits for the ring with nothing to read: the next submission
+/// clears it and wakes the reader. Otherwise the reader drains on its own timer while it is busy,
+/// and submissions skip the wakeup, which would cost the traced thread several µs each.
+#[map]
+static READER_WAITING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Records that found no room in `EVENTS`, per tracepoint.
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
 
@@ -110,12 +116,19 @@ fn count(counters: &PerCpuArray<u64>, tracepoint: u16) {
     }
 }
 
-/// Submission flags: wake the reader when the unread data crosses another multiple of
-/// `WAKEUP_BYTES` — once per crossing, not on every submission while above it (each forced
-/// wakeup costs the traced thread; the reader also drains on its own timer, which catches a
-/// crossing another CPU's submission hid).
+/// Submission flags: wake the reader when it waits for a record (`READER_WAITING`), or when the
+/// unread data crosses another multiple of `WAKEUP_BYTES` — once per crossing, not on every
+/// submission while above it (each forced wakeup costs the traced thread; the reader also
+/// drains on its own timer, which catches a crossing another CPU's submission hid).
 #[inline(always)]
 fn wakeup_flags() -> u64 {
+    if let Some(waiting) = READER_WAITING.get_ptr_mut(0) {
+        // Two CPUs may both see it set and both wake the reader: one wakeup too many, harmless.
+        if unsafe { core::ptr::read_volatile(waiting) } != 0 {
+            unsafe { core::ptr::write_volatile(waiting, 0) };
+            return BPF_RB_FORCE_WAKEUP as u64;
+        }
+    }
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }.max(1);
     let level = waiting / threshold;
@@ -146,11 +159,58 @@ fn next_event_id() -> u64 {
 
 #[inline(always)]
 fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
-    let Some(mut entry) = EVENTS.reserve::<TraceRecord>(0) else {
+    // The payload's length picks the record's size class: one that fits comes inline, in the
+    // event's own record (one reservation, one record to read), a larger one in chunks.
+    let (payload_len, payload_address) = payload_of(ctx, spec);
+    if payload_len == 0 || payload_len > MEDIUM_CHUNK as u32 {
+        emit_record::<0>(ctx, spec, payload_len, payload_address);
+    } else if payload_len <= SMALL_CHUNK as u32 {
+        emit_record::<SMALL_CHUNK>(ctx, spec, payload_len, payload_address);
+    } else {
+        emit_record::<MEDIUM_CHUNK>(ctx, spec, payload_len, payload_address);
+    }
+}
+
+/// The payload argument's length to capture (its size argument, at most the capture limit)
+/// and its address; (0, 0) when the tracepoint has none or it could not be read.
+#[inline(always)]
+fn payload_of(ctx: &ProbeContext, spec: &UsdtSpec) -> (u32, u64) {
+    for i in 1..MAX_ARGS {
+        if i >= spec.arg_count as usize {
+            break;
+        }
+        let arg = &spec.args[i];
+        if arg.capture != capture::PAYLOAD {
+            continue;
+        }
+        // The size is the previous argument.
+        let (Ok(size), Ok(address)) = (read_arg(ctx, &spec.args[i - 1]), read_arg(ctx, arg)) else {
+            return (0, 0);
+        };
+        if address == 0 {
+            return (0, 0);
+        }
+        let limit = unsafe { core::ptr::read_volatile(&CAPTURE_LIMIT) };
+        return (size.min(limit as u64) as u32, address);
+    }
+    (0, 0)
+}
+
+/// Sends the event's record with room for an inline payload of up to `N` bytes (none: `N` = 0;
+/// then a payload follows in chunks).
+#[inline(always)]
+fn emit_record<const N: usize>(
+    ctx: &ProbeContext,
+    spec: &UsdtSpec,
+    payload_len: u32,
+    payload_address: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<InlineEvent<N>>(0) else {
         count(&DROPS, spec.tracepoint);
         return;
     };
-    let record = unsafe { &mut *entry.as_mut_ptr() };
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    let record = &mut event.record;
     let pid_tgid = bpf_get_current_pid_tgid();
     record.kind = record_kind::EVENT;
     record.boot_time_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -160,10 +220,9 @@ fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
     record.arg_count = spec.arg_count;
     record.flags = 0;
     record.string_len = [0; STRING_SLOTS];
-    record.payload_len = 0;
+    record.payload_len = payload_len;
     let event_id = next_event_id();
     record.event_id = event_id;
-    let mut payload_address = 0u64;
 
     for i in 0..MAX_ARGS {
         if i >= spec.arg_count as usize {
@@ -205,18 +264,29 @@ fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
                     record.flags |= flags::READ_FAILED;
                 }
             }
-            // The size is the previous argument; a pointer that could not be read is 0.
-            capture::PAYLOAD if i > 0 && value != 0 => {
-                let limit = unsafe { core::ptr::read_volatile(&CAPTURE_LIMIT) };
-                record.payload_len = record.args[i - 1].min(limit as u64) as u32;
-                payload_address = value;
-            }
             _ => {}
         }
     }
-    let payload_len = record.payload_len;
-    let tracepoint = record.tracepoint;
-    let read_failed = record.flags & flags::READ_FAILED != 0;
+    if N > 0 {
+        record.flags |= flags::PAYLOAD_INLINE;
+        // The verifier must see the bound on the size register (see `send_chunk`).
+        let len = unsafe { core::ptr::read_volatile(&payload_len) };
+        if len <= N as u32 {
+            let ret = unsafe {
+                bpf_probe_read_user(
+                    event.data.as_mut_ptr().cast(),
+                    len,
+                    payload_address as *const _,
+                )
+            };
+            if ret != 0 {
+                // No bytes: userspace sees fewer than the size argument and marks the event.
+                event.record.payload_len = 0;
+            }
+        }
+    }
+    let tracepoint = spec.tracepoint;
+    let read_failed = event.record.flags & flags::READ_FAILED != 0;
     entry.submit(wakeup_flags());
     if read_failed {
         warn!(
@@ -227,7 +297,7 @@ fn emit(ctx: &ProbeContext, spec: &UsdtSpec) {
         );
     }
 
-    if payload_len > 0 {
+    if N == 0 && payload_len > 0 {
         let mut copy = PayloadCopy {
             source: payload_address,
             event_id,

@@ -87,6 +87,10 @@ pub struct EbpfArgs {
     /// Also print every event as a line on stdout.
     #[arg(long, env = "NODESCOPE_PRINT")]
     pub print: bool,
+    /// Benchmarks only: read the ring and count its events, decoding and publishing nothing but
+    /// the stats (`events_read`): the floor under the extractor's cost per event.
+    #[arg(long, env = "NODESCOPE_DRAIN_ONLY", hide = true)]
+    pub drain_only: bool,
     /// Write this file once attached (the number of locations in it) and remove it at the stop:
     /// a readiness signal for a container's health check or a supervisor.
     #[arg(long, env = "NODESCOPE_READY_FILE")]
@@ -199,13 +203,27 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                 }
             }
             _ = watch_tick.tick() => watch.check(&mut tracer, &config),
-            read = tracer.read_events(&mut events) => {
-                read?;
+            read = read_ring(&mut tracer, &mut events, args.drain_only) => {
+                pipeline.counts.read += read?;
                 pipeline.forward(&mut events, &mut nodes, &publisher);
             }
         }
     }
     stop(tracer, pipeline, nodes, publisher).await
+}
+
+/// The next events from the ring into `events`; with `drain_only`, none: how many were only
+/// counted.
+async fn read_ring(
+    tracer: &mut Tracer,
+    events: &mut Vec<crate::event::TraceEvent>,
+    drain_only: bool,
+) -> Result<u64, crate::tracer::TracerError> {
+    if drain_only {
+        tracer.count_events().await
+    } else {
+        tracer.read_events(events).await.map(|()| 0)
+    }
 }
 
 /// SIGINT/SIGTERM: detaches, publishes what was read and the final stats, within
@@ -333,6 +351,9 @@ impl Pipeline {
         nodes: &mut Nodes,
         publisher: &Publisher,
     ) {
+        if events.is_empty() {
+            return;
+        }
         // Encoded before taking the publisher's lock, so that its task can hand the previous
         // batch to NATS meanwhile.
         for trace in events.drain(..) {

@@ -95,9 +95,10 @@ impl WallClock {
 }
 
 impl TraceEvent {
-    /// Decodes one event record; a payload argument starts empty (its bytes come in chunks).
-    /// A record of an unknown tracepoint cannot come from our kernel program: it panics.
-    pub fn decode(record: &TraceRecord, clock: &WallClock) -> TraceEvent {
+    /// Decodes one event record; a payload argument holds the bytes that came `inline` in the
+    /// record, or starts empty (its bytes come in chunks). A record of an unknown tracepoint
+    /// cannot come from our kernel program: it panics.
+    pub fn decode(record: &TraceRecord, inline: Option<&[u8]>, clock: &WallClock) -> TraceEvent {
         let tracepoint = Tracepoint::from_index(record.tracepoint)
             .expect("kernel sent a tracepoint we never attached");
         let mut slots = capture_plan(tracepoint);
@@ -108,9 +109,10 @@ impl TraceEvent {
                     truncated: record.string_truncated(slot as usize),
                 },
                 Some((capture::HASH, slot)) => ArgValue::Hash(record.hashes[slot as usize]),
-                Some((capture::PAYLOAD, _)) => {
-                    ArgValue::Bytes(Vec::with_capacity(record.payload_len as usize))
-                }
+                Some((capture::PAYLOAD, _)) => ArgValue::Bytes(match inline {
+                    Some(bytes) => bytes.to_vec(),
+                    None => Vec::with_capacity(record.payload_len as usize),
+                }),
                 _ => arg_value(tracepoint, i, record.args[i]),
             })
             .collect();
@@ -138,8 +140,15 @@ impl TraceEvent {
 
 /// One record read from the ring buffer, borrowed from it (no copy: this runs for every event).
 pub enum RingRecord<'a> {
-    Event(&'a TraceRecord),
-    Chunk { header: ChunkHeader, data: &'a [u8] },
+    /// An event, with its payload when it came in the same record.
+    Event {
+        record: &'a TraceRecord,
+        inline: Option<&'a [u8]>,
+    },
+    Chunk {
+        header: ChunkHeader,
+        data: &'a [u8],
+    },
 }
 
 impl<'a> RingRecord<'a> {
@@ -147,10 +156,8 @@ impl<'a> RingRecord<'a> {
     pub fn parse(bytes: &'a [u8]) -> RingRecord<'a> {
         match bytes.first() {
             Some(&record_kind::EVENT) => {
-                assert!(
-                    bytes.len() >= std::mem::size_of::<TraceRecord>(),
-                    "short event record"
-                );
+                let record_len = std::mem::size_of::<TraceRecord>();
+                assert!(bytes.len() >= record_len, "short event record");
                 // The kernel aligns every ring record to 8 bytes, TraceRecord's alignment.
                 assert!(
                     bytes.as_ptr().cast::<TraceRecord>().is_aligned(),
@@ -158,7 +165,16 @@ impl<'a> RingRecord<'a> {
                 );
                 // SAFETY: TraceRecord is plain data valid for any bit pattern; the bytes are long
                 // enough and aligned (checked above) and borrowed for the reference's lifetime.
-                RingRecord::Event(unsafe { &*bytes.as_ptr().cast::<TraceRecord>() })
+                let record = unsafe { &*bytes.as_ptr().cast::<TraceRecord>() };
+                let inline = (record.flags & flags::PAYLOAD_INLINE != 0).then(|| {
+                    let data = &bytes[record_len..];
+                    assert!(
+                        record.payload_len as usize <= data.len(),
+                        "inline payload longer than its record"
+                    );
+                    &data[..record.payload_len as usize]
+                });
+                RingRecord::Event { record, inline }
             }
             Some(&record_kind::PAYLOAD_CHUNK) => {
                 let header_len = std::mem::size_of::<ChunkHeader>();
@@ -253,16 +269,16 @@ impl Reassembler {
     /// Takes one ring record.
     pub fn push(&mut self, record: RingRecord<'_>, now: Instant) {
         match record {
-            RingRecord::Event(record) => self.push_event(record, now),
+            RingRecord::Event { record, inline } => self.push_event(record, inline, now),
             RingRecord::Chunk { header, data } => self.push_chunk(&header, data, now),
         }
     }
 
-    fn push_event(&mut self, record: &TraceRecord, now: Instant) {
+    fn push_event(&mut self, record: &TraceRecord, inline: Option<&[u8]>, now: Instant) {
         if let Some(earlier) = self.open_by_thread.remove(&record.tid) {
             self.close(earlier, Some(PayloadCut::RingFull));
         }
-        let event = TraceEvent::decode(record, &self.clock);
+        let event = TraceEvent::decode(record, inline, &self.clock);
         let seq = self.first + self.queue.len() as u64;
         let payload_arg = event.payload_arg();
         self.queue.push_back(Pending {
@@ -276,7 +292,7 @@ impl Reassembler {
             }),
         });
         if payload_arg.is_some() {
-            if record.payload_len > 0 {
+            if record.payload_len > 0 && inline.is_none() {
                 // Should an id come twice, the earlier event gets no more chunks: it is closed
                 // by its thread's next record or expires at the head like any other.
                 self.open.insert(record.event_id, seq);
@@ -428,24 +444,27 @@ mod tests {
     fn message(event_id: u64, tid: u32, size: u64, announced: u32) -> RingRecord<'static> {
         let mut args = [0; MAX_ARGS];
         args[4] = size;
-        RingRecord::Event(Box::leak(Box::new(TraceRecord {
-            kind: record_kind::EVENT,
-            flags: 0,
-            tracepoint: Tracepoint::NetInboundMessage as u16,
-            pid: 1,
-            tid,
-            arg_count: 6,
-            _reserved: 0,
-            string_len: [0; 3],
-            payload_len: announced,
-            event_id,
-            boot_time_ns: 0,
-            args,
-            hashes: [[0; HASH_LEN]; HASH_SLOTS],
-            string0: [0; STRING_CAPACITY[0]],
-            string1: [0; STRING_CAPACITY[1]],
-            string2: [0; STRING_CAPACITY[2]],
-        })))
+        RingRecord::Event {
+            record: Box::leak(Box::new(TraceRecord {
+                kind: record_kind::EVENT,
+                flags: 0,
+                tracepoint: Tracepoint::NetInboundMessage as u16,
+                pid: 1,
+                tid,
+                arg_count: 6,
+                _reserved: 0,
+                string_len: [0; 3],
+                payload_len: announced,
+                event_id,
+                boot_time_ns: 0,
+                args,
+                hashes: [[0; HASH_LEN]; HASH_SLOTS],
+                string0: [0; STRING_CAPACITY[0]],
+                string1: [0; STRING_CAPACITY[1]],
+                string2: [0; STRING_CAPACITY[2]],
+            })),
+            inline: None,
+        }
     }
 
     fn chunk(event_id: u64, offset: u32, data: &[u8], flags: u8) -> RingRecord<'_> {

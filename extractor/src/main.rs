@@ -1,8 +1,12 @@
 use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use extractor::cli::{run, Cli};
 use nodescope_bus::process::{init_logging, shutdown_signal};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let cli = Cli::parse();

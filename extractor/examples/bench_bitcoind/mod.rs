@@ -370,7 +370,7 @@ impl Extractor {
         counter: &Counter,
     ) -> Result<Extractor> {
         let started = Instant::now();
-        let child = spawn_extractor(bin, bitcoind, nats_url, NODE, "all", log)?;
+        let child = spawn_extractor(bin, bitcoind, nats_url, NODE, "all", log, &[])?;
         let pid = child.id().context("extractor pid")?;
         let mut extractor = Extractor {
             child,

@@ -1,15 +1,19 @@
 //! The kernel side, loaded and attached: every selected tracepoint of a binary, read through one
 //! ring buffer and decoded into [`TraceEvent`]s.
 
+mod drain_timer;
+mod kernel_log;
+mod memory;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, Map, MapData, MapType, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramFd, UProbe};
 use aya::{Ebpf, EbpfLoader};
 
-use extractor_common::usdt::{UsdtSpec, DEFAULT_CAPTURE_LIMIT, MAX_ATTACH_POINTS};
+use extractor_common::usdt::{record_kind, UsdtSpec, DEFAULT_CAPTURE_LIMIT, MAX_ATTACH_POINTS};
 use extractor_common::Tracepoint;
 use tokio::io::unix::AsyncFd;
 
@@ -17,6 +21,8 @@ use crate::attachment::Cookies;
 use crate::event::{Reassembler, ReassemblyCounts, RingRecord, TraceEvent, WallClock};
 use crate::kernel;
 use crate::usdt::{self, UprobePmu};
+use drain_timer::DrainTimer;
+use kernel_log::KernelLog;
 
 /// The kernel object built by build.rs from `extractor-ebpf`.
 static EBPF_OBJECT: &[u8] =
@@ -75,9 +81,15 @@ pub struct TracerConfig {
 /// mappings count in its resident memory: the `extractor` command defaults to half this size.
 pub const DEFAULT_RING_BYTES: u32 = 32 * 1024 * 1024;
 
-/// The reader drains the ring at least this often: the kernel wakes it only once a fill
-/// threshold is passed, so at low rates this timer bounds the latency.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(1);
+/// While records keep coming, the reader drains the ring this long after its last drain, and
+/// the kernel does not wake it for each record (a wakeup costs the traced thread several µs and
+/// the reader a round of thread switches): what the latency costs for the batching. Once a
+/// drain finds the ring empty, the reader asks the kernel to wake it on the next record.
+const BATCH_DELAY: Duration = Duration::from_micros(250);
+
+/// Waiting for the kernel's wakeup, the reader still looks this often: to expire payloads whose
+/// chunks stopped coming, and should a wakeup have been missed.
+const IDLE_CHECK: Duration = Duration::from_millis(50);
 
 /// How long the ring must stay empty after a detach before the reader stops. The kernel waits
 /// for running programs before a detach returns, so nothing should come; this is for a record
@@ -127,53 +139,18 @@ pub struct Tracer {
     specs: Array<MapData, UsdtSpec>,
     cookies: Cookies,
     ring: AsyncFd<RingBuf<MapData>>,
+    /// Set to ask the kernel for a wakeup on the next record.
+    reader_waiting: Array<MapData, u32>,
+    /// Whether `reader_waiting` was set since the last drain that took records.
+    waiting: bool,
     drops: PerCpuArray<MapData, u64>,
     payload_drops: PerCpuArray<MapData, u64>,
     count_only: PerCpuArray<MapData, u64>,
     _ebpf: Ebpf,
     _kernel_log: KernelLog,
     reassembler: Reassembler,
-    /// Ticks every [`DRAIN_INTERVAL`] (a fresh `sleep` per drain would round up to the timer's
-    /// next millisecond: up to 2 ms between drains).
-    drain_timer: tokio::time::Interval,
+    drain_timer: DrainTimer,
     kernel_memory_bytes: u64,
-}
-
-/// Forwards the kernel program's diagnostics (aya-log) into this process's log while it lives.
-struct KernelLog(Option<tokio::task::JoinHandle<()>>);
-
-impl KernelLog {
-    fn forward(ebpf: &mut Ebpf) -> KernelLog {
-        let logger = match aya_log::EbpfLogger::init(ebpf) {
-            Ok(logger) => logger,
-            Err(error) => {
-                tracing::warn!(%error, "kernel-side diagnostics will not be shown");
-                return KernelLog(None);
-            }
-        };
-        // SAFETY: the AsyncFd owns the logger, so its descriptor outlives the registration.
-        let mut logger = match unsafe { AsyncFd::register(logger) } {
-            Ok(logger) => logger,
-            Err(error) => {
-                tracing::warn!(error = %error.into_parts().1, "kernel-side diagnostics will not be shown");
-                return KernelLog(None);
-            }
-        };
-        KernelLog(Some(tokio::spawn(async move {
-            while let Ok(mut ready) = logger.readable_mut().await {
-                ready.get_inner_mut().flush();
-                ready.clear_ready();
-            }
-        })))
-    }
-}
-
-impl Drop for KernelLog {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
 }
 
 impl Tracer {
@@ -187,7 +164,7 @@ impl Tracer {
             .override_global("CAPTURE_LIMIT", &config.capture_limit, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .load(EBPF_OBJECT)?;
-        let kernel_memory_bytes = kernel_memory(&ebpf)?;
+        let kernel_memory_bytes = memory::kernel_memory(&ebpf)?;
         let program_name = if config.count_only {
             "usdt_count"
         } else {
@@ -218,6 +195,8 @@ impl Tracer {
         let payload_drops =
             PerCpuArray::try_from(ebpf.take_map("PAYLOAD_DROPS").expect("PAYLOAD_DROPS"))?;
         let count_only = PerCpuArray::try_from(ebpf.take_map("COUNT_ONLY").expect("COUNT_ONLY"))?;
+        let reader_waiting =
+            Array::try_from(ebpf.take_map("READER_WAITING").expect("READER_WAITING"))?;
         // SAFETY: the AsyncFd owns the ring map, so its descriptor outlives the registration.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
         Ok(Tracer {
@@ -226,6 +205,8 @@ impl Tracer {
             specs,
             cookies,
             ring,
+            reader_waiting,
+            waiting: false,
             drops,
             payload_drops,
             count_only,
@@ -233,9 +214,8 @@ impl Tracer {
             _kernel_log: kernel_log,
             reassembler: Reassembler::new(WallClock::now(), config.capture_limit),
             drain_timer: {
-                let mut timer = tokio::time::interval(DRAIN_INTERVAL);
-                // After a late drain, the next one a full interval later, not a burst of them.
-                timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let timer = DrainTimer::new()?;
+                timer.arm(BATCH_DELAY);
                 timer
             },
             kernel_memory_bytes,
@@ -284,22 +264,68 @@ impl Tracer {
     pub async fn read_events(&mut self, out: &mut Vec<TraceEvent>) -> Result<(), TracerError> {
         let before = out.len();
         loop {
-            // The kernel skips the wakeup for most records (see WAKEUP_BYTES in the kernel
-            // program), so drain on a short timer too.
-            tokio::select! {
-                ready = self.ring.readable_mut() => {
-                    // Cleared before draining: records submitted meanwhile wake us again.
-                    ready?.clear_ready();
-                }
-                _ = self.drain_timer.tick() => {}
-            }
-            self.drain();
+            self.wait_for_records().await?;
+            let taken = self.drain();
             // Also closes an event at the queue's head whose chunks stopped coming.
             self.reassembler.pop_ready(out, Instant::now());
+            self.pace(taken)?;
             if out.len() > before {
                 return Ok(());
             }
         }
+    }
+
+    /// For benchmarks, the floor under [`Tracer::read_events`]: waits and drains the same way,
+    /// but only counts the event records it takes, decoding nothing. Returns how many (at
+    /// least one).
+    pub async fn count_events(&mut self) -> Result<u64, TracerError> {
+        loop {
+            self.wait_for_records().await?;
+            let ring = self.ring.get_mut();
+            let (mut taken, mut events) = (0, 0);
+            while taken < DRAIN_BATCH {
+                let Some(item) = ring.next() else {
+                    break;
+                };
+                events += (item.first() == Some(&record_kind::EVENT)) as u64;
+                taken += 1;
+            }
+            self.pace(taken)?;
+            if events > 0 {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// Until the kernel wakes the reader (the ring passed a fill threshold, or the reader asked
+    /// for the next record) or the drain timer fires.
+    async fn wait_for_records(&mut self) -> Result<(), TracerError> {
+        tokio::select! {
+            ready = self.ring.readable_mut() => {
+                // Cleared before draining: records submitted meanwhile wake us again.
+                ready?.clear_ready();
+            }
+            fired = self.drain_timer.fired() => fired?,
+        }
+        Ok(())
+    }
+
+    /// Sets when the ring is drained next, after a drain that took `taken` records: soon while
+    /// records come (or payloads are being reassembled); once the ring is found empty, on the
+    /// kernel's wakeup. Setting the wakeup request races a record submitted just before it,
+    /// which would not wake us: the first empty drain is therefore followed by one more look.
+    fn pace(&mut self, taken: usize) -> Result<(), TracerError> {
+        if taken > 0 || self.reassembler.open_events() > 0 {
+            self.waiting = false;
+            self.drain_timer.arm(BATCH_DELAY);
+        } else if !self.waiting {
+            self.reader_waiting.set(0, 1, 0)?;
+            self.waiting = true;
+            self.drain_timer.arm(BATCH_DELAY);
+        } else {
+            self.drain_timer.arm(IDLE_CHECK);
+        }
+        Ok(())
     }
 
     /// Feeds what the ring holds (up to [`DRAIN_BATCH`] records) to the reassembler; returns
@@ -355,7 +381,11 @@ impl Tracer {
                 break;
             }
             if taken < DRAIN_BATCH {
-                self.drain_timer.tick().await;
+                self.drain_timer.arm(BATCH_DELAY);
+                if let Err(error) = self.drain_timer.fired().await {
+                    tracing::warn!(%error, "the drain timer failed; stopped reading the ring");
+                    break;
+                }
             }
         }
         let cut = self.reassembler.close_open();
@@ -415,29 +445,4 @@ fn per_tracepoint(
         }
     }
     Ok(counts)
-}
-
-/// What the kernel allocates for the maps as defined by the loaded object (sizes read back from
-/// the kernel): a ring's data area plus its two control pages; an array's values, 8-byte aligned;
-/// a per-CPU array's values once per possible CPU.
-fn kernel_memory(ebpf: &Ebpf) -> Result<u64, TracerError> {
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)? as u64;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    let mut total = 0;
-    for (name, map) in ebpf.maps() {
-        let data = match map {
-            Map::Array(data) | Map::PerCpuArray(data) | Map::RingBuf(data) => data,
-            _ => unreachable!("map {name} of a kind the kernel object does not define"),
-        };
-        let info = data.info()?;
-        let entries = info.max_entries() as u64;
-        let value = (info.value_size() as u64).div_ceil(8) * 8;
-        total += match info.map_type()? {
-            MapType::RingBuf => entries + 2 * page,
-            MapType::PerCpuArray => entries * value * cpus,
-            _ => entries * value,
-        };
-    }
-    Ok(total)
 }
