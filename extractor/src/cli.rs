@@ -206,6 +206,12 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
             read = read_ring(&mut tracer, &mut events, args.drain_only) => {
                 pipeline.counts.read += read?;
                 pipeline.forward(&mut events, &mut nodes, &publisher);
+                // One thread reads the ring and publishes: the publisher's turn, before the
+                // next drain (whose timer has likely fired meanwhile). Should NATS take events
+                // slower than they come, the ring holds them (and the kernel counts what it
+                // cannot), rather than the queue dropping events already decoded.
+                publisher.room(PUBLISH_HIGH_WATER).await;
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -245,6 +251,7 @@ async fn stop(
             read = tracer.read_events(&mut events) => {
                 read?;
                 pipeline.forward(&mut events, &mut nodes, &publisher);
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -308,6 +315,9 @@ const PUBLISH_TIME_MIN: Duration = Duration::from_millis(600);
 
 /// The end of the budget kept for the final stats event: one round trip to NATS.
 const FINAL_STATS_TIME: Duration = Duration::from_millis(300);
+
+/// Queued bytes above which reading the ring waits for the publisher (see `Publisher::room`).
+const PUBLISH_HIGH_WATER: usize = 2 * 1024 * 1024;
 
 /// Most encoded events handed to the publisher at once: when NATS lags, its queue drops the
 /// oldest as they come rather than after a whole drain was encoded.

@@ -507,6 +507,95 @@ mod tests {
         assert_eq!(r.open_events(), 0);
     }
 
+    /// An inbound_message record of thread `tid` whose `size`-byte payload came inline: `data`
+    /// (fewer bytes than `size` when the kernel could not read them).
+    fn inline_message(
+        event_id: u64,
+        tid: u32,
+        size: u64,
+        data: &'static [u8],
+    ) -> RingRecord<'static> {
+        let RingRecord::Event { record, .. } = message(event_id, tid, size, data.len() as u32)
+        else {
+            unreachable!()
+        };
+        RingRecord::Event {
+            record,
+            inline: Some(data),
+        }
+    }
+
+    #[test]
+    fn an_inline_payload_completes_its_event_at_once_in_arrival_order() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(message(1, 10, 5, 5), now);
+        r.push(inline_message(2, 11, 8, b"pingpong"), now);
+        r.pop_ready(&mut out, now);
+        assert!(
+            out.is_empty(),
+            "waits behind event 1, still receiving chunks"
+        );
+        r.push(chunk(1, 0, b"abcde", chunk_flags::LAST), now);
+        r.push(inline_message(3, 10, 3, b"xyz"), now);
+        r.pop_ready(&mut out, now);
+        assert_eq!(out.len(), 3);
+        assert_eq!(payload(&out[0]), (&b"abcde"[..], None));
+        assert_eq!(payload(&out[1]), (&b"pingpong"[..], None));
+        assert_eq!(payload(&out[2]), (&b"xyz"[..], None));
+        assert_eq!(
+            (r.open_events(), r.counts()),
+            (0, ReassemblyCounts::default())
+        );
+    }
+
+    #[test]
+    fn a_ring_record_with_an_inline_payload_parses_to_its_bytes() {
+        let RingRecord::Event { record, .. } = message(1, 10, 8, 8) else {
+            unreachable!()
+        };
+        let mut event = Box::new(extractor_common::usdt::SmallInlineEvent {
+            record: *record,
+            data: [0xee; extractor_common::usdt::SMALL_CHUNK],
+        });
+        event.record.flags = flags::PAYLOAD_INLINE;
+        event.data[..8].copy_from_slice(b"pingpong");
+        // SAFETY: plain data, viewed as the bytes the ring would hold.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&*event as *const extractor_common::usdt::SmallInlineEvent).cast::<u8>(),
+                std::mem::size_of_val(&*event),
+            )
+        };
+        match RingRecord::parse(bytes) {
+            RingRecord::Event { inline, .. } => assert_eq!(inline, Some(&b"pingpong"[..])),
+            RingRecord::Chunk { .. } => panic!("parsed as a chunk"),
+        }
+        // Without the flag the payload comes in chunks.
+        event.record.flags = 0;
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&*event as *const extractor_common::usdt::SmallInlineEvent).cast::<u8>(),
+                std::mem::size_of_val(&*event),
+            )
+        };
+        assert!(matches!(
+            RingRecord::parse(bytes),
+            RingRecord::Event { inline: None, .. }
+        ));
+    }
+
+    #[test]
+    fn an_inline_payload_the_kernel_could_not_read_is_marked() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(inline_message(1, 10, 8, b""), now);
+        r.pop_ready(&mut out, now);
+        assert_eq!(payload(&out[0]), (&b""[..], Some(PayloadCut::ReadFailed)));
+    }
+
     #[test]
     fn a_capture_limit_cut_is_reported_as_such() {
         let now = Instant::now();

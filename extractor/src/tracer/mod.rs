@@ -96,9 +96,10 @@ const IDLE_CHECK: Duration = Duration::from_millis(50);
 /// still being committed (not yet readable, it hides the ones behind it), microseconds away.
 const DETACHED_QUIET: Duration = Duration::from_millis(5);
 
-/// Most records decoded per drain, so that a flood of records still lets events out, and the
-/// decoded events waiting to be published stay around 10 MB (8,000 1-KiB messages).
-const DRAIN_BATCH: usize = 16_384;
+/// Most records decoded per drain: the extractor reads and publishes on one thread, so that a
+/// flood of records still lets events out every few milliseconds, and the events decoded and
+/// waiting to be published stay around 2 MB (2,000 1-KiB messages).
+const DRAIN_BATCH: usize = 2048;
 
 /// The kernel wakes the reader once this much is unread (or an eighth of a smaller ring). The
 /// drain timer does most of the work: at 300,000 pings/s it collects a few hundred events per

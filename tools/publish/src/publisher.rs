@@ -113,6 +113,8 @@ struct Shared {
 pub struct Publisher {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    /// For [`Publisher::room`]: whether the connection takes events now.
+    client: async_nats::Client,
 }
 
 impl Publisher {
@@ -131,8 +133,32 @@ impl Publisher {
             counters: Counters::default(),
             failure: Mutex::new(None),
         });
+        let client = connection.client.clone();
         let task = tokio::spawn(run(connection, shared.clone()));
-        Publisher { shared, task }
+        Publisher {
+            shared,
+            task,
+            client,
+        }
+    }
+
+    /// Waits while more than `high_water` bytes wait in the queue and the connection is up to
+    /// take them: a producer on the publisher's own thread gives it its turn instead of filling
+    /// the queue only to see its oldest events dropped. While NATS is away it returns at once
+    /// (the queue's limit then drops the oldest, counted).
+    pub async fn room(&self, high_water: usize) {
+        loop {
+            let progress = self.shared.progress.notified();
+            tokio::pin!(progress);
+            // Registered before looking, so that progress made meanwhile is not missed.
+            progress.as_mut().enable();
+            let queued = self.shared.queue.lock().expect("publisher queue").bytes;
+            if queued <= high_water || self.client.connection_state() != State::Connected {
+                return;
+            }
+            // Woken when the task takes a batch; rechecked now and then for the connection.
+            let _ = tokio::time::timeout(Duration::from_millis(20), progress).await;
+        }
     }
 
     /// Queues events; never waits. Drops (and counts) the oldest events when over the limit.
@@ -250,6 +276,7 @@ async fn next_batch(shared: &Shared) -> Option<Vec<Outgoing>> {
                     batch.push(queue.items.pop_front().expect("front exists"));
                 }
                 queue.bytes -= bytes + batch.len() * QUEUE_ENTRY_OVERHEAD;
+                shared.progress.notify_waiters();
                 return Some(batch);
             }
             if queue.closed {
