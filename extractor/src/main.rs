@@ -1,8 +1,5 @@
 use clap::Parser;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use extractor::cli::{run, Cli};
 use nodescope_bus::process::{init_logging, shutdown_signal};
 

@@ -4,12 +4,13 @@
 mod drain_timer;
 mod kernel_log;
 mod memory;
+mod ring;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{ProgramFd, UProbe};
 use aya::{Ebpf, EbpfLoader};
 
@@ -23,6 +24,7 @@ use crate::kernel;
 use crate::usdt::{self, UprobePmu};
 use drain_timer::DrainTimer;
 use kernel_log::KernelLog;
+use ring::Ring;
 
 /// The kernel object built by build.rs from `extractor-ebpf`.
 static EBPF_OBJECT: &[u8] =
@@ -139,7 +141,7 @@ pub struct Tracer {
     programs: Programs,
     specs: Array<MapData, UsdtSpec>,
     cookies: Cookies,
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: AsyncFd<Ring>,
     /// Set to ask the kernel for a wakeup on the next record.
     reader_waiting: Array<MapData, u32>,
     /// Whether `reader_waiting` was set since the last drain that took records.
@@ -191,14 +193,18 @@ impl Tracer {
             pmu,
         };
         let first = Attachment::new(config, &programs, &mut specs, &cookies)?;
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS"))?;
+        let ring = match ebpf.take_map("EVENTS").expect("EVENTS") {
+            aya::maps::Map::RingBuf(data) => Ring::new(data, config.ring_bytes as usize)?,
+            _ => unreachable!("EVENTS is a ring buffer"),
+        };
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS"))?;
         let payload_drops =
             PerCpuArray::try_from(ebpf.take_map("PAYLOAD_DROPS").expect("PAYLOAD_DROPS"))?;
         let count_only = PerCpuArray::try_from(ebpf.take_map("COUNT_ONLY").expect("COUNT_ONLY"))?;
         let reader_waiting =
             Array::try_from(ebpf.take_map("READER_WAITING").expect("READER_WAITING"))?;
-        // SAFETY: the AsyncFd owns the ring map, so its descriptor outlives the registration.
+        // SAFETY: the AsyncFd owns the ring and its map, so the descriptor outlives the
+        // registration.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
         Ok(Tracer {
             attachments: vec![first],
@@ -282,15 +288,10 @@ impl Tracer {
     pub async fn count_events(&mut self) -> Result<u64, TracerError> {
         loop {
             self.wait_for_records().await?;
-            let ring = self.ring.get_mut();
-            let (mut taken, mut events) = (0, 0);
-            while taken < DRAIN_BATCH {
-                let Some(item) = ring.next() else {
-                    break;
-                };
-                events += (item.first() == Some(&record_kind::EVENT)) as u64;
-                taken += 1;
-            }
+            let mut events = 0;
+            let taken = self.ring.get_mut().drain(DRAIN_BATCH, |record| {
+                events += (record.first() == Some(&record_kind::EVENT)) as u64;
+            });
             self.pace(taken)?;
             if events > 0 {
                 return Ok(events);
@@ -332,15 +333,11 @@ impl Tracer {
     /// Feeds what the ring holds (up to [`DRAIN_BATCH`] records) to the reassembler; returns
     /// how many records it took.
     fn drain(&mut self) -> usize {
-        let ring = self.ring.get_mut();
         let now = Instant::now();
-        for taken in 0..DRAIN_BATCH {
-            let Some(item) = ring.next() else {
-                return taken;
-            };
-            self.reassembler.push(RingRecord::parse(&item), now);
-        }
-        DRAIN_BATCH
+        let reassembler = &mut self.reassembler;
+        self.ring.get_mut().drain(DRAIN_BATCH, |record| {
+            reassembler.push(RingRecord::parse(record), now)
+        })
     }
 
     /// Detaches every probe: the kernel removes the breakpoints and lowers the semaphores. The
