@@ -103,6 +103,11 @@ const DETACHED_QUIET: Duration = Duration::from_millis(5);
 /// waiting to be published stay around 2 MB (2,000 1-KiB messages).
 const DRAIN_BATCH: usize = 2048;
 
+/// Most record bytes taken per drain: payloads are copied out of the ring and decoded before the
+/// next drain, so that a burst of 4 MB blocks holds about two in memory at a time and waits in
+/// the ring for the rest (where the kernel counts what does not fit), instead of in the heap.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+
 /// The kernel wakes the reader once this much is unread (or an eighth of a smaller ring). The
 /// drain timer does most of the work: at 300,000 pings/s it collects a few hundred events per
 /// millisecond, and each wakeup costs the reader, the publisher and NATS a round of thread
@@ -289,9 +294,12 @@ impl Tracer {
         loop {
             self.wait_for_records().await?;
             let mut events = 0;
-            let taken = self.ring.get_mut().drain(DRAIN_BATCH, |record| {
-                events += (record.first() == Some(&record_kind::EVENT)) as u64;
-            });
+            let taken = self
+                .ring
+                .get_mut()
+                .drain(DRAIN_BATCH, DRAIN_BYTES, |record| {
+                    events += (record.first() == Some(&record_kind::EVENT)) as u64;
+                });
             self.pace(taken)?;
             if events > 0 {
                 return Ok(events);
@@ -317,7 +325,11 @@ impl Tracer {
     /// kernel's wakeup. Setting the wakeup request races a record submitted just before it,
     /// which would not wake us: the first empty drain is therefore followed by one more look.
     fn pace(&mut self, taken: usize) -> Result<(), TracerError> {
-        if taken > 0 || self.reassembler.open_events() > 0 {
+        if taken > 0 && self.ring.get_ref().has_more() {
+            // The drain stopped at its limits: the rest as soon as the events are out.
+            self.waiting = false;
+            self.drain_timer.arm(Duration::ZERO);
+        } else if taken > 0 || self.reassembler.open_events() > 0 {
             self.waiting = false;
             self.drain_timer.arm(BATCH_DELAY);
         } else if !self.waiting {
@@ -335,9 +347,11 @@ impl Tracer {
     fn drain(&mut self) -> usize {
         let now = Instant::now();
         let reassembler = &mut self.reassembler;
-        self.ring.get_mut().drain(DRAIN_BATCH, |record| {
-            reassembler.push(RingRecord::parse(record), now)
-        })
+        self.ring
+            .get_mut()
+            .drain(DRAIN_BATCH, DRAIN_BYTES, |record| {
+                reassembler.push(RingRecord::parse(record), now)
+            })
     }
 
     /// Detaches every probe: the kernel removes the breakpoints and lowers the semaphores. The

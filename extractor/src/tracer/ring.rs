@@ -107,9 +107,15 @@ impl Ring {
         })
     }
 
-    /// Calls `each` with up to `max` records, in order, each as its bytes (8-byte aligned);
-    /// returns how many it took. Stops at the first record still being written.
-    pub(super) fn drain(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> usize {
+    /// Calls `each` with up to `max` records, in order, each as its bytes (8-byte aligned),
+    /// stopping once `max_bytes` were taken; returns how many records it took. Stops at the
+    /// first record still being written.
+    pub(super) fn drain(
+        &mut self,
+        max: usize,
+        max_bytes: usize,
+        mut each: impl FnMut(&[u8]),
+    ) -> usize {
         let view = &self.view;
         // SAFETY (all dereferences below): the view's pointers are into live mappings (or, in
         // tests, buffers) of the sizes it says; positions are aligned u64s.
@@ -117,8 +123,8 @@ impl Ring {
         let consumer = unsafe { &*view.consumer };
         let mask = view.size as u64 - 1;
         let mut producer_pos = producer.load(Ordering::Acquire);
-        let mut taken = 0;
-        while taken < max {
+        let (mut taken, mut bytes_taken) = (0, 0);
+        while taken < max && bytes_taken < max_bytes {
             if self.consumer_pos >= producer_pos {
                 // Caught up with what was visible at the start: look once more.
                 producer_pos = producer.load(Ordering::Acquire);
@@ -161,12 +167,22 @@ impl Ring {
                     each(bytes);
                 }
                 taken += 1;
+                bytes_taken += len;
             }
             self.consumer_pos += (HEADER_LEN + len).next_multiple_of(8) as u64;
             // The record's room is the kernel's again.
             consumer.store(self.consumer_pos, Ordering::Release);
         }
         taken
+    }
+}
+
+impl Ring {
+    /// Whether records (maybe still being written) wait after what was drained.
+    pub(super) fn has_more(&self) -> bool {
+        // SAFETY: as in `drain`.
+        let producer = unsafe { &*self.view.producer };
+        self.consumer_pos < producer.load(Ordering::Acquire)
     }
 }
 
@@ -242,7 +258,7 @@ mod tests {
 
     fn drain_all(ring: &mut Ring) -> Vec<Vec<u8>> {
         let mut records = Vec::new();
-        ring.drain(usize::MAX, |bytes| {
+        ring.drain(usize::MAX, usize::MAX, |bytes| {
             assert_eq!(bytes.as_ptr() as usize % 8, 0, "records are 8-byte aligned");
             records.push(bytes.to_vec())
         });
@@ -294,8 +310,10 @@ mod tests {
             kernel.write(&[n; 3], 0);
         }
         let mut seen = Vec::new();
-        assert_eq!(ring.drain(4, |b| seen.push(b[0])), 4);
-        assert_eq!(ring.drain(100, |b| seen.push(b[0])), 6);
+        assert_eq!(ring.drain(4, usize::MAX, |b| seen.push(b[0])), 4);
+        // The record that reaches the byte limit is the last one taken.
+        assert_eq!(ring.drain(100, 5, |b| seen.push(b[0])), 2);
+        assert_eq!(ring.drain(100, usize::MAX, |b| seen.push(b[0])), 4);
         assert_eq!(seen, (0..10).collect::<Vec<u8>>());
     }
 }

@@ -123,11 +123,14 @@ fn parse_desc(desc: &[u8], little_endian: bool) -> Result<NoteDesc<'_>, String> 
 
 pub fn read_probes(path: &Path) -> Result<Vec<UsdtProbe>, NotesError> {
     let display = path.display().to_string();
-    let data = std::fs::read(path).map_err(|error| NotesError::Read {
+    // Read in the ranges the parser asks for, not whole: bitcoind is tens of MB, of which the
+    // headers and notes are a few kB.
+    let file = std::fs::File::open(path).map_err(|error| NotesError::Read {
         path: display.clone(),
         error,
     })?;
-    parse_probes(&data).map_err(|e| e.with_path(&display))
+    let cache = object::ReadCache::new(file);
+    parse_probes(&cache).map_err(|e| e.with_path(&display))
 }
 
 impl NotesError {
@@ -149,12 +152,14 @@ impl NotesError {
 }
 
 /// Parses the probes of an ELF image (`path` fields of errors are filled in by the caller).
-pub fn parse_probes(data: &[u8]) -> Result<Vec<UsdtProbe>, NotesError> {
+pub fn parse_probes<'data, R: object::ReadRef<'data>>(
+    data: R,
+) -> Result<Vec<UsdtProbe>, NotesError> {
     let not_elf = |reason: String| NotesError::NotElf {
         path: String::new(),
         reason,
     };
-    let elf = ElfFile64::<Endianness>::parse(data).map_err(|e| not_elf(e.to_string()))?;
+    let elf = ElfFile64::<Endianness, R>::parse(data).map_err(|e| not_elf(e.to_string()))?;
     let endian = elf.endian();
     let little_endian = elf.is_little_endian();
     let header = elf.elf_header();
@@ -327,12 +332,12 @@ mod tests {
     #[test]
     fn non_elf_and_elf_without_notes_are_told_apart() {
         assert!(matches!(
-            parse_probes(b"#!/bin/sh\n"),
+            parse_probes(&b"#!/bin/sh\n"[..]),
             Err(NotesError::NotElf { .. })
         ));
         let me = std::fs::read("/bin/true").unwrap();
         assert!(matches!(
-            parse_probes(&me),
+            parse_probes(&me[..]),
             Err(NotesError::NoProbes { .. })
         ));
     }
