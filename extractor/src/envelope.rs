@@ -4,7 +4,7 @@
 use async_nats::Subject;
 use bytes::Bytes;
 use nodescope_proto::p2p::DecodeOptions;
-use nodescope_proto::{event::Payload, tracepoint_payload, Event};
+use nodescope_proto::{event::Payload, tracepoint_payload, Event, TracepointPayload};
 use nodescope_publish::{Envelope, EventBuffer};
 
 use crate::event::{PayloadCut, TraceEvent};
@@ -15,9 +15,11 @@ pub fn trace(
     trace: TraceEvent,
     decode: DecodeOptions,
 ) -> (Subject, Event) {
-    let (subject, mut event) = trace_unnamed(envelope, trace, decode);
-    event.node_id = envelope.node_id().to_string();
-    event.chain = envelope.chain().to_string();
+    let (pid, time_ns) = (trace.pid, trace.time_ns);
+    let converted = convert(trace, decode);
+    let (subject, mut event) = envelope.wrap(pid, time_ns, converted.payload);
+    event.truncated_fields = converted.truncated_fields;
+    event.error = converted.error;
     (subject, event)
 }
 
@@ -29,19 +31,23 @@ pub fn trace_encoded(
     decode: DecodeOptions,
     buffer: &mut EventBuffer,
 ) -> (Subject, Bytes, bool) {
-    let (subject, event) = trace_unnamed(envelope, trace, decode);
-    let encoded = envelope.encode(&event, buffer);
-    (subject, encoded, decode_failed(&event))
+    let (pid, time_ns) = (trace.pid, trace.time_ns);
+    let converted = convert(trace, decode);
+    let (subject, encoded) = envelope.encode(
+        pid,
+        time_ns,
+        &converted.payload,
+        &converted.truncated_fields,
+        &converted.error,
+        buffer,
+    );
+    (subject, encoded, decode_failed(&converted.payload))
 }
 
-/// [`trace`] leaving `node_id` and `chain` empty.
-fn trace_unnamed(
-    envelope: &mut Envelope,
-    trace: TraceEvent,
-    decode: DecodeOptions,
-) -> (Subject, Event) {
-    let converted = tracepoint_payload(trace.tracepoint, trace.args, decode);
-    let mut error = converted.error;
+/// The payload of a firing, with what could not be read noted in its `error`.
+fn convert(trace: TraceEvent, decode: DecodeOptions) -> TracepointPayload {
+    let mut converted = tracepoint_payload(trace.tracepoint, trace.args, decode);
+    let error = &mut converted.error;
     let mut note = |text: &str| {
         if !error.is_empty() {
             error.push_str("; ");
@@ -59,16 +65,13 @@ fn trace_unnamed(
         // A capture-limit cut is the operator's choice: `truncated_fields` says it.
         Some(PayloadCut::CaptureLimit) | None => {}
     }
-    let (subject, mut event) = envelope.wrap_unnamed(trace.pid, trace.time_ns, converted.payload);
-    event.truncated_fields = converted.truncated_fields;
-    event.error = error;
-    (subject, event)
+    converted
 }
 
-/// Whether the event carries a P2P message that failed to decode.
-pub fn decode_failed(event: &Event) -> bool {
-    match &event.payload {
-        Some(Payload::InboundMessage(m) | Payload::OutboundMessage(m)) => m
+/// Whether the payload is a P2P message that failed to decode.
+pub fn decode_failed(payload: &Payload) -> bool {
+    match payload {
+        Payload::InboundMessage(m) | Payload::OutboundMessage(m) => m
             .message
             .as_ref()
             .is_some_and(|m| !m.decode_error.is_empty()),

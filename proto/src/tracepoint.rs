@@ -9,13 +9,13 @@
 use extractor_common::{ArgValue, Tracepoint};
 
 use crate::event::Payload;
-use crate::p2p::{decode_p2p_owned, DecodeOptions};
+use crate::p2p::{decode_p2p_into, DecodeOptions};
 use crate::{
     ApsCreateTx, AttemptingApsCreateTx, BlockConnected, ClosedConnection, ConnectionType,
     EvictedInboundConnection, FlushModeV30, FlushModeV31, InboundConnection, MempoolAdded,
     MempoolRejected, MempoolRemoved, MempoolReplaced, MisbehavingConnection, NetMessage,
-    NormalCreateTx, OutboundConnection, Peer, RemovalReason, SelectedCoins, UtxoCacheCoin,
-    UtxoCacheFlush,
+    NormalCreateTx, OutboundConnection, P2pMessage, Peer, RemovalReason, SelectedCoins,
+    UtxoCacheCoin, UtxoCacheFlush,
 };
 
 /// A payload with what the conversion noticed.
@@ -135,14 +135,27 @@ impl Args {
     fn peer(&mut self) -> Peer {
         let id = self.i64(0);
         let addr = self.string(1, "peer.addr");
-        let conn_type_text = self.string(2, "peer.conn_type");
-        let conn_type = connection_type(&conn_type_text);
+        // A known type needs no string (this runs for every message).
+        let known = match self.values.get(2) {
+            Some(ArgValue::Str {
+                bytes,
+                truncated: false,
+            }) => std::str::from_utf8(bytes).ok().map(connection_type),
+            _ => None,
+        };
+        let (conn_type, conn_type_other) = match known {
+            Some(conn_type) if conn_type != ConnectionType::Unknown => (conn_type, String::new()),
+            _ => {
+                let text = self.string(2, "peer.conn_type");
+                (connection_type(&text), text)
+            }
+        };
         Peer {
             id,
             addr,
             conn_type: conn_type as i32,
             conn_type_other: if conn_type == ConnectionType::Unknown {
-                conn_type_text
+                conn_type_other
             } else {
                 String::new()
             },
@@ -194,19 +207,32 @@ pub fn tracepoint_payload(
             let msg_type = a.string(3, "message.msg_type");
             let size = a.u64(4);
             let captured = a.payload(5);
-            let message = decode_p2p_owned(msg_type, &captured, size, options);
-            if message.truncated {
-                a.truncated.push("message.raw".to_string());
-            }
             let net_message = NetMessage {
                 peer: Some(peer),
-                message: Some(message),
+                message: Some(P2pMessage::default()),
             };
-            if tracepoint == T::NetInboundMessage {
+            let mut payload = if tracepoint == T::NetInboundMessage {
                 Payload::InboundMessage(net_message)
             } else {
                 Payload::OutboundMessage(net_message)
+            };
+            // Decoded in its place in the payload: the message is large, and moving it into
+            // each enclosing struct in turn was a visible share of the cost per event.
+            if let Payload::InboundMessage(NetMessage {
+                message: Some(message),
+                ..
+            })
+            | Payload::OutboundMessage(NetMessage {
+                message: Some(message),
+                ..
+            }) = &mut payload
+            {
+                decode_p2p_into(message, msg_type, &captured, size, options);
+                if message.truncated {
+                    a.truncated.push("message.raw".to_string());
+                }
             }
+            payload
         }
         T::NetInboundConnection => Payload::InboundConnection(InboundConnection {
             peer: Some(a.peer()),

@@ -244,11 +244,13 @@ pub async fn run(args: P2pArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
         envelope_of(&mut envelopes, &emitted.node)?;
         let envelope = envelopes.get_mut(&emitted.node).expect("made above");
-        let (subject, mut event) = envelope.wrap_unnamed(0, emitted.timestamp_ns, emitted.payload);
-        event.error = emitted.error;
-        publisher.send(std::iter::once((
-            subject,
-            envelope.encode(&event, &mut buffer),
+        publisher.send(std::iter::once(envelope.encode(
+            0,
+            emitted.timestamp_ns,
+            &emitted.payload,
+            &[],
+            &emitted.error,
+            &mut buffer,
         )));
     }
     tasks.abort_all();

@@ -242,9 +242,14 @@ pub async fn run_with_pause(
                 if let Payload::RpcCall(call) = &emitted.payload {
                     learn_chain(&mut envelope, call);
                 }
-                let (subject, mut event) = envelope.wrap_unnamed(0, emitted.timestamp_ns, emitted.payload);
-                event.error = emitted.error;
-                publisher.send(std::iter::once((subject, envelope.encode(&event, &mut buffer))));
+                publisher.send(std::iter::once(envelope.encode(
+                    0,
+                    emitted.timestamp_ns,
+                    &emitted.payload,
+                    &[],
+                    &emitted.error,
+                    &mut buffer,
+                )));
             }
         }
     }
@@ -252,11 +257,13 @@ pub async fn run_with_pause(
     // What was made before the stop is published, then the final stats.
     while let Ok(emitted) = incoming.try_recv() {
         counts.count(&emitted);
-        let (subject, mut event) = envelope.wrap_unnamed(0, emitted.timestamp_ns, emitted.payload);
-        event.error = emitted.error;
-        publisher.send(std::iter::once((
-            subject,
-            envelope.encode(&event, &mut buffer),
+        publisher.send(std::iter::once(envelope.encode(
+            0,
+            emitted.timestamp_ns,
+            &emitted.payload,
+            &[],
+            &emitted.error,
+            &mut buffer,
         )));
     }
     let deadline = tokio::time::Instant::now() + STOP_BUDGET;

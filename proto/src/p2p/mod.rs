@@ -87,19 +87,29 @@ pub fn decode_p2p_owned(
     size: u64,
     options: DecodeOptions,
 ) -> P2pMessage {
-    let mut message =
-        match std::panic::catch_unwind(|| decode_unnamed(&msg_type, payload, size, options)) {
-            Ok(message) => message,
-            Err(_) => {
-                let mut message = header(payload, size);
-                message.decode_error =
-                    format!("{msg_type}: internal decoder error (panic), please report");
-                message.raw = payload.to_vec();
-                message
-            }
-        };
-    message.msg_type = msg_type;
+    let mut message = P2pMessage::default();
+    decode_p2p_into(&mut message, msg_type, payload, size, options);
     message
+}
+
+/// [`decode_p2p_owned`] into `message` (a default one), where the caller keeps it: a message is
+/// large, and the extractor fills it in its place in the event rather than move it there.
+pub fn decode_p2p_into(
+    message: &mut P2pMessage,
+    msg_type: String,
+    payload: &[u8],
+    size: u64,
+    options: DecodeOptions,
+) {
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_unnamed(&mut *message, &msg_type, payload, size, options)
+    }));
+    if decoded.is_err() {
+        *message = header(payload, size);
+        message.decode_error = format!("{msg_type}: internal decoder error (panic), please report");
+        message.raw = payload.to_vec();
+    }
+    message.msg_type = msg_type;
 }
 
 /// [`decode_p2p`] without the panic guard, for fuzzing (a panic here is a bug to fix).
@@ -110,24 +120,32 @@ pub fn decode_p2p_unguarded(
     size: u64,
     options: DecodeOptions,
 ) -> P2pMessage {
-    P2pMessage {
-        msg_type: msg_type.to_string(),
-        ..decode_unnamed(msg_type, payload, size, options)
-    }
+    let mut message = P2pMessage::default();
+    decode_unnamed(&mut message, msg_type, payload, size, options);
+    message.msg_type = msg_type.to_string();
+    message
 }
 
-/// Decodes everything but `msg_type`, which the caller fills in.
-fn decode_unnamed(msg_type: &str, payload: &[u8], size: u64, options: DecodeOptions) -> P2pMessage {
-    let mut message = header(payload, size);
+/// Decodes everything but `msg_type`, which the caller fills in, into `message` (a default
+/// one).
+fn decode_unnamed(
+    message: &mut P2pMessage,
+    msg_type: &str,
+    payload: &[u8],
+    size: u64,
+    options: DecodeOptions,
+) {
+    message.size = size;
+    message.truncated = (payload.len() as u64) < size;
     if !is_known_type(msg_type) {
         message.unknown_type = true;
         message.raw = payload.to_vec();
-        return message;
+        return;
     }
     if message.truncated {
         message.decode_error = format!("truncated: captured {} of {} bytes", payload.len(), size);
         message.raw = payload.to_vec();
-        return message;
+        return;
     }
     match decode::body(msg_type, payload) {
         Ok(body) => {
@@ -141,7 +159,6 @@ fn decode_unnamed(msg_type: &str, payload: &[u8], size: u64, options: DecodeOpti
             message.raw = payload.to_vec();
         }
     }
-    message
 }
 
 fn header(payload: &[u8], size: u64) -> P2pMessage {
