@@ -103,7 +103,12 @@ pub struct Consumer {
     gap_log: Throttle,
     undecodable_log: Throttle,
     replay_log: Throttle,
+    decode: Decoder,
 }
+
+/// Decodes one message's bytes into an event: `Event::decode` by default, or a tool's own that
+/// leaves out the fields it never reads ([`Consumer::with_decoder`]).
+pub type Decoder = fn(&[u8]) -> Result<Event, prost::DecodeError>;
 
 impl Consumer {
     /// Connects (in the background: no NATS yet is not an error, the client keeps retrying and
@@ -152,7 +157,15 @@ impl Consumer {
             gap_log: Throttle::default(),
             undecodable_log: Throttle::default(),
             replay_log: Throttle::default(),
+            decode: |bytes| Event::decode(bytes),
         })
+    }
+
+    /// Decodes with `decode` instead of `Event::decode`: for a tool that reads only some fields
+    /// and can skip the rest of each event.
+    pub fn with_decoder(mut self, decode: Decoder) -> Consumer {
+        self.decode = decode;
+        self
     }
 
     /// A handle that tells whether events are coming in (for health checks), usable while the
@@ -169,7 +182,7 @@ impl Consumer {
 
     fn classify(&mut self, subject: &str, payload: bytes::Bytes) -> Item {
         let ours = subjects::parse(&self.prefix, subject);
-        let event = match Event::decode(payload) {
+        let event = match (self.decode)(&payload) {
             Ok(event) => event,
             Err(error) => return self.undecodable(subject, ours, error.to_string()),
         };

@@ -12,6 +12,19 @@ pub const OTHER: &str = "other";
 pub const INBOUND: &str = "inbound";
 pub const OUTBOUND: &str = "outbound";
 
+/// Slots for the values of a schema enum whose 0 means "not known" (labelled `other` or
+/// `unknown`): more than any such enum has values, so that each value the schema knows gets a
+/// slot of its own, and every value it does not know shares 0's slot, whose label is theirs.
+pub const ENUM_SLOTS: usize = 16;
+
+/// The slot among [`ENUM_SLOTS`] of a value of such an enum.
+pub fn enum_slot(value: i32) -> usize {
+    usize::try_from(value)
+        .ok()
+        .filter(|slot| *slot < ENUM_SLOTS)
+        .unwrap_or(0)
+}
+
 /// The `msg_type` label values: the 36 message types nodescope decodes, then `other`.
 pub static MSG_TYPE_LABELS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     let mut labels = nodescope_proto::p2p::MESSAGE_TYPES.to_vec();
@@ -420,6 +433,27 @@ pub fn tracepoint(key: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every enum whose values index series by [`enum_slot`] has fewer values than
+    /// [`ENUM_SLOTS`], and its 0 has the label of the values it does not know.
+    #[test]
+    fn enum_slots_hold_every_known_value() {
+        use nodescope_proto::ExtractorKind;
+        fn check<E: TryFrom<i32>>(label: impl Fn(i32) -> &'static str) {
+            for value in ENUM_SLOTS as i32..1000 {
+                assert!(E::try_from(value).is_err(), "{value} is known");
+            }
+            for unknown in [-1, ENUM_SLOTS as i32, i32::MAX, i32::MIN] {
+                assert_eq!(enum_slot(unknown), 0);
+                assert_eq!(label(unknown), label(0));
+            }
+        }
+        check::<ExtractorKind>(nodescope_consumer::extractor_name);
+        check::<ConnectionType>(conn_type);
+        check::<InventoryType>(inv_type);
+        check::<AddrNetwork>(address_family);
+        check::<RemovalReason>(removal_reason);
+    }
 
     #[test]
     fn free_form_strings_fall_into_closed_sets() {

@@ -3,14 +3,23 @@
 //! other label from a closed set) and serves them on `/metrics`; `/healthz` tells whether NATS
 //! is connected. The README's "Metrics" section lists every family.
 
+pub mod blocks;
+pub mod coin_selection;
+pub mod connections;
+pub mod decoding;
 pub mod labels;
+pub mod mempool;
 pub mod metrics;
+pub mod net_messages;
 pub mod peer;
 pub mod recorder;
 pub mod rpc;
+pub mod series_slots;
 pub mod stats;
 pub mod supply;
+pub mod tracked_peers;
 pub mod user_agents;
+pub mod utxo_cache;
 pub mod wire;
 
 use std::future::Future;
@@ -20,6 +29,7 @@ use std::sync::Arc;
 use nodescope_consumer::{exposition, http, Consumer, ConsumerArgs};
 use tokio::net::TcpListener;
 
+pub use decoding::decode_event;
 pub use labels::FlushModes;
 pub use metrics::Metrics;
 pub use recorder::{Config, Recorder};
@@ -95,7 +105,8 @@ pub async fn serve(
     let (metrics, registry) = Metrics::new();
     let mut consumer = Consumer::subscribe(&args.consumer, "metrics", &[])
         .await
-        .map_err(MetricsError::from)?;
+        .map_err(MetricsError::from)?
+        .with_decoder(decode_event);
     let url = format!("http://{}/metrics", listener.local_addr()?);
     let registry = Arc::new(registry);
     let health = consumer.health();

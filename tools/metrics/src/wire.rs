@@ -52,7 +52,7 @@ pub const UNMATCHED_AFTER_POLLS: u8 = 3;
 /// process never come back.
 const CLOSED_REMEMBERED: usize = 1_000;
 /// Transports remembered per node: far above bitcoind's connection limits.
-const MAX_KNOWN_PEERS: usize = crate::recorder::MAX_PEERS;
+const MAX_KNOWN_PEERS: usize = crate::tracked_peers::MAX_PEERS;
 
 const TYPES: usize = CORE_MSG_TYPES.len();
 /// Tally slots are the types' indexes, then this one: `*other*` reached through an unassigned

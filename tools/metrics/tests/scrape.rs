@@ -1489,6 +1489,63 @@ async fn every_family_has_exactly_the_expected_values() {
     tool.stop().await;
 }
 
+/// The exporter's decoding (`decode_event`, which skips what no metric reads) gives the same
+/// metrics as `Event::decode`: for every event above, and every sample message type both
+/// ways, whole, cut and kept raw.
+#[test]
+fn decode_event_makes_the_metrics_event_decode_makes() {
+    use nodescope_consumer::{Continuity, Item, Received};
+    use nodescope_metrics::{decode_event, FlushModes, Metrics, Recorder};
+    use prost::Message;
+
+    let (mut events, replayed) = node_a_events();
+    events.push(replayed);
+    let mut sampled = EventSource::new("node-s", 3);
+    for (msg_type, payload) in samples::sample_payloads() {
+        for (options, captured) in [
+            (DecodeOptions::default(), payload.len()),
+            (DecodeOptions { keep_raw: true }, payload.len()),
+            (DecodeOptions::default(), payload.len() / 2),
+        ] {
+            let decoded = decode_p2p(
+                msg_type,
+                &payload[..captured],
+                payload.len() as u64,
+                options,
+            );
+            for inbound in [true, false] {
+                let peer = peer(4, ConnectionType::Inbound);
+                events.push(sampled.stamp(net(inbound, peer, decoded.clone())));
+            }
+        }
+    }
+    let scrape = |decode: &dyn Fn(&[u8]) -> Event| {
+        let (metrics, registry) = Metrics::new();
+        let config = nodescope_metrics::Config {
+            user_agents: 2,
+            max_nodes: 10,
+            flush_modes: FlushModes::V30,
+        };
+        let mut recorder = Recorder::new(metrics, config);
+        for event in &events {
+            let event = decode(&event.encode_to_vec());
+            let category = event.category().unwrap();
+            recorder.record(&Item::Event(Box::new(Received {
+                event,
+                category,
+                continuity: Continuity::Next,
+            })));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    let whole = scrape(&|bytes| Event::decode(bytes).unwrap());
+    let lean = scrape(&|bytes| decode_event(bytes).unwrap());
+    assert!(whole.contains(r#"nodescope_p2p_inv_entries_total{node="node-s""#));
+    assert_eq!(samples(&lean), samples(&whole));
+}
+
 #[tokio::test]
 async fn a_malformed_message_is_counted_and_the_exporter_goes_on() {
     let tool = Tool::start(&[]).await;

@@ -1,6 +1,6 @@
-//! What the bus task hands to clients: events rendered to JSON once, on a broadcast channel each
-//! client reads at its own pace, and the nodes' states rendered a few times a second, on a
-//! watch channel (a client always gets the newest).
+//! What the bus task hands to clients: events rendered once, to whole websocket frames shared by
+//! every client, on a broadcast channel each client reads at its own pace, and the nodes' states
+//! rendered a few times a second, on a watch channel (a client always gets the newest).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,26 +16,26 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::Nodes;
-use crate::Args;
+use crate::{wire, Args};
 
-/// One event, ready to send: `{"type":"event","category":…,"event":{…}}`.
+/// One event, ready to send: the websocket frame of `{"type":"event","category":…,"event":{…}}`.
 #[derive(Debug)]
 pub struct Frame {
     pub node: String,
     pub category: Category,
-    pub text: Utf8Bytes,
+    pub wire: Bytes,
 }
 
-/// The nodes' latest state frames, each with a version that grows when it changes, and the
-/// feed's own counters.
+/// The nodes' latest state frames (websocket frames, ready to send), each with a version that
+/// grows when it changes, and the frame of the feed's own counters.
 #[derive(Debug, Default, Clone)]
 pub struct States {
-    pub nodes: BTreeMap<String, (u64, Utf8Bytes)>,
-    pub feed: Utf8Bytes,
+    pub nodes: BTreeMap<String, (u64, Bytes)>,
+    pub feed: Bytes,
 }
 
 /// Every drop and disconnection the feed causes, for `/metrics`, `/healthz`, the page and the
@@ -183,7 +183,7 @@ impl Feed {
         let _ = self.events.send(Arc::new(Frame {
             node: received.event.node_id.clone(),
             category: received.category,
-            text: serde_json::Value::Object(frame).to_string().into(),
+            wire: wire::text(&serde_json::Value::Object(frame).to_string()),
         }));
     }
 
@@ -195,7 +195,7 @@ impl Feed {
             let text = serde_json::json!({"type": "state", "node": state.node, "state": state})
                 .to_string();
             let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-            changed.push((state.node.clone(), (version, Utf8Bytes::from(text))));
+            changed.push((state.node.clone(), (version, wire::text(&text))));
         }
         let feed = serde_json::json!({
             "type": "feed",
@@ -205,7 +205,7 @@ impl Feed {
         .to_string();
         self.states.send_modify(|states| {
             states.nodes.extend(changed);
-            states.feed = feed.into();
+            states.feed = wire::text(&feed);
         });
     }
 

@@ -1,19 +1,24 @@
 //! The websocket tool: streams events to browsers and programs as JSON, and serves its own live
 //! page. `run(args, shutdown)` is the whole program.
 //!
-//! One task reads the bus; every event is rendered to JSON once and put on a broadcast channel
-//! that each client reads at its own pace, so a slow client only ever delays itself: when it
+//! One task reads the bus; every event is rendered once, to a websocket frame, and put on a
+//! broadcast channel that each client reads at its own pace, writing the frames straight from
+//! that one shared buffer, many per write. So a slow client only ever delays itself: when it
 //! falls a whole queue behind it loses the oldest events (counted, and told so), and when a
 //! write to it stalls it is disconnected (counted, logged). The same task keeps each node's
 //! state ([`state::NodeState`]), rendered a few times a second for pages and sent whole to
 //! every page on connect.
 
-mod client;
 mod feed;
+mod filter;
 pub mod fleet_view;
+mod outbox;
 pub mod peer_view;
+mod routes;
+mod session;
 pub mod state;
 pub mod summary;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -92,7 +97,7 @@ pub async fn run_on(
         let feed = feed.clone();
         move |request| {
             let feed = feed.clone();
-            async move { client::respond(request, feed).await }
+            async move { routes::respond(request, feed).await }
         }
     }));
     let mut nodes = state::Nodes::default();
