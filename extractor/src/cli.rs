@@ -56,7 +56,7 @@ pub struct EbpfArgs {
     #[arg(long, env = "NODESCOPE_TRACEPOINTS", default_value = "all", value_parser = parse_tracepoints)]
     pub tracepoints: BTreeSet<Tracepoint>,
     /// Size of the kernel ring buffer in MiB (a power of two; all kernel maps together stay
-    /// within 64 MiB up to 32). It counts twice in the extractor's resident memory; 16 holds
+    /// within 64 MiB up to 32). It counts once in the extractor's resident memory; 16 holds
     /// four 4 MB blocks, or about 90 ms of 300,000 small messages/s.
     #[arg(long, env = "NODESCOPE_RING_MIB", default_value_t = 16, value_parser = parse_ring_mib)]
     pub ring_mib: u32,

@@ -78,9 +78,9 @@ pub struct TracerConfig {
 }
 
 /// Default ring size: room for about 8 whole 4 MB blocks, or about 50,000 small messages (about
-/// 150 ms at 300,000 pings/s), while all maps stay within 64 MiB of kernel memory. The process
-/// maps the ring's pages twice (so that a record wrapping around the end reads as one), and both
-/// mappings count in its resident memory: the `extractor` command defaults to half this size.
+/// 150 ms at 300,000 pings/s), while all maps stay within 64 MiB of kernel memory. The ring's
+/// pages count once in the process's resident memory (`ring.rs` maps them once); the `extractor`
+/// command defaults to half this size.
 pub const DEFAULT_RING_BYTES: u32 = 32 * 1024 * 1024;
 
 /// While records keep coming, the reader drains the ring this long after its last drain, and
