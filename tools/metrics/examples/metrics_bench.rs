@@ -4,8 +4,8 @@
 //!
 //! 1. In-process: protobuf decoding + metric updates (what the exporter does per event, without
 //!    NATS), on this thread: with the exporter's decoding (`decode_event`, which skips what it
-//!    never reads), and with `Event::decode` (all of the event, as the consumer layer decodes
-//!    today).
+//!    never reads, and which the exporter's consumer uses), and with `Event::decode` (all of
+//!    the event, as other tools decode).
 //! 2. End to end: a private nats-server, the exporter on its own thread with a current-thread
 //!    runtime (so it uses one core at most), a publisher on another thread sending as fast as it
 //!    can. Throughput is what arrived per wall second, and per CPU second of the exporter's
@@ -178,7 +178,7 @@ fn task_cpu(tid: i32) -> Duration {
 /// What one thread does per event, in ns: the best of [`ROUNDS`] rounds (the machine may be
 /// shared: the best round is the one least disturbed).
 struct InProcess {
-    /// `Event::decode`, as the consumer layer decodes today.
+    /// `Event::decode`, all of the event, as other tools decode.
     full_decode: f64,
     /// [`decode_event`], the exporter's decoding.
     decode: f64,
@@ -434,7 +434,7 @@ fn print_targets(in_process: &InProcess, end_to_end: Option<&EndToEnd>) {
         "",
     );
     row(
-        "  with Event::decode (the consumer's decoding today)",
+        "  with Event::decode (all of the event, as other tools decode)",
         None,
         1e9 / in_process.full_decode_and_record,
         "",
