@@ -518,6 +518,17 @@ impl Extractor {
         Memory::read(self.pid).map_or(peak, |now| peak.max(now))
     }
 
+    /// Its memory and kernel map memory (from its stats), then stops it.
+    async fn finish(self, subscriber: &mut Subscriber) -> (Memory, u64) {
+        let memory = self.memory();
+        let kernel_memory_bytes = subscriber
+            .stats_after(self.pid as u32, None)
+            .await
+            .map_or(0, |s| s.kernel_memory_bytes);
+        self.stop().await;
+        (memory, kernel_memory_bytes)
+    }
+
     async fn stop(mut self) {
         self.sampler.abort();
         // SAFETY: signalling our own child by pid.
@@ -734,12 +745,7 @@ async fn rate_section(
         let s = step(&paths.sim_traced, &extractor, subscriber, 0.0, load).await?;
         eprintln!("bench: {name} {mode} {}", step_line(&s));
         steps.push(s);
-        let memory = extractor.memory();
-        let kernel_memory_bytes = subscriber
-            .stats_after(extractor.pid as u32, None)
-            .await
-            .map_or(0, |s| s.kernel_memory_bytes);
-        extractor.stop().await;
+        let (memory, kernel_memory_bytes) = extractor.finish(subscriber).await;
         Ok::<_, anyhow::Error>((steps, memory, kernel_memory_bytes))
     };
     let (baseline, _, _) = run(subscriber, true).await?;
@@ -840,12 +846,7 @@ async fn block_section(
     let load = vec!["fire-blocks".to_string(), count.to_string()];
     let s = step(&paths.block_firer, &extractor, subscriber, 0.0, load).await?;
     eprintln!("bench: block {}", step_line(&s));
-    let memory = extractor.memory();
-    let kernel_memory_bytes = subscriber
-        .stats_after(extractor.pid as u32, None)
-        .await
-        .map_or(0, |s| s.kernel_memory_bytes);
-    extractor.stop().await;
+    let (memory, kernel_memory_bytes) = extractor.finish(subscriber).await;
     Ok(BlockBurst {
         step: s,
         memory,

@@ -5,7 +5,7 @@ use async_nats::Subject;
 use bytes::Bytes;
 use nodescope_proto::p2p::DecodeOptions;
 use nodescope_proto::{event::Payload, tracepoint_payload, Event, TracepointPayload};
-use nodescope_publish::{Envelope, EventBuffer};
+use nodescope_publish::{Envelope, EventBuffer, Publisher};
 
 use crate::event::{PayloadCut, TraceEvent};
 
@@ -66,6 +66,20 @@ fn convert(trace: TraceEvent, decode: DecodeOptions) -> TracepointPayload {
         Some(PayloadCut::CaptureLimit) | None => {}
     }
     converted
+}
+
+/// Publishes a payload the rpc or p2p extractor made (no process of its own: pid 0), with its
+/// error mark, as `envelope`'s next event.
+pub fn publish(
+    publisher: &Publisher,
+    envelope: &mut Envelope,
+    timestamp_ns: u64,
+    payload: &Payload,
+    error: &str,
+    buffer: &mut EventBuffer,
+) {
+    let event = envelope.encode(0, timestamp_ns, payload, &[], error, buffer);
+    publisher.send(std::iter::once(event));
 }
 
 /// Whether the payload is a P2P message that failed to decode.

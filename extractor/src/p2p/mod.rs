@@ -244,14 +244,14 @@ pub async fn run(args: P2pArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         }
         envelope_of(&mut envelopes, &emitted.node)?;
         let envelope = envelopes.get_mut(&emitted.node).expect("made above");
-        publisher.send(std::iter::once(envelope.encode(
-            0,
+        crate::envelope::publish(
+            &publisher,
+            envelope,
             emitted.timestamp_ns,
             &emitted.payload,
-            &[],
             &emitted.error,
             &mut buffer,
-        )));
+        );
     }
     tasks.abort_all();
     let last = publisher.close(Duration::from_millis(1500)).await;

@@ -242,14 +242,14 @@ pub async fn run_with_pause(
                 if let Payload::RpcCall(call) = &emitted.payload {
                     learn_chain(&mut envelope, call);
                 }
-                publisher.send(std::iter::once(envelope.encode(
-                    0,
-                    emitted.timestamp_ns,
-                    &emitted.payload,
-                    &[],
-                    &emitted.error,
-                    &mut buffer,
-                )));
+                crate::envelope::publish(
+            &publisher,
+            &mut envelope,
+            emitted.timestamp_ns,
+            &emitted.payload,
+            &emitted.error,
+            &mut buffer,
+        );
             }
         }
     }
@@ -257,14 +257,14 @@ pub async fn run_with_pause(
     // What was made before the stop is published, then the final stats.
     while let Ok(emitted) = incoming.try_recv() {
         counts.count(&emitted);
-        publisher.send(std::iter::once(envelope.encode(
-            0,
+        crate::envelope::publish(
+            &publisher,
+            &mut envelope,
             emitted.timestamp_ns,
             &emitted.payload,
-            &[],
             &emitted.error,
             &mut buffer,
-        )));
+        );
     }
     let deadline = tokio::time::Instant::now() + STOP_BUDGET;
     publisher.flush(deadline - FINAL_STATS_TIME).await;
