@@ -316,15 +316,21 @@ async fn three_nodes_first_seen_reorg_and_the_alert_in_prometheus_and_alertmanag
         tasks.push(task);
     }
     // `onetry` until it took: the extractor may not listen yet, and a failed `add` is retried
-    // only a minute later.
+    // only a minute later. Then until the handshake is done (the peer's version known, it takes
+    // transactions): a transaction sent before that is never announced to it.
     blocking(|| {
         nodescope_regtest::wait_until("node 0 connected to the P2P extractor", WITHIN, || {
-            let _ = nodes[0].rpc("addnode", json!([p2p_listen, "onetry"]));
-            Ok(nodes[0]
-                .peers()?
-                .iter()
-                .any(|p| p["addr"] == p2p_listen.as_str())
-                .then_some(()))
+            let peers = nodes[0].peers()?;
+            let extractor = peers.iter().find(|p| p["addr"] == p2p_listen.as_str());
+            match extractor {
+                None => {
+                    let _ = nodes[0].rpc("addnode", json!([p2p_listen, "onetry"]));
+                    Ok(None)
+                }
+                Some(peer) => Ok((peer["version"].as_i64().unwrap_or(0) > 0
+                    && peer["relaytxes"] == true)
+                    .then_some(())),
+            }
         })
     })
     .unwrap();
