@@ -93,8 +93,7 @@ impl Envelope {
 
     /// Wraps a payload; returns the subject to publish on and the event.
     pub fn wrap(&mut self, pid: u32, timestamp_ns: u64, payload: Payload) -> (Subject, Event) {
-        let category = Category::of(&payload);
-        let sequence = self.sequences.next(category);
+        let (subject, sequence) = self.next(&payload);
         let event = Event {
             node_id: self.node_id.clone(),
             extractor: self.kind as i32,
@@ -106,7 +105,14 @@ impl Envelope {
             payload: Some(payload),
             ..Event::default()
         };
-        (self.subjects[category.index()].clone(), event)
+        (subject, event)
+    }
+
+    /// The subject of `payload`'s category and the category's next sequence number.
+    fn next(&mut self, payload: &Payload) -> (Subject, u64) {
+        let category = Category::of(payload);
+        let sequence = self.sequences.next(category);
+        (self.subjects[category.index()].clone(), sequence)
     }
 
     /// The next event of `payload`'s category, encoded: the subject to publish it on and its
@@ -124,8 +130,7 @@ impl Envelope {
         buffer: &mut EventBuffer,
     ) -> (Subject, Bytes) {
         use prost::encoding::{string, uint32, uint64};
-        let category = Category::of(payload);
-        let sequence = self.sequences.next(category);
+        let (subject, sequence) = self.next(payload);
         let (kind, run_id) = (self.kind as i32, self.run_id);
         let bytes = buffer.encode_with(&self.node_fields, |out| {
             // Field numbers of `Event` in nodescope.proto; zero values are left out, as prost
@@ -153,7 +158,7 @@ impl Envelope {
             }
             payload.encode(out);
         });
-        (self.subjects[category.index()].clone(), bytes)
+        (subject, bytes)
     }
 }
 
