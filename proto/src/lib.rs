@@ -16,4 +16,4 @@ pub mod subjects;
 pub mod tracepoint;
 
 pub use subjects::Category;
-pub use tracepoint::{tracepoint_payload, TracepointPayload};
+pub use tracepoint::{tracepoint_payload, tracepoint_payload_for_encoding, TracepointPayload};

@@ -9,7 +9,7 @@
 use extractor_common::{ArgValue, Tracepoint};
 
 use crate::event::Payload;
-use crate::p2p::{decode_p2p_into, DecodeOptions};
+use crate::p2p::{decode_p2p_encoding_inventory, decode_p2p_into, DecodeOptions};
 use crate::{
     ApsCreateTx, AttemptingApsCreateTx, BlockConnected, ClosedConnection, ConnectionType,
     EvictedInboundConnection, FlushModeV30, FlushModeV31, InboundConnection, MempoolAdded,
@@ -26,6 +26,9 @@ pub struct TracepointPayload {
     pub truncated_fields: Vec<String>,
     /// Problems with the arguments, `; `-separated; empty when all were as expected.
     pub error: String,
+    /// From [`tracepoint_payload_for_encoding`]: the P2P message's `body` field, encoded (its
+    /// `body` is unset then). Empty otherwise.
+    pub encoded_body: Vec<u8>,
 }
 
 /// Reads arguments by position, noting what is missing, mistyped or truncated. Strings and
@@ -193,6 +196,27 @@ pub fn tracepoint_payload(
     args: Vec<ArgValue>,
     options: DecodeOptions,
 ) -> TracepointPayload {
+    payload_of(tracepoint, args, options, false)
+}
+
+/// [`tracepoint_payload`] for a publisher that only encodes it: an inv, getdata or notfound
+/// message's body is left unset and comes encoded in `encoded_body` (see
+/// [`decode_p2p_encoding_inventory`]).
+pub fn tracepoint_payload_for_encoding(
+    tracepoint: Tracepoint,
+    args: Vec<ArgValue>,
+    options: DecodeOptions,
+) -> TracepointPayload {
+    payload_of(tracepoint, args, options, true)
+}
+
+fn payload_of(
+    tracepoint: Tracepoint,
+    args: Vec<ArgValue>,
+    options: DecodeOptions,
+    encoding_inventory: bool,
+) -> TracepointPayload {
+    let mut encoded_body = Vec::new();
     let argument_count = args.len();
     let mut a = Args {
         tracepoint,
@@ -227,7 +251,18 @@ pub fn tracepoint_payload(
                 ..
             }) = &mut payload
             {
-                decode_p2p_into(message, msg_type, &captured, size, options);
+                if encoding_inventory {
+                    decode_p2p_encoding_inventory(
+                        message,
+                        msg_type,
+                        &captured,
+                        size,
+                        options,
+                        &mut encoded_body,
+                    );
+                } else {
+                    decode_p2p_into(message, msg_type, &captured, size, options);
+                }
                 if message.truncated {
                     a.truncated.push("message.raw".to_string());
                 }
@@ -361,6 +396,7 @@ pub fn tracepoint_payload(
         payload,
         truncated_fields: a.truncated,
         error: a.problems.join("; "),
+        encoded_body,
     }
 }
 

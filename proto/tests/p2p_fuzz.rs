@@ -5,9 +5,12 @@
 use std::sync::OnceLock;
 
 use nodescope_proto::p2p::samples::sample_payloads;
-use nodescope_proto::p2p::{decode_p2p_unguarded, DecodeOptions, MESSAGE_TYPES};
+use nodescope_proto::p2p::{
+    decode_p2p_encoding_inventory, decode_p2p_unguarded, DecodeOptions, MESSAGE_TYPES,
+};
 use nodescope_proto::P2pMessage;
 use proptest::prelude::*;
+use prost::Message;
 
 fn samples() -> &'static [(&'static str, Vec<u8>)] {
     static SAMPLES: OnceLock<Vec<(&'static str, Vec<u8>)>> = OnceLock::new();
@@ -40,8 +43,21 @@ fn check_invariants(msg_type: &str, payload: &[u8], size: u64, m: &P2pMessage) {
 }
 
 fn decode(msg_type: &str, payload: &[u8], size: u64) -> P2pMessage {
-    let m = decode_p2p_unguarded(msg_type, payload, size, DecodeOptions { keep_raw: false });
+    let options = DecodeOptions { keep_raw: false };
+    let m = decode_p2p_unguarded(msg_type, payload, size, options);
     check_invariants(msg_type, payload, size, &m);
+    // The path that encodes inventories from the wire: the same message once its body is read.
+    let (mut encoding, mut body) = (P2pMessage::default(), Vec::new());
+    decode_p2p_encoding_inventory(
+        &mut encoding,
+        msg_type.into(),
+        payload,
+        size,
+        options,
+        &mut body,
+    );
+    encoding.merge(body.as_slice()).expect("a body field");
+    assert_eq!(encoding, m, "{msg_type}: the encoding path differs");
     m
 }
 

@@ -226,7 +226,7 @@ fn addr_v2(r: &mut Reader) -> Result<P2pAddr, Fail> {
     Ok(P2pAddr { addresses })
 }
 
-fn inventory_type(raw: u32) -> (InventoryType, &'static str) {
+pub(crate) fn inventory_type(raw: u32) -> (InventoryType, &'static str) {
     match raw {
         0 => (InventoryType::Error, "error"),
         1 => (InventoryType::Tx, "tx"),

@@ -10,6 +10,7 @@ mod decode;
 mod reader;
 #[doc(hidden)]
 pub mod samples;
+mod transcode;
 pub mod wire;
 
 use crate::p2p_message::Body;
@@ -110,6 +111,31 @@ pub fn decode_p2p_into(
         message.raw = payload.to_vec();
     }
     message.msg_type = msg_type;
+}
+
+/// [`decode_p2p_into`], except that the body of an inv, getdata or notfound is not built: its
+/// encoding (`P2pMessage`'s `body` field, as prost writes it) is appended to `encoded_body`
+/// instead, straight from the wire bytes, and `message.body` stays unset. For a publisher that
+/// only encodes the message: for these types, the most frequent, building the items cost as much
+/// as everything else. Any other type, and any payload that is not exactly a well-formed
+/// inventory, is decoded as [`decode_p2p_into`] does (`encoded_body` untouched).
+pub fn decode_p2p_encoding_inventory(
+    message: &mut P2pMessage,
+    msg_type: String,
+    payload: &[u8],
+    size: u64,
+    options: DecodeOptions,
+    encoded_body: &mut Vec<u8>,
+) {
+    if payload.len() as u64 == size && transcode::inventory_body(&msg_type, payload, encoded_body) {
+        message.size = size;
+        if options.keep_raw {
+            message.raw = payload.to_vec();
+        }
+        message.msg_type = msg_type;
+        return;
+    }
+    decode_p2p_into(message, msg_type, payload, size, options);
 }
 
 /// [`decode_p2p`] without the panic guard, for fuzzing (a panic here is a bug to fix).

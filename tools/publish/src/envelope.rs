@@ -2,9 +2,12 @@
 //! sequence number and time, and the subject it goes out on.
 
 use async_nats::Subject;
+use bytes::BufMut;
 use bytes::{Bytes, BytesMut};
 use nodescope_proto::subjects::{self, Category, Sequences, SubjectError};
-use nodescope_proto::{event::Payload, Event, ExtractorKind};
+use nodescope_proto::{event::Payload, Event, ExtractorKind, TracepointPayload};
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message;
 
 /// Numbers and addresses the events of one node in one run of a publisher.
 pub struct Envelope {
@@ -129,8 +132,43 @@ impl Envelope {
         error: &str,
         buffer: &mut EventBuffer,
     ) -> (Subject, Bytes) {
+        let parts = Parts {
+            payload,
+            truncated_fields,
+            error,
+            message_body: &[],
+        };
+        self.encode_parts(pid, timestamp_ns, parts, buffer)
+    }
+
+    /// [`Envelope::encode`] for a tracepoint's payload, whose P2P message body may come encoded
+    /// (see [`nodescope_proto::tracepoint_payload_for_encoding`]): the bytes decode to the event
+    /// of the payload with that body in its place.
+    pub fn encode_traced(
+        &mut self,
+        pid: u32,
+        timestamp_ns: u64,
+        traced: &TracepointPayload,
+        buffer: &mut EventBuffer,
+    ) -> (Subject, Bytes) {
+        let parts = Parts {
+            payload: &traced.payload,
+            truncated_fields: &traced.truncated_fields,
+            error: &traced.error,
+            message_body: &traced.encoded_body,
+        };
+        self.encode_parts(pid, timestamp_ns, parts, buffer)
+    }
+
+    fn encode_parts(
+        &mut self,
+        pid: u32,
+        timestamp_ns: u64,
+        parts: Parts<'_>,
+        buffer: &mut EventBuffer,
+    ) -> (Subject, Bytes) {
         use prost::encoding::{string, uint32, uint64};
-        let (subject, sequence) = self.next(payload);
+        let (subject, sequence) = self.next(parts.payload);
         let (kind, run_id) = (self.kind as i32, self.run_id);
         let bytes = buffer.encode_with(&self.node_fields, |out| {
             // Field numbers of `Event` in nodescope.proto; zero values are left out, as prost
@@ -150,16 +188,63 @@ impl Envelope {
             if timestamp_ns != 0 {
                 uint64::encode(6, &timestamp_ns, out);
             }
-            string::encode_repeated(7, truncated_fields, out);
-            if !error.is_empty() {
-                prost::encoding::encode_key(8, prost::encoding::WireType::LengthDelimited, out);
-                prost::encoding::encode_varint(error.len() as u64, out);
-                bytes::BufMut::put_slice(out, error.as_bytes());
+            string::encode_repeated(7, parts.truncated_fields, out);
+            if !parts.error.is_empty() {
+                encode_key(8, WireType::LengthDelimited, out);
+                encode_varint(parts.error.len() as u64, out);
+                out.put_slice(parts.error.as_bytes());
             }
-            payload.encode(out);
+            encode_payload(parts.payload, parts.message_body, out);
         });
         (subject, bytes)
     }
+}
+
+/// What an event carries besides the envelope's fields.
+struct Parts<'a> {
+    payload: &'a Payload,
+    truncated_fields: &'a [String],
+    error: &'a str,
+    /// A P2P message's `body` field, encoded; empty when the payload holds its body.
+    message_body: &'a [u8],
+}
+
+/// Field numbers in nodescope.proto: `Event.inbound_message`, `Event.outbound_message`, and
+/// `NetMessage`'s `peer` and `message`.
+const INBOUND_MESSAGE: u32 = 10;
+const OUTBOUND_MESSAGE: u32 = 11;
+const NET_PEER: u32 = 1;
+const NET_MESSAGE: u32 = 2;
+
+/// `payload` as its field of `Event`, with `message_body` (when not empty) the last field of
+/// its P2P message, where prost would write the message's body.
+fn encode_payload(payload: &Payload, message_body: &[u8], out: &mut impl BufMut) {
+    let (field, net) = match payload {
+        Payload::InboundMessage(net) if !message_body.is_empty() => (INBOUND_MESSAGE, net),
+        Payload::OutboundMessage(net) if !message_body.is_empty() => (OUTBOUND_MESSAGE, net),
+        _ => return payload.encode(out),
+    };
+    let message_len = net
+        .message
+        .as_ref()
+        .map_or(0, |message| message.encoded_len())
+        + message_body.len();
+    let peer_len = net.peer.as_ref().map_or(0, |peer| {
+        prost::encoding::message::encoded_len(NET_PEER, peer)
+    });
+    let net_len =
+        peer_len + key_len(NET_MESSAGE) + encoded_len_varint(message_len as u64) + message_len;
+    encode_key(field, WireType::LengthDelimited, out);
+    encode_varint(net_len as u64, out);
+    if let Some(peer) = &net.peer {
+        prost::encoding::message::encode(NET_PEER, peer, out);
+    }
+    encode_key(NET_MESSAGE, WireType::LengthDelimited, out);
+    encode_varint(message_len as u64, out);
+    if let Some(message) = &net.message {
+        message.encode_raw(out);
+    }
+    out.put_slice(message_body);
 }
 
 /// `node_id` (field 1) and `chain` (field 9) of `Event`, encoded.
