@@ -39,6 +39,8 @@ pub(super) struct Ring {
     consumer_pos: u64,
     /// For a record that wraps around the end; `u64`s, so that it is aligned like the ring.
     wrapped: Vec<u64>,
+    /// The last drain stopped at its limits, not at the end of what was written.
+    stopped_at_limit: bool,
     mapping: Option<Mapping>,
 }
 
@@ -103,6 +105,7 @@ impl Ring {
             view,
             consumer_pos,
             wrapped: Vec::new(),
+            stopped_at_limit: false,
             mapping: Some(Mapping {
                 map,
                 consumer,
@@ -184,16 +187,14 @@ impl Ring {
             }
         }
         consumer.store(self.consumer_pos, Ordering::Release);
+        self.stopped_at_limit = taken >= max || bytes_taken >= max_bytes;
         taken
     }
-}
 
-impl Ring {
-    /// Whether records (maybe still being written) wait after what was drained.
-    pub(super) fn has_more(&self) -> bool {
-        // SAFETY: as in `drain`.
-        let producer = unsafe { &*self.view.producer };
-        self.consumer_pos < producer.load(Ordering::Acquire)
+    /// Whether the last drain stopped at its limits: more was there to take. (Records that
+    /// came after it reached the end do not count: at a high rate some always have.)
+    pub(super) fn stopped_at_limit(&self) -> bool {
+        self.stopped_at_limit
     }
 }
 
@@ -246,6 +247,7 @@ mod tests {
                 },
                 consumer_pos: self.consumer.load(Ordering::Relaxed),
                 wrapped: Vec::new(),
+                stopped_at_limit: false,
                 mapping: None,
             }
         }
@@ -306,6 +308,8 @@ mod tests {
         kernel.write(b"third", 0);
         assert_eq!(drain_all(&mut ring), [b"first".to_vec()]);
         assert_eq!(kernel.consumer.load(Ordering::Relaxed), busy_at);
+        // Microseconds from being submitted: not worth draining again at once.
+        assert!(!ring.stopped_at_limit());
         // Submitted now (the kernel clears the busy bit).
         let data =
             unsafe { std::slice::from_raw_parts_mut(kernel.data.as_mut_ptr().cast::<u8>(), 4096) };
@@ -322,9 +326,12 @@ mod tests {
         }
         let mut seen = Vec::new();
         assert_eq!(ring.drain(4, usize::MAX, |b| seen.push(b[0])), 4);
+        assert!(ring.stopped_at_limit());
         // The record that reaches the byte limit is the last one taken.
         assert_eq!(ring.drain(100, 5, |b| seen.push(b[0])), 2);
+        assert!(ring.stopped_at_limit());
         assert_eq!(ring.drain(100, usize::MAX, |b| seen.push(b[0])), 4);
+        assert!(!ring.stopped_at_limit());
         assert_eq!(seen, (0..10).collect::<Vec<u8>>());
     }
 }
