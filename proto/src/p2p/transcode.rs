@@ -9,12 +9,16 @@
 //! the same bytes.
 
 use bitcoin::consensus::encode::{deserialize_partial, VarInt};
+use prost::bytes::BufMut;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
 use super::decode::inventory_type;
 
 /// Bytes of one wire entry: a 4-byte type and a 32-byte hash.
 const ENTRY: usize = 36;
+/// Most bytes an encoded item takes with its key and length: key, length, type (key and up to
+/// 5 bytes), type_raw (the same), hash (key, length, 32).
+const MAX_ITEM: usize = 2 + 6 + 6 + 34;
 /// Field numbers in p2p.proto: `P2pInventory.items`, `P2pInventory.count_by_type`, and
 /// `InventoryItem`'s `type`, `type_raw` and `hash`; the map entry's key and value.
 const ITEMS: u32 = 1;
@@ -50,22 +54,26 @@ pub(crate) fn inventory_body(msg_type: &str, payload: &[u8], out: &mut Vec<u8>) 
     if count.checked_mul(ENTRY as u64) != Some(entries.len() as u64) {
         return false;
     }
-    // Counted in message order of first appearance, as the decoder counts them.
-    let mut counts: Vec<(&'static str, u32)> = Vec::new();
+    // Counted in message order of first appearance, as the decoder counts them; told apart by
+    // type (one name each), not by comparing names.
+    let mut counts: Vec<(i32, &'static str, u32)> = Vec::new();
     let mut items_len = 0usize;
     for entry in entries.chunks_exact(ENTRY) {
         let type_raw = u32::from_le_bytes(entry[..4].try_into().expect("4 bytes"));
         let (kind, name) = inventory_type(type_raw);
         let item = item_len(kind as i32, type_raw);
         items_len += key_len(ITEMS) + encoded_len_varint(item as u64) + item;
-        match counts.iter_mut().find(|(counted, _)| *counted == name) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((name, 1)),
+        match counts
+            .iter_mut()
+            .find(|(counted, _, _)| *counted == kind as i32)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => counts.push((kind as i32, name, 1)),
         }
     }
     let map_len: usize = counts
         .iter()
-        .map(|(name, n)| {
+        .map(|(_, name, n)| {
             let entry = entry_len(name, *n);
             key_len(COUNT_BY_TYPE) + encoded_len_varint(entry as u64) + entry
         })
@@ -77,22 +85,30 @@ pub(crate) fn inventory_body(msg_type: &str, payload: &[u8], out: &mut Vec<u8>) 
     for entry in entries.chunks_exact(ENTRY) {
         let type_raw = u32::from_le_bytes(entry[..4].try_into().expect("4 bytes"));
         let kind = inventory_type(type_raw).0 as i32;
-        encode_key(ITEMS, WireType::LengthDelimited, out);
-        encode_varint(item_len(kind, type_raw) as u64, out);
+        // Written on the stack and appended at once: prost writes a varint a byte at a time,
+        // which for a `Vec` is a call per byte.
+        let mut item = [0u8; MAX_ITEM];
+        let mut w = &mut item[..];
+        encode_key(ITEMS, WireType::LengthDelimited, &mut w);
+        encode_varint(item_len(kind, type_raw) as u64, &mut w);
         if kind != 0 {
-            encode_key(ITEM_TYPE, WireType::Varint, out);
-            encode_varint(kind as u64, out);
+            encode_key(ITEM_TYPE, WireType::Varint, &mut w);
+            encode_varint(kind as u64, &mut w);
         }
         if type_raw != 0 {
-            encode_key(ITEM_TYPE_RAW, WireType::Varint, out);
-            encode_varint(type_raw as u64, out);
+            encode_key(ITEM_TYPE_RAW, WireType::Varint, &mut w);
+            encode_varint(type_raw as u64, &mut w);
         }
-        encode_key(ITEM_HASH, WireType::LengthDelimited, out);
-        encode_varint(32, out);
+        encode_key(ITEM_HASH, WireType::LengthDelimited, &mut w);
+        encode_varint(32, &mut w);
+        let mut hash: [u8; 32] = entry[4..].try_into().expect("32 bytes");
         // Display order: the wire's bytes reversed.
-        out.extend(entry[4..].iter().rev());
+        hash.reverse();
+        w.put_slice(&hash);
+        let written = MAX_ITEM - w.remaining_mut();
+        out.extend_from_slice(&item[..written]);
     }
-    for (name, n) in counts {
+    for (_, name, n) in counts {
         encode_key(COUNT_BY_TYPE, WireType::LengthDelimited, out);
         encode_varint(entry_len(name, n) as u64, out);
         encode_key(MAP_KEY, WireType::LengthDelimited, out);

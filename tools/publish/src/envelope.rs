@@ -265,19 +265,23 @@ fn node_fields(node_id: &str, chain: &str) -> Vec<u8> {
 #[derive(Default)]
 pub struct EventBuffer {
     block: BytesMut,
-    /// Events are encoded here first, then copied to `block` at once.
-    scratch: Scratch,
 }
 
-/// A `Vec` as prost's output. prost writes varints a byte at a time with `put_u8`, which `Vec`
-/// and `BytesMut` implement as a one-byte `put_slice`: a call and a `memcpy` per byte, a visible
-/// share of the per-event cost. Here it is a push.
-#[derive(Default)]
-struct Scratch(Vec<u8>);
+/// Bytes allocated at a time for encoding events.
+const BLOCK_BYTES: usize = 64 * 1024;
+/// An event is begun in a fresh block when the current one has less room than this: it is
+/// then written in place. A larger event grows its block (a copy of what it wrote so far),
+/// and the block after it is a fresh one again.
+const BLOCK_ROOM: usize = 16 * 1024;
 
-// SAFETY: every method delegates to `Vec<u8>`'s implementation, except `put_u8`, whose push
-// keeps the same contract (the byte is written and the length advances by one).
-unsafe impl bytes::BufMut for Scratch {
+/// A block as prost's output. prost writes varints a byte at a time with `put_u8`, which
+/// `BytesMut` implements as a one-byte `put_slice` (a call and a capacity check per byte, a
+/// visible share of the per-event cost); here it is a store while the block has room.
+struct BlockWriter<'a>(&'a mut BytesMut);
+
+// SAFETY: every method delegates to `BytesMut`'s implementation, except `put_u8`, which keeps
+// the same contract (the byte is written and the length advances by one).
+unsafe impl bytes::BufMut for BlockWriter<'_> {
     fn remaining_mut(&self) -> usize {
         self.0.remaining_mut()
     }
@@ -298,31 +302,31 @@ unsafe impl bytes::BufMut for Scratch {
 
     #[inline]
     fn put_u8(&mut self, n: u8) {
-        self.0.push(n);
+        match self.0.spare_capacity_mut().first_mut() {
+            Some(slot) => {
+                slot.write(n);
+                // SAFETY: the byte at the old length was just written, within the capacity.
+                unsafe { self.0.set_len(self.0.len() + 1) };
+            }
+            None => self.0.extend_from_slice(&[n]),
+        }
     }
 }
 
-/// Bytes allocated at a time for encoding events (a larger event gets a block of its size).
-const BLOCK_BYTES: usize = 64 * 1024;
-
 impl EventBuffer {
     /// `prefix` followed by what `write` writes.
-    fn encode_with(&mut self, prefix: &[u8], write: impl FnOnce(&mut Scratch)) -> Bytes {
-        let scratch = &mut self.scratch.0;
-        scratch.clear();
-        scratch.extend_from_slice(prefix);
-        write(&mut self.scratch);
-        let scratch = &mut self.scratch.0;
-        let len = scratch.len();
-        if self.block.capacity() < len {
-            self.block = BytesMut::with_capacity(len.max(BLOCK_BYTES));
+    fn encode_with(&mut self, prefix: &[u8], write: impl FnOnce(&mut BlockWriter)) -> Bytes {
+        if self.block.capacity() < BLOCK_ROOM {
+            self.block = BytesMut::with_capacity(BLOCK_BYTES);
         }
-        self.block.extend_from_slice(scratch);
-        if scratch.capacity() > BLOCK_BYTES {
-            // A 4 MB block passed through: do not keep its memory for small events.
-            *scratch = Vec::new();
+        self.block.extend_from_slice(prefix);
+        write(&mut BlockWriter(&mut self.block));
+        let event = self.block.split().freeze();
+        if event.len() > BLOCK_BYTES {
+            // A 4 MB block passed through: the small events after it do not keep its memory.
+            self.block = BytesMut::new();
         }
-        self.block.split().freeze()
+        event
     }
 }
 
@@ -367,5 +371,31 @@ mod tests {
             (decoded.chain.as_str(), decoded.extractor, event.sequence),
             ("regtest", ExtractorKind::ConnectivityCheck as i32, 0)
         );
+    }
+
+    #[test]
+    fn events_of_every_size_keep_their_bytes_across_blocks() {
+        let mut envelope =
+            Envelope::new("nodescope", "node-a", "regtest", ExtractorKind::Ebpf, 42).unwrap();
+        let mut buffer = EventBuffer::default();
+        // Small ones filling blocks, ones larger than a block's room and than a block, and
+        // small ones after them: each event's bytes stay its own while the later ones are
+        // written.
+        let sizes = (0..400)
+            .map(|i| i * 37 % 3000)
+            .chain([20_000, 5, 70_000, 1, 4_000_000, 3, 16_383, 16_385]);
+        let encoded: Vec<(Payload, Bytes)> = sizes
+            .map(|size| {
+                let payload = Payload::MempoolRejected(MempoolRejected {
+                    txid: vec![7; 32],
+                    reason: "x".repeat(size),
+                });
+                let (_, bytes) = envelope.encode(1, 2, &payload, &[], "", &mut buffer);
+                (payload, bytes)
+            })
+            .collect();
+        for (payload, bytes) in encoded {
+            assert_eq!(Event::decode(bytes).unwrap().payload, Some(payload));
+        }
     }
 }
