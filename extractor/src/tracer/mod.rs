@@ -89,21 +89,6 @@ pub const DEFAULT_RING_BYTES: u32 = 32 * 1024 * 1024;
 /// drain finds the ring empty, the reader asks the kernel to wake it on the next record.
 const BATCH_DELAY: Duration = Duration::from_micros(250);
 
-/// Above [`BUSY_RATE`] records a second the delay grows with the rate, up to this: each drain
-/// has a fixed cost (the timer, two thread switches, a write to NATS: about 50 µs on a small
-/// VM), and at such rates queueing, not this wait, decides the latency.
-const MAX_BATCH_DELAY: Duration = Duration::from_millis(1);
-const BUSY_RATE: f64 = 100_000.0;
-
-/// The delay before the next drain, after one that took `taken` records `elapsed` after the
-/// one before: [`BATCH_DELAY`] up to [`BUSY_RATE`], then in proportion to the rate.
-fn batch_delay(taken: usize, elapsed: Duration) -> Duration {
-    let rate = taken as f64 / elapsed.as_secs_f64().max(1e-6);
-    BATCH_DELAY
-        .mul_f64((rate / BUSY_RATE).max(1.0))
-        .min(MAX_BATCH_DELAY)
-}
-
 /// Waiting for the kernel's wakeup, the reader still looks this often: to expire payloads whose
 /// chunks stopped coming, and should a wakeup have been missed.
 const IDLE_CHECK: Duration = Duration::from_millis(50);
@@ -166,8 +151,6 @@ pub struct Tracer {
     reader_waiting: Array<MapData, u32>,
     /// Whether `reader_waiting` was set since the last drain that took records.
     waiting: bool,
-    /// When the last drain that took records was paced.
-    last_paced: Instant,
     drops: PerCpuArray<MapData, u64>,
     payload_drops: PerCpuArray<MapData, u64>,
     count_only: PerCpuArray<MapData, u64>,
@@ -236,7 +219,6 @@ impl Tracer {
             ring,
             reader_waiting,
             waiting: false,
-            last_paced: Instant::now(),
             drops,
             payload_drops,
             count_only,
@@ -347,12 +329,7 @@ impl Tracer {
             // The drain stopped at its limits: the rest as soon as the events are out.
             self.waiting = false;
             self.drain_timer.arm(Duration::ZERO);
-        } else if taken > 0 {
-            self.waiting = false;
-            let now = Instant::now();
-            let elapsed = now.duration_since(std::mem::replace(&mut self.last_paced, now));
-            self.drain_timer.arm(batch_delay(taken, elapsed));
-        } else if self.reassembler.open_events() > 0 {
+        } else if taken > 0 || self.reassembler.open_events() > 0 {
             self.waiting = false;
             self.drain_timer.arm(BATCH_DELAY);
         } else if !self.waiting {
@@ -480,21 +457,4 @@ fn per_tracepoint(
         }
     }
     Ok(counts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_batch_delay_grows_with_the_rate_above_the_busy_rate() {
-        let ms = Duration::from_millis;
-        // 25 records in 250 µs and 100 in 1 ms: 100,000 a second.
-        assert_eq!(batch_delay(25, Duration::from_micros(250)), BATCH_DELAY);
-        assert_eq!(batch_delay(100, ms(1)), BATCH_DELAY);
-        assert_eq!(batch_delay(1, ms(1000)), BATCH_DELAY);
-        assert_eq!(batch_delay(200, ms(1)), BATCH_DELAY * 2);
-        assert_eq!(batch_delay(400, ms(1)), MAX_BATCH_DELAY);
-        assert_eq!(batch_delay(2048, Duration::ZERO), MAX_BATCH_DELAY);
-    }
 }
