@@ -257,7 +257,7 @@ fn render_us(mix: &[Payload]) -> f64 {
     let started = Instant::now();
     let bytes: usize = events
         .iter()
-        .map(|event| nodescope_proto::json::to_json(event).to_string().len())
+        .map(|event| nodescope_proto::json::to_json_string(event).len())
         .sum();
     std::hint::black_box(bytes);
     started.elapsed().as_secs_f64() * 1e6 / events.len() as f64
@@ -394,7 +394,7 @@ fn main() -> anyhow::Result<()> {
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     println!(
-        "event mix: inv, tx, ping, pong, getdata, headers, addrv2 messages and mempool additions, rendered to JSON once per event ({:.1} µs each here, nodescope_proto::json::to_json)",
+        "event mix: inv, tx, ping, pong, getdata, headers, addrv2 messages and mempool additions, rendered to JSON once per event ({:.1} µs each here, nodescope_proto::json::to_json_string)",
         render_us(&mix)
     );
     println!("clients: read frames straight off the socket and look only for each one's timestamp (the cheapest client there is, so that the tool is what is measured)\n");

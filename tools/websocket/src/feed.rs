@@ -173,17 +173,17 @@ impl Feed {
         if !self.demand.wants(received.category) {
             return;
         }
-        let mut frame = serde_json::Map::new();
-        frame.insert("type".into(), "event".into());
-        frame.insert("category".into(), received.category.as_str().into());
-        frame.insert(
-            "event".into(),
-            nodescope_proto::json::to_json(&received.event),
+        // `{"type":"event","category":…,"event":…}`, the event's JSON written in place: the
+        // text of a JSON object with those members in that order, without building one.
+        let text = format!(
+            r#"{{"type":"event","category":{},"event":{}}}"#,
+            serde_json::Value::from(received.category.as_str()),
+            nodescope_proto::json::to_json_string(&received.event)
         );
         let _ = self.events.send(Arc::new(Frame {
             node: received.event.node_id.clone(),
             category: received.category,
-            wire: wire::text(&serde_json::Value::Object(frame).to_string()),
+            wire: wire::text(&text),
         }));
     }
 
