@@ -242,14 +242,7 @@ pub async fn run_with_pause(
                 if let Payload::RpcCall(call) = &emitted.payload {
                     learn_chain(&mut envelope, call);
                 }
-                crate::envelope::publish(
-            &publisher,
-            &mut envelope,
-            emitted.timestamp_ns,
-            &emitted.payload,
-            &emitted.error,
-            &mut buffer,
-        );
+                publish_emitted(&publisher, &mut envelope, &emitted, &mut buffer);
             }
         }
     }
@@ -257,14 +250,7 @@ pub async fn run_with_pause(
     // What was made before the stop is published, then the final stats.
     while let Ok(emitted) = incoming.try_recv() {
         counts.count(&emitted);
-        crate::envelope::publish(
-            &publisher,
-            &mut envelope,
-            emitted.timestamp_ns,
-            &emitted.payload,
-            &emitted.error,
-            &mut buffer,
-        );
+        publish_emitted(&publisher, &mut envelope, &emitted, &mut buffer);
     }
     let deadline = tokio::time::Instant::now() + STOP_BUDGET;
     publisher.flush(deadline - FINAL_STATS_TIME).await;
@@ -304,6 +290,23 @@ const EVENT_CHANNEL: usize = 4096;
 /// From the stop to the end of `run`: publishing what is queued, then the final stats.
 const STOP_BUDGET: Duration = Duration::from_millis(1500);
 const FINAL_STATS_TIME: Duration = Duration::from_millis(300);
+
+/// Publishes an answer or notification, with its error mark, as the envelope's next event.
+fn publish_emitted(
+    publisher: &Publisher,
+    envelope: &mut Envelope,
+    emitted: &Emitted,
+    buffer: &mut EventBuffer,
+) {
+    crate::envelope::publish(
+        publisher,
+        envelope,
+        emitted.timestamp_ns,
+        &emitted.payload,
+        &emitted.error,
+        buffer,
+    );
+}
 
 fn answered(emitted: &Emitted) -> bool {
     matches!(&emitted.payload, Payload::RpcCall(call) if !matches!(call.result, Some(Answer::Failure(_))))
