@@ -77,6 +77,13 @@ pub fn test() -> Result<()> {
         || build_images(&release),
     )?;
     let stack = Stack::new(&release);
+    // A run cut off before its own clean-up (a killed CI job, a lost session) leaves the
+    // project's volumes behind: the chain and the wallet would carry into this run.
+    step("nothing left from an earlier run of the test", || {
+        stack
+            .run(&["--profile", "*", "down", "-v", "--remove-orphans"])
+            .map(drop)
+    })?;
     let outcome = stack.run_checks();
     // Whatever happened, nothing of the test's is left running (volumes included).
     let _ = stack
