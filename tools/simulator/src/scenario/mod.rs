@@ -365,7 +365,7 @@ impl Scenario<'_, '_> {
         self.handshake(&p3);
         let port = self.rng.range(40_000, 60_999) as u16;
         let v4 = Ipv4Addr::new(93, 184, 216, 34);
-        self.emit_peer(T::NetEvictedInboundConnection, &p3);
+        self.emit_peer(T::NetEvictedInboundConnection, &p3, p3.connected_s);
         let p4 = self.connect(
             format!("{v4}:{port}"),
             SocketAddr::V4(SocketAddrV4::new(v4, port)),

@@ -50,21 +50,13 @@ impl Scenario<'_, '_> {
             self.outbound += 1;
             (T::NetOutboundConnection, self.outbound)
         };
-        let pr = peer.clone();
-        self.sim.emit(tracepoint, move || {
-            vec![
-                int(pr.id),
-                string(&pr.addr),
-                string(pr.conn_type),
-                int(pr.network),
-                int(count as u64),
-            ]
-        });
+        self.emit_peer(tracepoint, &peer, count as i64);
         peer
     }
 
-    /// evicted_inbound_connection / closed_connection share their arguments.
-    pub(super) fn emit_peer(&mut self, tp: T, peer: &Peer) {
+    /// The connection tracepoints share their arguments but the last: the count of such
+    /// connections for a new one, the time it connected for an evicted or closed one.
+    pub(super) fn emit_peer(&mut self, tp: T, peer: &Peer, last: i64) {
         let pr = peer.clone();
         self.sim.emit(tp, move || {
             vec![
@@ -72,7 +64,7 @@ impl Scenario<'_, '_> {
                 string(&pr.addr),
                 string(pr.conn_type),
                 int(pr.network),
-                int(pr.connected_s),
+                int(last),
             ]
         });
     }
@@ -83,7 +75,7 @@ impl Scenario<'_, '_> {
         } else {
             self.outbound -= 1;
         }
-        self.emit_peer(T::NetClosedConnection, peer);
+        self.emit_peer(T::NetClosedConnection, peer, peer.connected_s);
     }
 
     pub(super) fn misbehaving(&mut self, peer: &Peer, message: &str) {
