@@ -14,7 +14,8 @@ use crate::payloads::{self as p, Rng};
 use crate::sim::{bytes, int, string};
 
 impl Scenario<'_, '_> {
-    fn new_peer(
+    /// Opens a connection; its direction (and tracepoint) follows from the connection type.
+    pub(super) fn connect(
         &mut self,
         addr: String,
         sock: SocketAddr,
@@ -24,25 +25,14 @@ impl Scenario<'_, '_> {
         let id = self.next_peer_id;
         self.next_peer_id += 1;
         self.tick(1);
-        Peer {
+        let peer = Peer {
             id,
             addr,
             sock,
             conn_type,
             network,
             connected_s: self.now,
-        }
-    }
-
-    /// Opens a connection; its direction (and tracepoint) follows from the connection type.
-    pub(super) fn connect(
-        &mut self,
-        addr: String,
-        sock: SocketAddr,
-        conn_type: &'static str,
-        network: u32,
-    ) -> Peer {
-        let peer = self.new_peer(addr, sock, conn_type, network);
+        };
         let (tracepoint, count) = if conn_type == conn_type::INBOUND {
             self.inbound += 1;
             (T::NetInboundConnection, self.inbound)
