@@ -56,9 +56,14 @@ pub struct EbpfArgs {
     #[arg(long, env = "NODESCOPE_TRACEPOINTS", default_value = "all", value_parser = parse_tracepoints)]
     pub tracepoints: BTreeSet<Tracepoint>,
     /// Size of the kernel ring buffer in MiB (a power of two; all kernel maps together stay
-    /// within 64 MiB up to 32). It counts once in the extractor's resident memory; 16 holds
-    /// four 4 MB blocks, or about 90 ms of 300,000 small messages/s.
-    #[arg(long, env = "NODESCOPE_RING_MIB", default_value_t = 16, value_parser = parse_ring_mib)]
+    /// within 64 MiB up to 32). Kernel memory: the extractor maps only the part it is reading;
+    /// 32 holds eight 4 MB blocks, or about 150 ms of 300,000 small messages/s.
+    #[arg(
+        long,
+        env = "NODESCOPE_RING_MIB",
+        default_value_t = crate::tracer::DEFAULT_RING_BYTES / (1024 * 1024),
+        value_parser = parse_ring_mib
+    )]
     pub ring_mib: u32,
     /// Most bytes of each P2P payload copied from bitcoind (default: whole messages, up to
     /// 4,000,000 bytes); a message cut by it is published marked truncated with its real size.
@@ -305,7 +310,7 @@ async fn stop(
 /// before SIGKILL); the rest is for the process to exit.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
 
-/// Most time spent reading the ring once the probes are detached: a 16 MiB ring of small
+/// Most time spent reading the ring once the probes are detached: a 32 MiB ring of small
 /// messages (about 30,000) decodes in far less.
 const RING_DRAIN_LIMIT: Duration = Duration::from_millis(500);
 

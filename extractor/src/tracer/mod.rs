@@ -78,9 +78,8 @@ pub struct TracerConfig {
 }
 
 /// Default ring size: room for about 8 whole 4 MB blocks, or about 50,000 small messages (about
-/// 150 ms at 300,000 pings/s), while all maps stay within 64 MiB of kernel memory. The ring's
-/// pages count once in the process's resident memory (`ring.rs` maps them once); the `extractor`
-/// command defaults to half this size.
+/// 150 ms at 300,000 pings/s), while all maps stay within 64 MiB of kernel memory. It costs
+/// kernel memory only: the process maps the window it reads (`ring.rs`), at most 2 MiB.
 pub const DEFAULT_RING_BYTES: u32 = 32 * 1024 * 1024;
 
 /// While records keep coming, the reader drains the ring this long after its last drain, and
@@ -277,7 +276,7 @@ impl Tracer {
         let before = out.len();
         loop {
             self.wait_for_records().await?;
-            let taken = self.drain();
+            let taken = self.drain()?;
             // Also closes an event at the queue's head whose chunks stopped coming.
             self.reassembler.pop_ready(out, Instant::now());
             self.pace(taken)?;
@@ -299,7 +298,7 @@ impl Tracer {
                 .get_mut()
                 .drain(DRAIN_BATCH, DRAIN_BYTES, |record| {
                     events += (record.first() == Some(&record_kind::EVENT)) as u64;
-                });
+                })?;
             self.pace(taken)?;
             if events > 0 {
                 return Ok(events);
@@ -344,14 +343,16 @@ impl Tracer {
 
     /// Feeds what the ring holds (up to [`DRAIN_BATCH`] records) to the reassembler; returns
     /// how many records it took.
-    fn drain(&mut self) -> usize {
+    fn drain(&mut self) -> Result<usize, TracerError> {
         let now = Instant::now();
         let reassembler = &mut self.reassembler;
-        self.ring
+        let taken = self
+            .ring
             .get_mut()
             .drain(DRAIN_BATCH, DRAIN_BYTES, |record| {
                 reassembler.push(RingRecord::parse(record), now)
-            })
+            })?;
+        Ok(taken)
     }
 
     /// Detaches every probe: the kernel removes the breakpoints and lowers the semaphores. The
@@ -377,7 +378,13 @@ impl Tracer {
     ) -> usize {
         let mut last_record = Instant::now();
         loop {
-            let taken = self.drain();
+            let taken = match self.drain() {
+                Ok(taken) => taken,
+                Err(error) => {
+                    tracing::warn!(%error, "stopped reading the ring after the detach");
+                    break;
+                }
+            };
             let now = Instant::now();
             self.reassembler.pop_ready(out, now);
             if taken > 0 {

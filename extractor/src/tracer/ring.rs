@@ -1,12 +1,16 @@
-//! The reading side of the kernel's BPF ring buffer, with its data pages mapped once.
+//! The reading side of the kernel's BPF ring buffer, its data pages mapped a window at a time.
 //!
 //! The kernel maps a ring's data pages twice in a row so that a record that wraps around the
 //! end reads as one piece, and aya's reader maps them so too: each page then counts twice in
-//! the extractor's resident memory (32 MB for a 16 MiB ring). Mapped once, a record that wraps
-//! (one per turn of the ring at most) is copied into a buffer instead.
+//! the extractor's resident memory (32 MB for a 16 MiB ring). Here the data area is an address
+//! range reserved once, of which only the pages being read are mapped (a window of at most
+//! [`MAX_WINDOW`], moved along as records are read): the ring's size costs kernel memory, not
+//! the extractor's resident memory, so a ring large enough for a burst of blocks does not push
+//! the process past its budget. A record that wraps around the end is copied into a buffer.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::ops::Range;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use aya::maps::MapData;
@@ -24,156 +28,179 @@ const GIVE_BACK_EVERY: usize = 64;
 /// the ring as they are read.
 const GIVE_BACK_BYTES: usize = 1024 * 1024;
 
-/// Where the positions and the data are, in memory shared with the kernel.
-struct View {
-    consumer: *const AtomicU64,
-    producer: *const AtomicU64,
-    data: *const u8,
-    /// A power of two.
-    size: usize,
-}
+/// Most of the data area mapped at once (an eighth of a smaller ring). Moving the window maps
+/// its pages anew, about 50 µs for 2 MiB: once per 2 MiB of records read.
+const MAX_WINDOW: usize = 2 * 1024 * 1024;
 
 pub(super) struct Ring {
-    view: View,
+    /// The map's file (a duplicate of the map's descriptor), which the mappings read.
+    file: OwnedFd,
+    page: usize,
+    /// The consumer page (read-write) and the producer page (read-only).
+    consumer: *const AtomicU64,
+    producer: *const AtomicU64,
+    /// The data area's reserved range: inaccessible but for `window`.
+    data: *mut u8,
+    /// A power of two, a multiple of the page size.
+    size: usize,
+    /// The offsets of the data area mapped readable now.
+    window: Range<usize>,
+    window_len: usize,
     /// Our own position, published to the kernel after each record.
     consumer_pos: u64,
     /// For a record that wraps around the end; `u64`s, so that it is aligned like the ring.
     wrapped: Vec<u64>,
     /// The last drain stopped at its limits, not at the end of what was written.
     stopped_at_limit: bool,
-    mapping: Option<Mapping>,
-}
-
-/// The two mappings of the map's file: the consumer page (read-write), the producer page and
-/// the data pages once (read-only).
-struct Mapping {
-    map: MapData,
-    consumer: *mut libc::c_void,
-    producer: *mut libc::c_void,
-    producer_len: usize,
-    page: usize,
 }
 
 // SAFETY: the pointers are into this process's mappings, owned by the Ring; nothing else
 // writes through them but the kernel.
 unsafe impl Send for Ring {}
 
+/// A fresh mapping of `len` bytes (at `at` when given, replacing what was there).
+fn map(
+    at: Option<*mut u8>,
+    len: usize,
+    protection: libc::c_int,
+    file: Option<(RawFd, usize)>,
+) -> io::Result<*mut u8> {
+    let (flags, fd, offset) = match file {
+        Some((fd, offset)) => (libc::MAP_SHARED, fd, offset),
+        None => (
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        ),
+    };
+    let (address, flags) = match at {
+        Some(at) => (at.cast(), flags | libc::MAP_FIXED),
+        None => (std::ptr::null_mut(), flags),
+    };
+    // SAFETY: a shared mapping of the map's file (the kernel checks the range), or anonymous
+    // memory; MAP_FIXED only ever replaces part of the Ring's own reserved range.
+    let address = unsafe { libc::mmap(address, len, protection, flags, fd, offset as libc::off_t) };
+    if address == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(address.cast())
+    }
+}
+
 impl Ring {
     /// Maps the ring buffer `map` whose data area is `size` bytes.
     pub(super) fn new(map: MapData, size: usize) -> io::Result<Ring> {
+        Ring::map(map.fd().as_fd().try_clone_to_owned()?, size)
+    }
+
+    /// Maps a file laid out as the kernel lays out a ring buffer map: the consumer page, the
+    /// producer page, then `size` bytes of data.
+    fn map(file: OwnedFd, size: usize) -> io::Result<Ring> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let fd = map.fd().as_fd().as_raw_fd();
-        let map_at = |len: usize, protection: libc::c_int, offset: usize| {
-            // SAFETY: a fresh shared mapping of the map's file; the kernel checks the range.
-            let address = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    protection,
-                    libc::MAP_SHARED,
-                    fd,
-                    offset as libc::off_t,
-                )
-            };
-            if address == libc::MAP_FAILED {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(address)
-            }
-        };
-        let consumer = map_at(page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer_len = page + size;
-        let producer = match map_at(producer_len, libc::PROT_READ, page) {
-            Ok(producer) => producer,
-            Err(error) => {
-                // SAFETY: unmapping what was just mapped.
-                unsafe { libc::munmap(consumer, page) };
-                return Err(error);
-            }
-        };
-        let view = View {
-            consumer: consumer.cast(),
-            producer: producer.cast(),
-            // SAFETY: the data starts one page into the producer mapping.
-            data: unsafe { producer.cast::<u8>().add(page) },
+        let fd = file.as_raw_fd();
+        let mut ring = Ring {
+            file,
+            page,
+            consumer: std::ptr::null(),
+            producer: std::ptr::null(),
+            data: std::ptr::null_mut(),
             size,
-        };
-        // SAFETY: the consumer page is mapped and holds the position as an aligned u64.
-        let consumer_pos = unsafe { &*view.consumer }.load(Ordering::Acquire);
-        Ok(Ring {
-            view,
-            consumer_pos,
+            window: 0..0,
+            window_len: (size / 8).clamp(page, MAX_WINDOW),
+            consumer_pos: 0,
             wrapped: Vec::new(),
             stopped_at_limit: false,
-            mapping: Some(Mapping {
-                map,
-                consumer,
-                producer,
-                producer_len,
-                page,
-            }),
-        })
+        };
+        // Each mapping is kept as soon as made, so that dropping the ring undoes what was done.
+        ring.consumer = map(
+            None,
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            Some((fd, 0)),
+        )?
+        .cast();
+        ring.producer = map(None, page, libc::PROT_READ, Some((fd, page)))?.cast();
+        ring.data = map(None, size, libc::PROT_NONE, None)?;
+        // SAFETY: the consumer page is mapped and holds the position as an aligned u64.
+        ring.consumer_pos = unsafe { &*ring.consumer }.load(Ordering::Acquire);
+        Ok(ring)
+    }
+
+    /// Makes the data bytes `offset..offset + len` readable, moving the window when they are
+    /// not in it.
+    fn cover(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        let end = offset + len;
+        if self.window.start <= offset && end <= self.window.end {
+            return Ok(());
+        }
+        let start = offset - offset % self.page;
+        let window = start
+            ..(start + self.window_len)
+                .max(end.next_multiple_of(self.page))
+                .min(self.size);
+        if !self.window.is_empty() {
+            let old = std::mem::replace(&mut self.window, 0..0);
+            // SAFETY: within the reserved range.
+            let at = unsafe { self.data.add(old.start) };
+            map(Some(at), old.len(), libc::PROT_NONE, None)?;
+        }
+        // SAFETY: within the reserved range.
+        let at = unsafe { self.data.add(window.start) };
+        let file_offset = 2 * self.page + window.start;
+        map(
+            Some(at),
+            window.len(),
+            libc::PROT_READ,
+            Some((self.file.as_raw_fd(), file_offset)),
+        )?;
+        self.window = window;
+        Ok(())
     }
 
     /// Calls `each` with up to `max` records, in order, each as its bytes (8-byte aligned),
     /// stopping once `max_bytes` were taken; returns how many records it took. Stops at the
-    /// first record still being written.
+    /// first record still being written. Fails only when the window cannot be mapped.
     pub(super) fn drain(
         &mut self,
         max: usize,
         max_bytes: usize,
         mut each: impl FnMut(&[u8]),
-    ) -> usize {
-        let view = &self.view;
-        // SAFETY (all dereferences below): the view's pointers are into live mappings (or, in
-        // tests, buffers) of the sizes it says; positions are aligned u64s.
-        let producer = unsafe { &*view.producer };
-        let consumer = unsafe { &*view.consumer };
-        let mask = view.size as u64 - 1;
+    ) -> io::Result<usize> {
+        // SAFETY (all dereferences below): the position pages are mapped for the ring's life
+        // and hold aligned u64s; data is read only in the window `cover` has just mapped.
+        let producer = unsafe { &*self.producer };
+        let consumer = unsafe { &*self.consumer };
+        let mask = self.size as u64 - 1;
         let mut producer_pos = producer.load(Ordering::Acquire);
         let (mut taken, mut bytes_taken) = (0, 0);
-        while taken < max && bytes_taken < max_bytes {
+        let result = loop {
+            if taken >= max || bytes_taken >= max_bytes {
+                break Ok(());
+            }
             if self.consumer_pos >= producer_pos {
                 // Caught up with what was visible at the start: look once more.
                 producer_pos = producer.load(Ordering::Acquire);
                 if self.consumer_pos >= producer_pos {
-                    break;
+                    break Ok(());
                 }
             }
             let offset = (self.consumer_pos & mask) as usize;
             // Records are 8-byte aligned and the size is a multiple of a page: a header never
             // wraps.
-            let header = unsafe { &*view.data.add(offset).cast::<AtomicU32>() };
+            if let Err(error) = self.cover(offset, HEADER_LEN) {
+                break Err(error);
+            }
+            let header = unsafe { &*self.data.add(offset).cast::<AtomicU32>() };
             let flags_and_len = header.load(Ordering::Acquire);
             if flags_and_len & BUSY_BIT != 0 {
-                break;
+                break Ok(());
             }
             let len = (flags_and_len & !(BUSY_BIT | DISCARD_BIT)) as usize;
             if flags_and_len & DISCARD_BIT == 0 {
                 let start = (offset + HEADER_LEN) & mask as usize;
-                if start + len <= view.size {
-                    each(unsafe { std::slice::from_raw_parts(view.data.add(start), len) });
-                } else {
-                    let first = view.size - start;
-                    self.wrapped.clear();
-                    self.wrapped.resize(len.div_ceil(8), 0);
-                    let bytes = unsafe {
-                        std::slice::from_raw_parts_mut(self.wrapped.as_mut_ptr().cast::<u8>(), len)
-                    };
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            view.data.add(start),
-                            bytes.as_mut_ptr(),
-                            first,
-                        );
-                        std::ptr::copy_nonoverlapping(
-                            view.data,
-                            bytes.as_mut_ptr().add(first),
-                            len - first,
-                        );
-                    }
-                    each(bytes);
+                if let Err(error) = self.read_record(start, len, &mut each) {
+                    break Err(error);
                 }
                 taken += 1;
                 bytes_taken += len;
@@ -185,10 +212,44 @@ impl Ring {
             if taken % GIVE_BACK_EVERY == 0 || bytes_taken >= GIVE_BACK_BYTES {
                 consumer.store(self.consumer_pos, Ordering::Release);
             }
-        }
+        };
         consumer.store(self.consumer_pos, Ordering::Release);
         self.stopped_at_limit = taken >= max || bytes_taken >= max_bytes;
-        taken
+        result.map(|()| taken)
+    }
+
+    /// Calls `each` with the `len` bytes of data at `start`, copied when they wrap around the end.
+    fn read_record(
+        &mut self,
+        start: usize,
+        len: usize,
+        each: &mut impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        if start + len <= self.size {
+            self.cover(start, len)?;
+            each(unsafe { std::slice::from_raw_parts(self.data.add(start), len) });
+            return Ok(());
+        }
+        let first = self.size - start;
+        let mut wrapped = std::mem::take(&mut self.wrapped);
+        wrapped.clear();
+        wrapped.resize(len.div_ceil(8), 0);
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(wrapped.as_mut_ptr().cast::<u8>(), len) };
+        let copied = self.cover(start, first).and_then(|()| {
+            bytes[..first].copy_from_slice(unsafe {
+                std::slice::from_raw_parts(self.data.add(start), first)
+            });
+            self.cover(0, len - first)?;
+            bytes[first..]
+                .copy_from_slice(unsafe { std::slice::from_raw_parts(self.data, len - first) });
+            Ok(())
+        });
+        if copied.is_ok() {
+            each(bytes);
+        }
+        self.wrapped = wrapped;
+        copied
     }
 
     /// Whether the last drain stopped at its limits: more was there to take. (Records that
@@ -200,18 +261,22 @@ impl Ring {
 
 impl AsRawFd for Ring {
     fn as_raw_fd(&self) -> RawFd {
-        let mapping = self.mapping.as_ref().expect("a mapped ring has a map");
-        mapping.map.fd().as_fd().as_raw_fd()
+        self.file.as_raw_fd()
     }
 }
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        if let Some(mapping) = &self.mapping {
-            // SAFETY: unmapping our own mappings, which nothing borrows any more.
-            unsafe {
-                libc::munmap(mapping.consumer, mapping.page);
-                libc::munmap(mapping.producer, mapping.producer_len);
+        // SAFETY: unmapping our own mappings, which nothing borrows any more.
+        unsafe {
+            for (address, len) in [
+                (self.consumer as *mut libc::c_void, self.page),
+                (self.producer as *mut libc::c_void, self.page),
+                (self.data.cast(), self.size),
+            ] {
+                if !address.is_null() {
+                    libc::munmap(address, len);
+                }
             }
         }
     }
@@ -221,51 +286,70 @@ impl Drop for Ring {
 mod tests {
     use super::*;
 
-    /// A ring in plain memory, written the way the kernel writes one.
+    /// A file laid out as the kernel lays out a ring buffer map (the positions' pages, then
+    /// the data), written the way the kernel writes one: the ring maps it as it maps the map.
     struct FakeKernel {
-        consumer: Box<AtomicU64>,
-        producer: Box<AtomicU64>,
-        data: Vec<u64>,
+        file: OwnedFd,
+        /// The whole file, mapped read-write.
+        base: *mut u8,
+        page: usize,
+        size: usize,
     }
 
     impl FakeKernel {
         fn new(size: usize, start: u64) -> FakeKernel {
-            FakeKernel {
-                consumer: Box::new(AtomicU64::new(start)),
-                producer: Box::new(AtomicU64::new(start)),
-                data: vec![0; size / 8],
-            }
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+            let fd = unsafe { libc::memfd_create(c"ring".as_ptr(), libc::MFD_CLOEXEC) };
+            assert!(fd >= 0, "memfd_create: {}", io::Error::last_os_error());
+            let file = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let len = 2 * page + size;
+            assert_eq!(unsafe { libc::ftruncate(fd, len as libc::off_t) }, 0);
+            let base = map(None, len, libc::PROT_READ | libc::PROT_WRITE, Some((fd, 0))).unwrap();
+            let kernel = FakeKernel {
+                file,
+                base,
+                page,
+                size,
+            };
+            kernel.consumer().store(start, Ordering::Relaxed);
+            kernel.producer().store(start, Ordering::Relaxed);
+            kernel
+        }
+
+        fn consumer(&self) -> &AtomicU64 {
+            unsafe { &*self.base.cast::<AtomicU64>() }
+        }
+
+        fn producer(&self) -> &AtomicU64 {
+            unsafe { &*self.base.add(self.page).cast::<AtomicU64>() }
+        }
+
+        fn data(&mut self) -> &mut [u8] {
+            unsafe { std::slice::from_raw_parts_mut(self.base.add(2 * self.page), self.size) }
         }
 
         fn ring(&self) -> Ring {
-            Ring {
-                view: View {
-                    consumer: &*self.consumer,
-                    producer: &*self.producer,
-                    data: self.data.as_ptr().cast(),
-                    size: self.data.len() * 8,
-                },
-                consumer_pos: self.consumer.load(Ordering::Relaxed),
-                wrapped: Vec::new(),
-                stopped_at_limit: false,
-                mapping: None,
-            }
+            Ring::map(self.file.try_clone().unwrap(), self.size).unwrap()
         }
 
         /// Writes a record at the producer position, busy or submitted (or discarded).
         fn write(&mut self, payload: &[u8], flags: u32) {
-            let size = self.data.len() * 8;
-            let bytes = unsafe {
-                std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast::<u8>(), size)
-            };
-            let pos = self.producer.load(Ordering::Relaxed) as usize;
+            let size = self.size;
+            let pos = self.producer().load(Ordering::Relaxed) as usize;
             let header = (payload.len() as u32 | flags).to_le_bytes();
+            let bytes = self.data();
             bytes[pos % size..pos % size + 4].copy_from_slice(&header);
             for (i, byte) in payload.iter().enumerate() {
                 bytes[(pos + HEADER_LEN + i) % size] = *byte;
             }
             let next = pos + (HEADER_LEN + payload.len()).next_multiple_of(8);
-            self.producer.store(next as u64, Ordering::Release);
+            self.producer().store(next as u64, Ordering::Release);
+        }
+    }
+
+    impl Drop for FakeKernel {
+        fn drop(&mut self) {
+            unsafe { libc::munmap(self.base.cast(), 2 * self.page + self.size) };
         }
     }
 
@@ -274,14 +358,16 @@ mod tests {
         ring.drain(usize::MAX, usize::MAX, |bytes| {
             assert_eq!(bytes.as_ptr() as usize % 8, 0, "records are 8-byte aligned");
             records.push(bytes.to_vec())
-        });
+        })
+        .unwrap();
         records
     }
 
     #[test]
     fn records_come_in_order_and_a_wrapping_one_in_one_piece() {
-        // 64 bytes of ring from position 32: the second record's bytes start 8 before the end.
-        let mut kernel = FakeKernel::new(64, 32);
+        // One page of ring from 32 before its end: the second record's bytes start 8 before
+        // the end.
+        let mut kernel = FakeKernel::new(4096, 4096 - 32);
         let mut ring = kernel.ring();
         kernel.write(b"abc", 0);
         kernel.write(b"0123456789abcdefghij", 0);
@@ -292,8 +378,8 @@ mod tests {
         );
         // Every byte given back to the kernel, discarded record included.
         assert_eq!(
-            kernel.consumer.load(Ordering::Relaxed),
-            kernel.producer.load(Ordering::Relaxed)
+            kernel.consumer().load(Ordering::Relaxed),
+            kernel.producer().load(Ordering::Relaxed)
         );
         assert!(drain_all(&mut ring).is_empty());
     }
@@ -303,17 +389,15 @@ mod tests {
         let mut kernel = FakeKernel::new(4096, 0);
         let mut ring = kernel.ring();
         kernel.write(b"first", 0);
-        let busy_at = kernel.producer.load(Ordering::Relaxed);
+        let busy_at = kernel.producer().load(Ordering::Relaxed);
         kernel.write(b"busy", BUSY_BIT);
         kernel.write(b"third", 0);
         assert_eq!(drain_all(&mut ring), [b"first".to_vec()]);
-        assert_eq!(kernel.consumer.load(Ordering::Relaxed), busy_at);
+        assert_eq!(kernel.consumer().load(Ordering::Relaxed), busy_at);
         // Microseconds from being submitted: not worth draining again at once.
         assert!(!ring.stopped_at_limit());
         // Submitted now (the kernel clears the busy bit).
-        let data =
-            unsafe { std::slice::from_raw_parts_mut(kernel.data.as_mut_ptr().cast::<u8>(), 4096) };
-        data[busy_at as usize..busy_at as usize + 4].copy_from_slice(&4u32.to_le_bytes());
+        kernel.data()[busy_at as usize..busy_at as usize + 4].copy_from_slice(&4u32.to_le_bytes());
         assert_eq!(drain_all(&mut ring), [b"busy".to_vec(), b"third".to_vec()]);
     }
 
@@ -325,13 +409,50 @@ mod tests {
             kernel.write(&[n; 3], 0);
         }
         let mut seen = Vec::new();
-        assert_eq!(ring.drain(4, usize::MAX, |b| seen.push(b[0])), 4);
+        assert_eq!(ring.drain(4, usize::MAX, |b| seen.push(b[0])).unwrap(), 4);
         assert!(ring.stopped_at_limit());
         // The record that reaches the byte limit is the last one taken.
-        assert_eq!(ring.drain(100, 5, |b| seen.push(b[0])), 2);
+        assert_eq!(ring.drain(100, 5, |b| seen.push(b[0])).unwrap(), 2);
         assert!(ring.stopped_at_limit());
-        assert_eq!(ring.drain(100, usize::MAX, |b| seen.push(b[0])), 4);
+        assert_eq!(ring.drain(100, usize::MAX, |b| seen.push(b[0])).unwrap(), 4);
         assert!(!ring.stopped_at_limit());
         assert_eq!(seen, (0..10).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn a_ring_read_through_a_moving_window_gives_every_byte_in_order() {
+        // 64 KiB of ring: windows of two pages. Turns of the ring with records of every size
+        // class, one larger than the window and some that wrap around the end.
+        let size = 64 * 1024;
+        let mut kernel = FakeKernel::new(size, 0);
+        let mut ring = kernel.ring();
+        assert_eq!(ring.window_len, 2 * kernel.page);
+        let lens = [3, 128, 1000, 4100, 20_000, 57, 9000];
+        let mut expected = Vec::new();
+        let mut received = Vec::new();
+        for n in 0..200usize {
+            let len = lens[n % lens.len()];
+            let record: Vec<u8> = (0..len).map(|i| (i * 7 + n) as u8).collect();
+            kernel.write(&record, 0);
+            expected.push(record);
+            // Read at times, as the kernel fills; never more than the ring holds unread.
+            if n % 3 == 2 {
+                received.extend(drain_all(&mut ring));
+                assert!(
+                    ring.window.len() <= 20_000usize.next_multiple_of(kernel.page) + kernel.page,
+                    "the window grows only to hold a record: {:?}",
+                    ring.window
+                );
+            }
+        }
+        received.extend(drain_all(&mut ring));
+        assert!(
+            kernel.producer().load(Ordering::Relaxed) > 10 * size as u64,
+            "the ring turned over"
+        );
+        assert_eq!(received.len(), expected.len());
+        for (n, (got, want)) in received.iter().zip(&expected).enumerate() {
+            assert!(got == want, "record {n} ({} bytes) differs", want.len());
+        }
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! Events wait in a queue bounded in bytes; when NATS is away longer than the queue lasts, the
 //! oldest events are dropped and counted. A background task hands batches to the client and
-//! confirms each with a round trip: a probe message to its own subscription comes back only
-//! once the server has processed the batch. A batch that is not confirmed on the connection it
-//! was sent on goes back to the front of the queue and is sent again. A server can also take
+//! confirms them with round trips (at most one every few milliseconds while events keep
+//! coming): a probe message to its own subscription comes back only once the server has
+//! processed what was handed before it. Events not confirmed on the connection they were sent
+//! on go back to the front of the queue and are sent again. A server can also take
 //! events and then crash before passing them on, so the events confirmed in the last second
 //! are kept and sent again after any reconnection.
 //! Consumers may therefore see an event twice, and tell repeats by their sequence number.
