@@ -80,16 +80,13 @@ pub fn test() -> Result<()> {
     // A run cut off before its own clean-up (a killed CI job, a lost session) leaves the
     // project's volumes behind: the chain and the wallet would carry into this run.
     step("nothing left from an earlier run of the test", || {
-        stack
-            .run(&["--profile", "*", "down", "-v", "--remove-orphans"])
-            .map(drop)
+        stack.remove()
     })?;
     let outcome = stack.run_checks();
-    // Whatever happened, nothing of the test's is left running (volumes included).
-    let _ = stack
-        .compose(&["--profile", "*", "down", "-v", "--remove-orphans"])
-        .output();
+    // Whatever happened, nothing of the test's is left running.
+    let removed = stack.remove();
     outcome?;
+    removed?;
     println!(
         "compose: the stack test passed in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -349,6 +346,12 @@ impl Stack {
         ] {
             command.env(port, "0");
         }
+    }
+
+    /// Removes every container, network and volume of the test's project, of every profile.
+    fn remove(&self) -> Result<()> {
+        self.run(&["--profile", "*", "down", "-v", "--remove-orphans"])
+            .map(drop)
     }
 
     fn run(&self, args: &[&str]) -> Result<String> {
