@@ -123,3 +123,29 @@ fn env_vars_configure_the_cli() {
     assert!(out.status.success());
     assert_eq!(summary(&out.stdout).0, 77);
 }
+
+#[test]
+fn a_high_rate_sleeps_between_slots_instead_of_spinning() {
+    // 100,000 events/s for half a second: paced per event, the thread spun between events
+    // (CPU time = wall time); paced per slot, it sleeps most of the time. The CPU time is the
+    // child's own (wait4), so a busy machine can only lower the ratio.
+    let child = std::process::Command::new(bin("bitcoind-sim"))
+        .args(["load", "--rate", "100000", "--count", "50000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let wall = started.elapsed().as_secs_f64();
+    assert_eq!(pid, child.id() as libc::pid_t);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    assert!(wall >= 0.45, "50,000 events at 100,000/s took {wall:.3} s");
+    assert!(
+        cpu < 0.5 * wall,
+        "the load thread used {cpu:.3} s of CPU in {wall:.3} s"
+    );
+}
