@@ -125,6 +125,8 @@ fn env_vars_configure_the_cli() {
 }
 
 #[test]
+// The child is reaped by `wait4`, which also gives its own CPU time.
+#[allow(clippy::zombie_processes)]
 fn a_high_rate_sleeps_between_slots_instead_of_spinning() {
     // 100,000 events/s for half a second: paced per event, the thread spun between events
     // (CPU time = wall time); paced per slot, it sleeps most of the time. The CPU time is the
