@@ -431,14 +431,11 @@ fn connection_identity(client: &async_nats::Client) -> Option<(String, u64)> {
 }
 
 /// Closed, with nothing left in the queue.
-fn finished(shared: &Shared) -> bool {
+/// Whether [`Publisher::close`] was called, and whether the queue is empty: one look (one lock)
+/// per turn of the task's loop.
+fn queue_state(shared: &Shared) -> (bool, bool) {
     let queue = shared.queue.lock().expect("publisher queue");
-    queue.closed && queue.items.is_empty()
-}
-
-/// [`Publisher::close`] was called.
-fn closing(shared: &Shared) -> bool {
-    shared.queue.lock().expect("publisher queue").closed
+    (queue.closed, queue.items.is_empty())
 }
 
 fn connected(client: &async_nats::Client) -> Option<(String, u64)> {
@@ -491,14 +488,17 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
             }
             requeue(&shared, in_flight.take().into_iter(), true);
         }
-        if in_flight.items.is_empty() && finished(&shared) {
+        let (closed, queue_empty) = queue_state(&shared);
+        // Closed, the queue is finished once it is empty.
+        let finished = closed && queue_empty;
+        if in_flight.items.is_empty() && finished {
             break;
         }
         // Closing, what is in flight is confirmed without waiting for the interval.
         let probe_at = in_flight
             .next_probe_at()
             .filter(|_| now_on.is_some())
-            .map(|at| if closing(&shared) { Instant::now() } else { at });
+            .map(|at| if closed { Instant::now() } else { at });
         if probe_at.is_some_and(|at| at <= Instant::now()) {
             match round_trip.probe(&client).await {
                 Some(echo) => in_flight.probed(echo),
@@ -508,7 +508,7 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
         }
         // Take events off the queue only while connected: while NATS is away they wait in the
         // queue, where the oldest are the ones dropped.
-        let taking = now_on.is_some() && in_flight.bytes < IN_FLIGHT_BYTES && !finished(&shared);
+        let taking = now_on.is_some() && in_flight.bytes < IN_FLIGHT_BYTES && !finished;
         tokio::select! {
             echo = round_trip.next_echo(), if in_flight.probe.is_some() => {
                 let Some(echo) = echo else {
