@@ -442,6 +442,7 @@ fn publish_stats(
         + reassembly.stray_chunks
         + reassembly.expired_incomplete
         + reassembly.closed_at_shutdown
+        + reassembly.malformed_records
         > 0
     {
         tracing::Level::WARN
@@ -449,7 +450,7 @@ fn publish_stats(
         tracing::Level::INFO
     };
     let message = format!(
-        "read {} events, published {}, queued {}; dropped: kernel {}, payloads cut by a full ring {}, queue full {}, too large {}; payloads closed incomplete: expired {}, at shutdown {}; stray chunks {}; resent {}; decode errors {}, read errors {}",
+        "read {} events, published {}, queued {}; dropped: kernel {}, payloads cut by a full ring {}, queue full {}, too large {}; payloads closed incomplete: expired {}, at shutdown {}; stray chunks {}; malformed ring records {}; resent {}; decode errors {}, read errors {}",
         counts.read,
         published.published,
         published.queued,
@@ -460,6 +461,7 @@ fn publish_stats(
         reassembly.expired_incomplete,
         reassembly.closed_at_shutdown,
         reassembly.stray_chunks,
+        reassembly.malformed_records,
         published.resent,
         counts.decode_errors,
         counts.read_errors
@@ -492,6 +494,7 @@ fn publish_stats(
         stray_chunks: reassembly.stray_chunks,
         expired_incomplete: reassembly.expired_incomplete,
         closed_at_shutdown: reassembly.closed_at_shutdown,
+        malformed_records: reassembly.malformed_records,
         ..ExtractorStats::default()
     };
     // Every node's consumers see the pipeline's health on their own subjects.

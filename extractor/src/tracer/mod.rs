@@ -19,7 +19,7 @@ use extractor_common::Tracepoint;
 use tokio::io::unix::AsyncFd;
 
 use crate::attachment::Cookies;
-use crate::event::{Reassembler, ReassemblyCounts, RingRecord, TraceEvent, WallClock};
+use crate::event::{Reassembler, ReassemblyCounts, TraceEvent, WallClock};
 use crate::kernel;
 use crate::usdt::{self, UprobePmu};
 use drain_timer::DrainTimer;
@@ -346,13 +346,12 @@ impl Tracer {
     fn drain(&mut self) -> Result<usize, TracerError> {
         let now = Instant::now();
         let reassembler = &mut self.reassembler;
-        let taken = self
+        Ok(self
             .ring
             .get_mut()
             .drain(DRAIN_BATCH, DRAIN_BYTES, |record| {
-                reassembler.push(RingRecord::parse(record), now)
-            })?;
-        Ok(taken)
+                reassembler.push_bytes(record, now)
+            })?)
     }
 
     /// Detaches every probe: the kernel removes the breakpoints and lowers the semaphores. The

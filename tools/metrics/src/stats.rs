@@ -59,7 +59,11 @@ pub(crate) fn extractor_stats(
         );
     }
     store(&m.extractor_stray_chunks.get_or_create(&e), s.stray_chunks);
-    for (kind, value) in [("decode", s.decode_errors), ("read", s.read_errors)] {
+    for (kind, value) in [
+        ("decode", s.decode_errors),
+        ("read", s.read_errors),
+        ("ring_record", s.malformed_records),
+    ] {
         let labels = ErrorLabels {
             node: node.clone(),
             extractor,

@@ -524,6 +524,7 @@ fn node_a_events() -> (Vec<Event>, Event) {
             stray_chunks: 8,
             expired_incomplete: 1,
             closed_at_shutdown: 2,
+            malformed_records: 3,
             ..ExtractorStats::default()
         }),
     );
@@ -898,14 +899,18 @@ fn common_stats_samples(extractor: &str, published: u64) -> BTreeSet<String> {
         (
             "extractor_events_dropped_total",
             "cause",
-            ["queue_full", "too_large"],
+            &["queue_full", "too_large"][..],
         ),
         (
             "extractor_payloads_incomplete_total",
             "cause",
-            ["expired", "shutdown"],
+            &["expired", "shutdown"],
         ),
-        ("extractor_errors_total", "kind", ["decode", "read"]),
+        (
+            "extractor_errors_total",
+            "kind",
+            &["decode", "read", "ring_record"],
+        ),
     ] {
         for value in values {
             expected.insert(format!(
@@ -1142,6 +1147,7 @@ nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="q
 nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="too_large"} 0
 nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="decode"} 0
 nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="read"} 0
+nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="ring_record"} 0
 nodescope_extractor_payloads_incomplete_total{node="node-a",extractor="ebpf",cause="expired"} 0
 nodescope_extractor_payloads_incomplete_total{node="node-a",extractor="ebpf",cause="shutdown"} 0
 nodescope_extractor_stray_chunks_total{node="node-a",extractor="ebpf"} 0
@@ -1326,6 +1332,7 @@ nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="q
 nodescope_extractor_events_dropped_total{node="node-a",extractor="ebpf",cause="too_large"} 1
 nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="decode"} 6
 nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="read"} 7
+nodescope_extractor_errors_total{node="node-a",extractor="ebpf",kind="ring_record"} 3
 nodescope_extractor_kernel_drops_total{node="node-a",extractor="ebpf",tracepoint="net:inbound_message"} 5
 nodescope_extractor_kernel_drops_total{node="node-a",extractor="ebpf",tracepoint="net:outbound_message"} 0
 nodescope_extractor_kernel_drops_total{node="node-a",extractor="ebpf",tracepoint="other"} 2

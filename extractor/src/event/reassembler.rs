@@ -1,8 +1,12 @@
-//! A tracepoint firing as userspace sees it: the kernel's record decoded by the catalogue, with
-//! its payload (if any) put back together from the chunk records that follow it.
+//! Puts events back together with the payload chunks that follow their record, in arrival order.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::time::{Duration, Instant};
+
+use extractor_common::usdt::{chunk_flags, ChunkHeader, TraceRecord};
+
+use super::{ArgValue, PayloadCut, RingRecord, TraceEvent, WallClock};
 
 /// Hashes the reassembler's integer keys (event ids, thread ids) with one multiply: they are
 /// produced by our own kernel program, not an adversary, and SipHash was a visible share of the
@@ -31,171 +35,6 @@ impl Hasher for IntHasher {
 }
 
 type IdHasher = BuildHasherDefault<IntHasher>;
-use std::time::{Duration, Instant};
-
-use extractor_common::usdt::{capture, chunk_flags, flags, record_kind, ChunkHeader, TraceRecord};
-pub use extractor_common::ArgValue;
-use extractor_common::{ArgKind, Tracepoint};
-
-use crate::plan::{arg_value, capture_plan};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceEvent {
-    pub tracepoint: Tracepoint,
-    pub pid: u32,
-    pub tid: u32,
-    /// Wall-clock time of the probe, ns since the UNIX epoch.
-    pub time_ns: u64,
-    pub args: Vec<ArgValue>,
-    /// An argument could not be read from the traced process; it shows as 0 or "".
-    pub read_failed: bool,
-    /// Why the payload argument (`ArgValue::Bytes`) holds fewer bytes than the size argument.
-    pub payload_cut: Option<PayloadCut>,
-}
-
-/// Why an event's payload holds fewer bytes than its size argument says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadCut {
-    /// The kernel copied only the first `TracerConfig::capture_limit` bytes.
-    CaptureLimit,
-    /// The payload (or the pointer to it) could not be read from the traced process.
-    ReadFailed,
-    /// The ring buffer filled while the kernel copied it: counted by
-    /// `Tracer::kernel_payload_drops`.
-    RingFull,
-}
-
-/// Converts the kernel's CLOCK_BOOTTIME stamps to wall-clock time.
-#[derive(Debug, Clone, Copy)]
-pub struct WallClock {
-    realtime_minus_boottime_ns: i128,
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid clock id and out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
-impl WallClock {
-    pub fn now() -> WallClock {
-        WallClock {
-            realtime_minus_boottime_ns: clock_ns(libc::CLOCK_REALTIME)
-                - clock_ns(libc::CLOCK_BOOTTIME),
-        }
-    }
-
-    pub fn wall_ns(&self, boot_ns: u64) -> u64 {
-        (boot_ns as i128 + self.realtime_minus_boottime_ns).max(0) as u64
-    }
-}
-
-impl TraceEvent {
-    /// Decodes one event record; a payload argument holds the bytes that came `inline` in the
-    /// record, or starts empty (its bytes come in chunks). A record of an unknown tracepoint
-    /// cannot come from our kernel program: it panics.
-    pub fn decode(record: &TraceRecord, inline: Option<&[u8]>, clock: &WallClock) -> TraceEvent {
-        let tracepoint = Tracepoint::from_index(record.tracepoint)
-            .expect("kernel sent a tracepoint we never attached");
-        let mut slots = capture_plan(tracepoint);
-        let args = (0..record.arg_count as usize)
-            .map(|i| match slots.next() {
-                Some((capture::CSTRING, slot)) => ArgValue::Str {
-                    bytes: record.string(slot as usize).to_vec(),
-                    truncated: record.string_truncated(slot as usize),
-                },
-                Some((capture::HASH, slot)) => ArgValue::Hash(record.hashes[slot as usize]),
-                Some((capture::PAYLOAD, _)) => ArgValue::Bytes(match inline {
-                    Some(bytes) => bytes.to_vec(),
-                    None => Vec::with_capacity(record.payload_len as usize),
-                }),
-                _ => arg_value(tracepoint, i, record.args[i]),
-            })
-            .collect();
-        TraceEvent {
-            tracepoint,
-            pid: record.pid,
-            tid: record.tid,
-            time_ns: clock.wall_ns(record.boot_time_ns),
-            args,
-            read_failed: record.flags & flags::READ_FAILED != 0,
-            payload_cut: None,
-        }
-    }
-
-    /// The index of the payload argument, if the tracepoint has one.
-    fn payload_arg(&self) -> Option<usize> {
-        let index = self
-            .tracepoint
-            .args()
-            .iter()
-            .position(|kind| *kind == ArgKind::Bytes)?;
-        (index < self.args.len()).then_some(index)
-    }
-}
-
-/// One record read from the ring buffer, borrowed from it (no copy: this runs for every event).
-pub enum RingRecord<'a> {
-    /// An event, with its payload when it came in the same record.
-    Event {
-        record: &'a TraceRecord,
-        inline: Option<&'a [u8]>,
-    },
-    Chunk {
-        header: ChunkHeader,
-        data: &'a [u8],
-    },
-}
-
-impl<'a> RingRecord<'a> {
-    /// Parses a ring record. Anything else than what our kernel program sends is a bug: panics.
-    pub fn parse(bytes: &'a [u8]) -> RingRecord<'a> {
-        match bytes.first() {
-            Some(&record_kind::EVENT) => {
-                let record_len = std::mem::size_of::<TraceRecord>();
-                assert!(bytes.len() >= record_len, "short event record");
-                // The kernel aligns every ring record to 8 bytes, TraceRecord's alignment.
-                assert!(
-                    bytes.as_ptr().cast::<TraceRecord>().is_aligned(),
-                    "misaligned event record"
-                );
-                // SAFETY: TraceRecord is plain data valid for any bit pattern; the bytes are long
-                // enough and aligned (checked above) and borrowed for the reference's lifetime.
-                let record = unsafe { &*bytes.as_ptr().cast::<TraceRecord>() };
-                let inline = (record.flags & flags::PAYLOAD_INLINE != 0).then(|| {
-                    let data = &bytes[record_len..];
-                    assert!(
-                        record.payload_len as usize <= data.len(),
-                        "inline payload longer than its record"
-                    );
-                    &data[..record.payload_len as usize]
-                });
-                RingRecord::Event { record, inline }
-            }
-            Some(&record_kind::PAYLOAD_CHUNK) => {
-                let header_len = std::mem::size_of::<ChunkHeader>();
-                assert!(bytes.len() >= header_len, "short chunk record");
-                // SAFETY: as above.
-                let header: ChunkHeader =
-                    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-                let data = &bytes[header_len..];
-                assert!(
-                    header.len as usize <= data.len(),
-                    "chunk longer than its record"
-                );
-                RingRecord::Chunk {
-                    header,
-                    data: &data[..header.len as usize],
-                }
-            }
-            other => panic!("unknown ring record kind {other:?}"),
-        }
-    }
-}
 
 /// How long an event may wait for more payload bytes: the kernel sends a payload's chunks within
 /// one probe run (milliseconds even for 4 MB), so silence this long means they are lost.
@@ -237,6 +76,8 @@ pub struct ReassemblyCounts {
     /// Events released with their payload cut ([`PayloadCut::RingFull`]) by
     /// [`Reassembler::close_open`]: still waiting for chunks when reading stopped.
     pub closed_at_shutdown: u64,
+    /// Ring records that did not parse ([`MalformedRecord`]), discarded.
+    pub malformed_records: u64,
 }
 
 struct Pending {
@@ -263,6 +104,21 @@ impl Reassembler {
             open: HashMap::default(),
             open_by_thread: HashMap::default(),
             counts: ReassemblyCounts::default(),
+        }
+    }
+
+    /// Takes one ring record as the ring holds it; one that does not parse is discarded and
+    /// counted.
+    pub fn push_bytes(&mut self, bytes: &[u8], now: Instant) {
+        match RingRecord::parse(bytes) {
+            Ok(record) => self.push(record, now),
+            Err(error) => {
+                self.counts.malformed_records += 1;
+                // The stats count the rest; one warning says what they are.
+                if self.counts.malformed_records == 1 {
+                    tracing::warn!(%error, "discarded a ring record the extractor cannot parse: is the kernel program from another build of the extractor? (counted as malformed_records in the stats)");
+                }
+            }
         }
     }
 
@@ -410,30 +266,14 @@ impl Reassembler {
     }
 }
 
-impl std::fmt::Display for TraceEvent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} pid={}", self.tracepoint, self.pid)?;
-        let names = self.tracepoint.arg_names();
-        for (i, value) in self.args.iter().enumerate() {
-            match names.get(i) {
-                Some(name) => write!(f, " {name}={value}")?,
-                None => write!(f, " arg{i}={value}")?,
-            }
-        }
-        if let Some(cut) = self.payload_cut {
-            write!(f, " (payload cut: {cut:?})")?;
-        }
-        if self.read_failed {
-            write!(f, " (some arguments unreadable)")?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use extractor_common::usdt::{HASH_LEN, HASH_SLOTS, MAX_ARGS, STRING_CAPACITY};
+    use crate::event::MalformedRecord;
+    use extractor_common::usdt::{
+        flags, record_kind, HASH_LEN, HASH_SLOTS, MAX_ARGS, STRING_CAPACITY,
+    };
+    use extractor_common::Tracepoint;
 
     const CLOCK: WallClock = WallClock {
         realtime_minus_boottime_ns: 0,
@@ -569,9 +409,23 @@ mod tests {
             )
         };
         match RingRecord::parse(bytes) {
-            RingRecord::Event { inline, .. } => assert_eq!(inline, Some(&b"pingpong"[..])),
-            RingRecord::Chunk { .. } => panic!("parsed as a chunk"),
+            Ok(RingRecord::Event { inline, .. }) => assert_eq!(inline, Some(&b"pingpong"[..])),
+            Ok(RingRecord::Chunk { .. }) => panic!("parsed as a chunk"),
+            Err(error) => panic!("{error}"),
         }
+        // An inline length past the record's end is refused, not read beyond it.
+        event.record.payload_len = extractor_common::usdt::SMALL_CHUNK as u32 + 1;
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&*event as *const extractor_common::usdt::SmallInlineEvent).cast::<u8>(),
+                std::mem::size_of_val(&*event),
+            )
+        };
+        assert!(matches!(
+            RingRecord::parse(bytes),
+            Err(MalformedRecord::Short { what: "event", .. })
+        ));
+        event.record.payload_len = 8;
         // Without the flag the payload comes in chunks.
         event.record.flags = 0;
         let bytes = unsafe {
@@ -582,8 +436,55 @@ mod tests {
         };
         assert!(matches!(
             RingRecord::parse(bytes),
-            RingRecord::Event { inline: None, .. }
+            Ok(RingRecord::Event { inline: None, .. })
         ));
+    }
+
+    #[test]
+    fn a_record_that_does_not_parse_is_counted_and_the_rest_go_on() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        // Aligned like the ring's records: an event record is read in place.
+        let mut aligned = vec![0u64; 64];
+        // SAFETY: plain integers viewed as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<u8>(), aligned.len() * 8)
+        };
+        bytes[0] = 0x7f;
+        assert!(matches!(
+            RingRecord::parse(&bytes[..16]),
+            Err(MalformedRecord::UnknownKind {
+                kind: 0x7f,
+                len: 16
+            })
+        ));
+        r.push_bytes(&bytes[..16], now);
+        bytes[0] = record_kind::EVENT;
+        r.push_bytes(&bytes[..8], now);
+        bytes[0] = record_kind::PAYLOAD_CHUNK;
+        r.push_bytes(&bytes[..4], now);
+        r.push_bytes(&[], now);
+        assert_eq!(r.counts().malformed_records, 4);
+        // A chunk header announcing more bytes than its record holds.
+        let header_len = std::mem::size_of::<ChunkHeader>();
+        bytes[4..8].copy_from_slice(&100u32.to_ne_bytes());
+        let header: ChunkHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        assert_eq!(
+            header.len, 100,
+            "the length field sits where this test writes it"
+        );
+        assert!(matches!(
+            RingRecord::parse(&bytes[..header_len + 10]),
+            Err(MalformedRecord::Short {
+                what: "payload chunk",
+                ..
+            })
+        ));
+        // What comes after is read as usual.
+        let mut out = Vec::new();
+        r.push(inline_message(1, 10, 3, b"abc"), now);
+        r.pop_ready(&mut out, now);
+        assert_eq!(payload(&out[0]), (&b"abc"[..], None));
     }
 
     #[test]
@@ -867,6 +768,7 @@ mod tests {
                 stray_chunks: 4,
                 expired_incomplete: 1,
                 closed_at_shutdown: 1,
+                malformed_records: 0,
             }
         );
     }
