@@ -430,7 +430,6 @@ fn connection_identity(client: &async_nats::Client) -> Option<(String, u64)> {
     (!info.server_id.is_empty()).then_some((info.server_id, info.client_id))
 }
 
-/// Closed, with nothing left in the queue.
 /// Whether [`Publisher::close`] was called, and whether the queue is empty: one look (one lock)
 /// per turn of the task's loop.
 fn queue_state(shared: &Shared) -> (bool, bool) {
