@@ -76,7 +76,7 @@ pub struct ReassemblyCounts {
     /// Events released with their payload cut ([`PayloadCut::RingFull`]) by
     /// [`Reassembler::close_open`]: still waiting for chunks when reading stopped.
     pub closed_at_shutdown: u64,
-    /// Ring records that did not parse ([`MalformedRecord`]), discarded.
+    /// Ring records that did not parse ([`MalformedRecord`](super::MalformedRecord)), discarded.
     pub malformed_records: u64,
 }
 
