@@ -1,6 +1,6 @@
 //! A tracepoint firing as userspace sees it: the kernel's record decoded by the catalogue, with
 //! its payload (if any) put back together from the chunk records that follow it
-//! ([`reassembler`]).
+//! ([`Reassembler`]).
 
 mod reassembler;
 
