@@ -206,6 +206,8 @@ pub struct ExtractorCounters {
     pub expired_incomplete: u64,
     pub closed_at_shutdown: u64,
     pub stray_chunks: u64,
+    /// Ring records that did not parse: lost between the kernel and the extractor, as drops are.
+    pub malformed_records: u64,
     pub dropped_queue_full: u64,
     pub dropped_too_large: u64,
     pub decode_errors: u64,
@@ -332,6 +334,7 @@ impl NodeState {
                     expired_incomplete: s.expired_incomplete,
                     closed_at_shutdown: s.closed_at_shutdown,
                     stray_chunks: s.stray_chunks,
+                    malformed_records: s.malformed_records,
                     dropped_queue_full: s.dropped_queue_full,
                     dropped_too_large: s.dropped_too_large,
                     decode_errors: s.decode_errors,
@@ -507,6 +510,7 @@ mod tests {
             events_read: 11,
             published: 10,
             kernel_drops: [("net".to_string(), 2), ("mempool".to_string(), 1)].into(),
+            malformed_records: 4,
             ..Default::default()
         }));
 
@@ -544,6 +548,7 @@ mod tests {
         assert_eq!(state.pipeline.by_category["net.message"], 5);
         let extractor = state.pipeline.extractor.as_ref().unwrap();
         assert_eq!(extractor.kernel_drops, 3);
+        assert_eq!(extractor.malformed_records, 4);
         assert_eq!(extractor.published, 10);
     }
 
