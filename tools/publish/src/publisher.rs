@@ -38,11 +38,9 @@ const REPLAY_WINDOW: Duration = Duration::from_secs(1);
 /// Most memory kept for replay, per-event bookkeeping included: at hundreds of thousands of
 /// small events a second the bookkeeping, not the payloads, is what fills it.
 const REPLAY_BYTES: usize = 8 * 1024 * 1024;
-/// Memory an event costs in the replay window besides its payload.
-const REPLAY_ENTRY_OVERHEAD: usize = std::mem::size_of::<(Instant, Outgoing)>() + 16;
-/// Memory an event costs in the queue besides its payload: counted, so that the limit bounds
-/// the process's memory, not just the payload bytes.
-const QUEUE_ENTRY_OVERHEAD: usize = std::mem::size_of::<Outgoing>() + 16;
+/// Memory an event costs in the queue or the replay window besides its payload: counted, so
+/// that the limits bound the process's memory, not just the payload bytes.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Outgoing>() + 16;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -89,6 +87,11 @@ impl Outgoing {
         !self.confirmed && !self.report
     }
 }
+
+/// Events taken off the queue together: from then on they move as one (to the client, in
+/// flight, confirmed, kept for replay), not one by one: at hundreds of thousands of events a
+/// second each move of each event was a visible share of the cost per event.
+type Batch = VecDeque<Outgoing>;
 
 struct Queue {
     items: VecDeque<Outgoing>,
@@ -175,7 +178,7 @@ impl Publisher {
     fn queue(&self, events: impl IntoIterator<Item = (Subject, Bytes)>, report: bool) {
         let mut queue = self.shared.queue.lock().expect("publisher queue");
         for (subject, payload) in events {
-            queue.bytes += payload.len() + QUEUE_ENTRY_OVERHEAD;
+            queue.bytes += payload.len() + ENTRY_OVERHEAD;
             queue.accepted += !report as u64;
             queue.items.push_back(Outgoing {
                 subject,
@@ -187,7 +190,7 @@ impl Publisher {
         let mut dropped = 0;
         while queue.bytes > self.shared.limit_bytes && queue.items.len() > 1 {
             let oldest = queue.items.pop_front().expect("non-empty");
-            queue.bytes -= oldest.payload.len() + QUEUE_ENTRY_OVERHEAD;
+            queue.bytes -= oldest.payload.len() + ENTRY_OVERHEAD;
             dropped += oldest.counts() as u64;
         }
         drop(queue);
@@ -260,7 +263,7 @@ fn snapshot(shared: &Shared) -> PublisherStats {
 }
 
 /// Takes the next batch from the front of the queue; `None` when closed and empty.
-async fn next_batch(shared: &Shared) -> Option<Vec<Outgoing>> {
+async fn next_batch(shared: &Shared) -> Option<Batch> {
     loop {
         {
             let mut queue = shared.queue.lock().expect("publisher queue");
@@ -276,9 +279,9 @@ async fn next_batch(shared: &Shared) -> Option<Vec<Outgoing>> {
                     bytes += item.payload.len();
                     batch.push(queue.items.pop_front().expect("front exists"));
                 }
-                queue.bytes -= bytes + batch.len() * QUEUE_ENTRY_OVERHEAD;
+                queue.bytes -= bytes + batch.len() * ENTRY_OVERHEAD;
                 shared.progress.notify_waiters();
-                return Some(batch);
+                return Some(batch.into());
             }
             if queue.closed {
                 return None;
@@ -296,7 +299,7 @@ fn requeue(shared: &Shared, items: impl DoubleEndedIterator<Item = Outgoing>, re
         if resent {
             shared.counters.resent.fetch_add(1, Ordering::Relaxed);
         }
-        queue.bytes += item.payload.len() + QUEUE_ENTRY_OVERHEAD;
+        queue.bytes += item.payload.len() + ENTRY_OVERHEAD;
         queue.items.push_front(item);
     }
 }
@@ -320,7 +323,7 @@ const PROBE_BYTES: usize = IN_FLIGHT_BYTES / 4;
 /// round trips cost per round trip, not per event or batch.
 #[derive(Default)]
 struct InFlight {
-    items: VecDeque<Outgoing>,
+    batches: VecDeque<Batch>,
     bytes: usize,
     probe: Option<Probe>,
     /// When the last probe went out.
@@ -330,20 +333,26 @@ struct InFlight {
 struct Probe {
     echo: Bytes,
     sent_at: Instant,
-    /// How many of the oldest items it confirms.
+    /// How many of the oldest batches it confirms.
     covers: usize,
 }
 
 impl InFlight {
-    fn push(&mut self, handed: Vec<Outgoing>) {
-        self.bytes += handed.iter().map(|item| item.payload.len()).sum::<usize>();
-        self.items.extend(handed);
+    fn push(&mut self, handed: Batch) {
+        if !handed.is_empty() {
+            self.bytes += payload_bytes(&handed);
+            self.batches.push_back(handed);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
     }
 
     /// When the next probe is due (perhaps already): `None` while one is out or nothing waits
     /// for one.
     fn next_probe_at(&self) -> Option<Instant> {
-        if self.probe.is_some() || self.items.is_empty() {
+        if self.probe.is_some() || self.is_empty() {
             return None;
         }
         match self.last_probe {
@@ -358,20 +367,17 @@ impl InFlight {
         self.probe = Some(Probe {
             echo,
             sent_at: now,
-            covers: self.items.len(),
+            covers: self.batches.len(),
         });
     }
 
-    /// The items an echo confirms (none when it answers an earlier probe).
-    fn confirm(&mut self, echo: &[u8]) -> Vec<Outgoing> {
+    /// The batches an echo confirms (none when it answers an earlier probe).
+    fn confirm(&mut self, echo: &[u8]) -> Vec<Batch> {
         let Some(probe) = self.probe.take_if(|probe| probe.echo == echo) else {
             return Vec::new();
         };
-        let confirmed: Vec<Outgoing> = self.items.drain(..probe.covers).collect();
-        self.bytes -= confirmed
-            .iter()
-            .map(|item| item.payload.len())
-            .sum::<usize>();
+        let confirmed: Vec<Batch> = self.batches.drain(..probe.covers).collect();
+        self.bytes -= confirmed.iter().map(payload_bytes).sum::<usize>();
         confirmed
     }
 
@@ -381,42 +387,53 @@ impl InFlight {
             .is_some_and(|probe| probe.sent_at.elapsed() > CONFIRM_TIMEOUT)
     }
 
-    /// Everything in flight, to send again; the probe out is forgotten.
-    fn take(&mut self) -> VecDeque<Outgoing> {
+    /// Everything in flight, oldest first, to send again; the probe out is forgotten.
+    fn take(&mut self) -> impl DoubleEndedIterator<Item = Outgoing> {
         self.probe = None;
         self.bytes = 0;
-        std::mem::take(&mut self.items)
+        std::mem::take(&mut self.batches).into_iter().flatten()
     }
 }
 
-/// Confirmed events of the last [`REPLAY_WINDOW`], oldest first.
+fn payload_bytes(batch: &Batch) -> usize {
+    batch.iter().map(|item| item.payload.len()).sum()
+}
+
+/// Confirmed events of the last [`REPLAY_WINDOW`], oldest first, at most [`REPLAY_BYTES`].
 #[derive(Default)]
 struct Recent {
-    items: VecDeque<(Instant, Outgoing)>,
+    batches: VecDeque<(Instant, Batch)>,
     bytes: usize,
 }
 
 impl Recent {
-    fn keep(&mut self, confirmed: Vec<Outgoing>) {
-        let now = Instant::now();
-        for item in confirmed {
-            self.bytes += item.payload.len() + REPLAY_ENTRY_OVERHEAD;
-            self.items.push_back((now, item));
+    /// Keeps batches confirmed at `now`, forgetting what is older than the window or beyond
+    /// the memory limit (oldest first, event by event).
+    fn keep(&mut self, confirmed: Vec<Batch>, now: Instant) {
+        for batch in confirmed {
+            self.bytes += payload_bytes(&batch) + batch.len() * ENTRY_OVERHEAD;
+            self.batches.push_back((now, batch));
         }
-        while let Some((at, item)) = self.items.front() {
-            if now.duration_since(*at) <= REPLAY_WINDOW && self.bytes <= REPLAY_BYTES {
+        while let Some((at, oldest)) = self.batches.front_mut() {
+            if now.duration_since(*at) > REPLAY_WINDOW {
+                self.bytes -= payload_bytes(oldest) + oldest.len() * ENTRY_OVERHEAD;
+                self.batches.pop_front();
+            } else if self.bytes > REPLAY_BYTES {
+                match oldest.pop_front() {
+                    Some(item) => self.bytes -= item.payload.len() + ENTRY_OVERHEAD,
+                    None => drop(self.batches.pop_front()),
+                }
+            } else {
                 break;
             }
-            self.bytes -= item.payload.len() + REPLAY_ENTRY_OVERHEAD;
-            self.items.pop_front();
         }
     }
 
     fn take(&mut self) -> impl DoubleEndedIterator<Item = Outgoing> {
         self.bytes = 0;
-        std::mem::take(&mut self.items)
+        std::mem::take(&mut self.batches)
             .into_iter()
-            .map(|(_, item)| item)
+            .flat_map(|(_, batch)| batch)
     }
 }
 
@@ -475,7 +492,7 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
         // before anything newer.
         if let (Some(before), Some(now)) = (&sent_on, &now_on) {
             if before != now {
-                requeue(&shared, in_flight.take().into_iter(), true);
+                requeue(&shared, in_flight.take(), true);
                 requeue(&shared, recent.take(), true);
                 sent_on = None;
             }
@@ -485,12 +502,12 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
                 // No probe will ever come back: resending would only send duplicates.
                 return fail(&shared, reason);
             }
-            requeue(&shared, in_flight.take().into_iter(), true);
+            requeue(&shared, in_flight.take(), true);
         }
         let (closed, queue_empty) = queue_state(&shared);
         // Closed, the queue is finished once it is empty.
         let finished = closed && queue_empty;
-        if in_flight.items.is_empty() && finished {
+        if in_flight.is_empty() && finished {
             break;
         }
         // Closing, what is in flight is confirmed without waiting for the interval.
@@ -501,7 +518,7 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
         if probe_at.is_some_and(|at| at <= Instant::now()) {
             match round_trip.probe(&client).await {
                 Some(echo) => in_flight.probed(echo),
-                None => requeue(&shared, in_flight.take().into_iter(), true),
+                None => requeue(&shared, in_flight.take(), true),
             }
             continue;
         }
@@ -516,15 +533,15 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
                 // Only the connection the events went out on can confirm them.
                 if connected(&client).is_some_and(|now| sent_on.as_ref() == Some(&now)) {
                     let mut confirmed = in_flight.confirm(&echo);
-                    let first_time = confirmed.iter().filter(|item| item.counts()).count();
+                    let first_time = confirmed.iter().flatten().filter(|item| item.counts()).count();
                     shared.counters.published.fetch_add(first_time as u64, Ordering::Relaxed);
                     shared.progress.notify_waiters();
-                    confirmed.iter_mut().for_each(|item| item.confirmed = true);
-                    recent.keep(confirmed);
+                    confirmed.iter_mut().flatten().for_each(|item| item.confirmed = true);
+                    recent.keep(confirmed, Instant::now());
                 }
             }
             batch = next_batch(&shared), if taking => {
-                let Some(batch) = batch else {
+                let Some(mut batch) = batch else {
                     continue;
                 };
                 let Some(identity) = connected(&client).filter(|now| sent_on.as_ref().is_none_or(|before| before == now)) else {
@@ -541,22 +558,23 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
                         "the NATS server's max_payload is below 4 MB: large blocks will be dropped; set `max_payload: 8MB` in its configuration"
                     );
                 }
-                let mut handed = Vec::with_capacity(batch.len());
-                for item in batch {
-                    if item.payload.len() > max_payload {
-                        if item.counts() {
-                            shared.counters.dropped_too_large.fetch_add(1, Ordering::Relaxed);
-                            shared.progress.notify_waiters();
-                        }
-                        tracing::warn!(subject = %item.subject, bytes = item.payload.len(), max_payload, "event larger than the NATS server allows: dropped");
-                        continue;
+                batch.retain(|item| {
+                    if item.payload.len() <= max_payload {
+                        return true;
                     }
+                    if item.counts() {
+                        shared.counters.dropped_too_large.fetch_add(1, Ordering::Relaxed);
+                        shared.progress.notify_waiters();
+                    }
+                    tracing::warn!(subject = %item.subject, bytes = item.payload.len(), max_payload, "event larger than the NATS server allows: dropped");
+                    false
+                });
+                for item in &batch {
                     // An error means the client is closing; the item stays in flight and is
                     // sent again if the probe goes unanswered.
                     let _ = client.publish(item.subject.clone(), item.payload.clone()).await;
-                    handed.push(item);
                 }
-                in_flight.push(handed);
+                in_flight.push(batch);
             }
             _ = tokio::time::sleep_until(probe_at.unwrap_or_else(Instant::now).into()), if probe_at.is_some() => {}
             _ = check.tick() => {}
@@ -568,7 +586,7 @@ async fn run(connection: Connection, shared: Arc<Shared>) {
 mod tests {
     use super::*;
 
-    fn events(payloads: &[&'static str]) -> Vec<Outgoing> {
+    fn events(payloads: &[&'static str]) -> Batch {
         payloads
             .iter()
             .map(|payload| Outgoing {
@@ -596,8 +614,11 @@ mod tests {
             "a late echo of an earlier probe"
         );
         let confirmed = in_flight.confirm(b"1");
-        assert_eq!(confirmed.len(), 2);
-        assert_eq!((in_flight.items.len(), in_flight.bytes), (1, 3));
+        assert_eq!(confirmed.iter().flatten().count(), 2);
+        assert_eq!(
+            (in_flight.batches.iter().flatten().count(), in_flight.bytes),
+            (1, 3)
+        );
         let next = in_flight
             .next_probe_at()
             .expect("a probe for what was handed meanwhile");
@@ -607,7 +628,7 @@ mod tests {
             "not before the interval"
         );
         in_flight.probed(Bytes::from_static(b"2"));
-        assert_eq!(in_flight.take().len(), 1);
+        assert_eq!(in_flight.take().count(), 1);
         assert!(
             in_flight.confirm(b"2").is_empty(),
             "a forgotten probe confirms nothing"
@@ -615,11 +636,35 @@ mod tests {
     }
 
     #[test]
+    fn the_replay_window_keeps_the_newest_events_within_its_time_and_memory() {
+        let mut recent = Recent::default();
+        let start = Instant::now();
+        recent.keep(vec![events(&["old", "old"])], start);
+        let later = start + REPLAY_WINDOW / 2;
+        recent.keep(vec![events(&["a"]), events(&["bb"])], later);
+        assert_eq!(recent.bytes, 3 + 3 + 1 + 2 + 4 * ENTRY_OVERHEAD);
+        // Past the first batch's window only: it goes whole.
+        recent.keep(Vec::new(), start + REPLAY_WINDOW + Duration::from_millis(1));
+        assert_eq!(recent.bytes, 1 + 2 + 2 * ENTRY_OVERHEAD);
+        // Past the memory limit: the oldest events go one by one, the newest stay.
+        let big_len = REPLAY_BYTES - (2 + ENTRY_OVERHEAD) - ENTRY_OVERHEAD;
+        let big: &'static str = "x".repeat(big_len).leak();
+        recent.keep(vec![events(&[big])], later);
+        assert_eq!(
+            recent.bytes, REPLAY_BYTES,
+            "\"bb\" and the big one fill it exactly"
+        );
+        let kept: Vec<usize> = recent.take().map(|item| item.payload.len()).collect();
+        assert_eq!(kept, [2, big_len]);
+        assert_eq!(recent.bytes, 0);
+    }
+
+    #[test]
     fn much_in_flight_is_probed_without_waiting_for_the_interval() {
         let mut in_flight = InFlight::default();
         in_flight.push(events(&["a"]));
         in_flight.probed(Bytes::from_static(b"1"));
-        assert_eq!(in_flight.confirm(b"1").len(), 1);
+        assert_eq!(in_flight.confirm(b"1").iter().flatten().count(), 1);
         let big: &'static str = "x".repeat(PROBE_BYTES).leak();
         in_flight.push(events(&[big]));
         assert!(in_flight.next_probe_at().unwrap() <= Instant::now());
