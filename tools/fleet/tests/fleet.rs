@@ -25,6 +25,7 @@ use clap::Parser;
 use futures::StreamExt;
 use nodescope_consumer::testing::{free_port, http_get, poll_for, wait_until, NatsServer};
 use nodescope_proto::event::Payload;
+use nodescope_proto::p2p_message::Body;
 use nodescope_proto::{BlockPropagation, Event, Reorg, TxPropagation};
 use nodescope_regtest::serde_json::{json, Value};
 use nodescope_regtest::{Node, NodeConfig};
@@ -77,6 +78,34 @@ impl Bus {
         })
         .await;
         found.unwrap()
+    }
+
+    /// Until the P2P extractor has node 0's announcement of its transaction `txid` (by wtxid, or
+    /// txid without wtxid relay). Node 0 sends it after a random trickle delay (2 s on average
+    /// on that connection) and never once a block has taken the transaction out of its mempool:
+    /// a block mined before then would leave the P2P extractor, and Prometheus, without it.
+    async fn wait_for_announcement(&self, node: &Node, txid: &str) {
+        let entry = blocking(|| node.rpc("getmempoolentry", json!([txid]))).unwrap();
+        let wtxid = entry["wtxid"]
+            .as_str()
+            .expect("a mempool entry has a wtxid");
+        self.wait_for(
+            "node 0's inv of the transaction to the P2P extractor",
+            |e| {
+                let Some(Payload::PeerMessage(message)) = &e.payload else {
+                    return None;
+                };
+                let Some(Body::Inv(inv)) = message.message.as_ref().and_then(|m| m.body.as_ref())
+                else {
+                    return None;
+                };
+                inv.items
+                    .iter()
+                    .any(|item| [wtxid, txid].contains(&hex(&item.hash).as_str()))
+                    .then_some(())
+            },
+        )
+        .await
     }
 }
 
@@ -339,6 +368,7 @@ async fn three_nodes_first_seen_reorg_and_the_alert_in_prometheus_and_alertmanag
     blocking(|| Node::sync_blocks(&nodes.iter().collect::<Vec<_>>())).unwrap();
     let address = blocking(|| nodes[0].new_address()).unwrap();
     let txid = blocking(|| nodes[0].send_to_address(&address, 1.0)).unwrap();
+    bus.wait_for_announcement(&nodes[0], &txid).await;
     let tx: TxPropagation = bus
         .wait_for("the transaction's propagation event", |e| {
             match &e.payload {
@@ -467,6 +497,7 @@ async fn three_nodes_first_seen_reorg_and_the_alert_in_prometheus_and_alertmanag
     // More of a session while Prometheus watches: a wallet transaction and a block everyone
     // takes (node 2's chain is the one all follow now).
     let txid = blocking(|| nodes[0].send_to_address(&address, 0.5)).unwrap();
+    bus.wait_for_announcement(&nodes[0], &txid).await;
     blocking(|| nodes[2].wait_for_mempool(&txid)).unwrap();
     let last = blocking(|| nodes[2].generate(1)).unwrap().remove(0);
     bus.wait_for("the last block's propagation event", |e| match &e.payload {
@@ -487,7 +518,7 @@ async fn three_nodes_first_seen_reorg_and_the_alert_in_prometheus_and_alertmanag
         status == 200 && body.contains(&format!("\"{height}\""))
     })
     .await;
-    // Node 0 announces its transaction to the P2P extractor after its trickle delay.
+    // The P2P extractor's inv (and the transaction it asked for) in Prometheus.
     let announced = format!(
         "http://127.0.0.1:{prometheus_port}/api/v1/query?query={}",
         // Two samples: a rate needs them.
