@@ -17,6 +17,8 @@
 //!   extractor's CPU per call of that method, and bitcoind's, each less its idle CPU (measured
 //!   with the extractor started with one call due per hour).
 
+mod bench_report;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,6 +38,8 @@ use nodescope_regtest::{Node, NodeConfig, RawPeer, Transport};
 use prost::Message as _;
 use tokio::process::Command;
 use tokio::sync::watch;
+
+use bench_report::{fixed, machine, print_table, thousands};
 
 #[derive(Parser, Debug)]
 #[command(about = "nodescope RPC extractor benchmark: prints a table")]
@@ -714,60 +718,6 @@ async fn alone(
 // The table
 
 /// Prints rows with aligned columns: the first left-aligned, the others right-aligned.
-fn print_table(indent: &str, rows: &[Vec<String>]) {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in rows {
-        let mut line = indent.to_string();
-        for (c, cell) in row.iter().enumerate() {
-            let pad = " ".repeat(widths[c] - cell.chars().count());
-            if c == 0 {
-                line.push_str(cell);
-                line.push_str(&pad);
-            } else {
-                line.push_str("  ");
-                line.push_str(&pad);
-                line.push_str(cell);
-            }
-        }
-        println!("{}", line.trim_end());
-    }
-}
-
-fn thousands(n: f64) -> String {
-    if !n.is_finite() {
-        return "—".into();
-    }
-    let digits = format!("{:.0}", n.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0.0 {
-        out.insert(0, '-');
-    }
-    out
-}
-
-fn fixed(n: f64, decimals: usize) -> String {
-    if n.is_finite() {
-        format!("{n:.decimals$}")
-    } else {
-        "—".into()
-    }
-}
-
 /// µs per call beyond idle: below 0 is the idle figure's noise, shown as ~0.
 fn per_call(us: f64) -> String {
     if us < 0.0 {
@@ -775,23 +725,6 @@ fn per_call(us: f64) -> String {
     } else {
         thousands(us)
     }
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_string())
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    format!(
-        "{cpus} CPUs ({model}), load average at start {}",
-        load.join(" ")
-    )
 }
 
 fn print(run: &RunResult, alone: &BTreeMap<Method, Alone>, idle: Idle, peers: usize, seconds: f64) {

@@ -64,7 +64,7 @@ enum Task {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchTarget {
     /// The eBPF extractor: lossless rates, latency, CPU, memory, block burst, traced-thread cost
-    /// (extractor/examples/extractor_bench.rs), and a real regtest bitcoind flooded by raw P2P
+    /// (extractor/examples/extractor_bench/main.rs), and a real regtest bitcoind flooded by raw P2P
     /// peers without and with the extractor (extractor/examples/bench_bitcoind/mod.rs).
     Extractor,
     /// The metrics exporter: events/s ingested on one core, in-process and end to end through a
