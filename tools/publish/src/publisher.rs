@@ -86,6 +86,11 @@ impl Outgoing {
     fn counts(&self) -> bool {
         !self.confirmed && !self.report
     }
+
+    /// What it holds in the queue or the replay window, bookkeeping included.
+    fn memory(&self) -> usize {
+        self.payload.len() + ENTRY_OVERHEAD
+    }
 }
 
 /// Events taken off the queue together: from then on they move as one (to the client, in
@@ -208,19 +213,20 @@ impl Publisher {
     fn queue(&self, events: impl IntoIterator<Item = (Subject, Bytes)>, report: bool) {
         let mut queue = self.shared.queue.lock().expect("publisher queue");
         for (subject, payload) in events {
-            queue.bytes += payload.len() + ENTRY_OVERHEAD;
-            queue.accepted += !report as u64;
-            queue.items.push_back(Outgoing {
+            let item = Outgoing {
                 subject,
                 payload,
                 confirmed: false,
                 report,
-            });
+            };
+            queue.bytes += item.memory();
+            queue.accepted += !report as u64;
+            queue.items.push_back(item);
         }
         let mut dropped = 0;
         while queue.bytes > self.shared.limit_bytes && queue.items.len() > 1 {
             let oldest = queue.items.pop_front().expect("non-empty");
-            queue.bytes -= oldest.payload.len() + ENTRY_OVERHEAD;
+            queue.bytes -= oldest.memory();
             dropped += oldest.counts() as u64;
         }
         drop(queue);
@@ -332,7 +338,7 @@ fn requeue(shared: &Shared, items: impl DoubleEndedIterator<Item = Outgoing>, re
         if resent {
             shared.counters.resent.fetch_add(1, Ordering::Relaxed);
         }
-        queue.bytes += item.payload.len() + ENTRY_OVERHEAD;
+        queue.bytes += item.memory();
         queue.items.push_front(item);
     }
 }
@@ -454,7 +460,7 @@ impl Recent {
                 self.batches.pop_front();
             } else if self.bytes > REPLAY_BYTES {
                 match oldest.pop_front() {
-                    Some(item) => self.bytes -= item.payload.len() + ENTRY_OVERHEAD,
+                    Some(item) => self.bytes -= item.memory(),
                     None => drop(self.batches.pop_front()),
                 }
             } else {
