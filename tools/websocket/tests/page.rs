@@ -1191,7 +1191,12 @@ async fn the_fleet_card_and_a_layout_that_fits() {
         Duration::from_secs(20),
         async || {
             let shown = browser.fleet().await;
-            if shown["blocks"].as_array().is_some_and(|b| b.len() == 10) && shown["shown"] == true {
+            // The nodes' states come apart from the fleet's: until both are drawn, the only
+            // stream heard may be the fleet tool's, which the page then offers for want of any.
+            if shown["blocks"].as_array().is_some_and(|b| b.len() == 10)
+                && shown["shown"] == true
+                && shown["nodeOptions"] == json!(["node-a", "node-b"])
+            {
                 Ok(shown)
             } else {
                 Err(format!("{shown:#}"))
