@@ -85,6 +85,10 @@ pub mod record_kind {
 pub mod flags {
     /// Bit `i` (i < STRING_SLOTS): string slot `i` was longer than its capacity minus the NUL.
     pub const STRING_TRUNCATED_BASE: u8 = 1;
+    /// Two bits: the ring the payload's chunks are in, 0 for the events ring itself, else the
+    /// payload ring `PAYLOAD_RING_<n>` (see [`payload_ring`](super::payload_ring)).
+    pub const PAYLOAD_RING_SHIFT: u8 = 3;
+    pub const PAYLOAD_RING_MASK: u8 = 0b11 << PAYLOAD_RING_SHIFT;
     /// The payload follows the record in the same ring record ([`InlineEvent`]): `payload_len`
     /// bytes, or fewer when reading them failed (then none).
     pub const PAYLOAD_INLINE: u8 = 1 << 6;
@@ -98,6 +102,21 @@ pub mod chunk_flags {
     pub const LAST: u8 = 1;
     /// Reading this chunk from the traced process failed; it carries no bytes.
     pub const READ_FAILED: u8 = 2;
+    /// A marker, in the events ring, with no bytes: the next chunk of the event (at `offset`)
+    /// found no room in its ring, so the payload ends there, cut.
+    pub const RING_FULL: u8 = 4;
+}
+
+/// The payload rings beside the events ring: a chunked payload is sent whole into the first of
+/// them with room for all its chunks, smallest first, else into the events ring. A burst of
+/// 4 MB blocks thus fills them and the events ring together, while its chunks in the payload
+/// rings leave the events ring's room to the small events.
+pub mod payload_ring {
+    /// How many (ring numbers 1 to `COUNT`).
+    pub const COUNT: u8 = 3;
+    /// Ring `n`'s size is the events ring's shifted right by `SIZE_SHIFT[n - 1]`: an eighth, a
+    /// quarter and a half of it, so all four take 1.875 times the events ring's size.
+    pub const SIZE_SHIFT: [u32; COUNT as usize] = [3, 2, 1];
 }
 
 /// Payload capture limit by default: Bitcoin Core's largest message (MAX_PROTOCOL_MESSAGE_LENGTH,
@@ -110,9 +129,10 @@ pub const DEFAULT_CAPTURE_LIMIT: u32 = 4_000_000;
 /// (fewer than the size argument when the capture limit cut it). A payload of up to
 /// [`MEDIUM_CHUNK`] bytes (pings, invs, most transactions) follows in the same ring record, an
 /// [`InlineEvent`] flagged [`flags::PAYLOAD_INLINE`]: one reservation and one record for the
-/// whole event. A larger one follows in [`PayloadChunk`] records carrying the same `event_id`.
-/// Chunks come after their record and before any later record of the same thread, since one
-/// thread's records are reserved in order in the one ring.
+/// whole event. A larger one follows in [`PayloadChunk`] records carrying the same `event_id`,
+/// reserved after the record, in the ring its flags name ([`flags::PAYLOAD_RING_MASK`]). In the
+/// events ring they come before any later record of the same thread, since one thread's records
+/// are reserved in order.
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct TraceRecord {
@@ -130,7 +150,7 @@ pub struct TraceRecord {
     pub string_len: [u16; STRING_SLOTS],
     /// Payload bytes the kernel will send in chunks (0: no payload argument, or an empty one).
     pub payload_len: u32,
-    /// Unique per kernel object: CPU number in the top 16 bits, that CPU's event count below.
+    /// Unique per kernel object: the number of events its program has seen, this one included.
     pub event_id: u64,
     /// CLOCK_BOOTTIME at the probe, ns (userspace converts to wall-clock time).
     pub boot_time_ns: u64,
@@ -219,6 +239,17 @@ pub const fn max_chunks(payload_len: u32) -> u32 {
     payload_len / LARGE_CHUNK as u32 + 1 + (LARGE_CHUNK / MEDIUM_CHUNK) as u32 + 1
 }
 
+/// Ring bytes that the chunks of a `payload_len`-byte payload take at most: the data, each
+/// chunk's ring header (8 bytes) and [`ChunkHeader`], and the unused room of the last medium and
+/// small chunk.
+pub const fn chunked_ring_bytes(payload_len: u32) -> u64 {
+    const RING_HEADER: u64 = 8;
+    payload_len as u64
+        + max_chunks(payload_len) as u64
+            * (RING_HEADER + core::mem::size_of::<ChunkHeader>() as u64)
+        + (MEDIUM_CHUNK + SMALL_CHUNK) as u64
+}
+
 const _: () = {
     assert!(core::mem::size_of::<UsdtArgSpec>() == 16);
     assert!(core::mem::size_of::<UsdtSpec>() == 200);
@@ -241,9 +272,13 @@ const _: () = {
     assert!(core::mem::offset_of!(ChunkHeader, kind) == 0);
     assert!(SMALL_CHUNK < MEDIUM_CHUNK && MEDIUM_CHUNK < LARGE_CHUNK);
     assert!(
-        STRING_SLOTS < 6,
-        "string truncation flags must not reach PAYLOAD_INLINE"
+        STRING_SLOTS <= flags::PAYLOAD_RING_SHIFT as usize,
+        "string truncation flags must not reach the payload ring's bits"
     );
+    assert!(flags::PAYLOAD_RING_MASK & (flags::PAYLOAD_INLINE | flags::READ_FAILED) == 0);
+    assert!(payload_ring::COUNT <= flags::PAYLOAD_RING_MASK >> flags::PAYLOAD_RING_SHIFT);
+    // A 4 MB block fits whole in the smallest payload ring of the default 32 MiB events ring.
+    assert!(chunked_ring_bytes(DEFAULT_CAPTURE_LIMIT) <= (32 << 20) >> payload_ring::SIZE_SHIFT[0]);
 };
 
 #[cfg(feature = "user")]

@@ -1,21 +1,21 @@
 //! One generic USDT program, attached once per tracepoint location. The BPF cookie of each
 //! attachment indexes `USDT_SPECS`, which says which tracepoint fired and where each of its
 //! arguments lives; the program reads them, captures strings and hashes, and sends one
-//! `TraceRecord` through the ring buffer, with the payload (if the tracepoint has one) in the
-//! same record when it is small (`InlineEvent`), else in `PayloadChunk` records that follow it. A record that finds no room is counted in `DROPS`; a payload cut short
-//! by a full ring is counted in `PAYLOAD_DROPS`.
+//! `TraceRecord` through the events ring, with the payload (if the tracepoint has one) in the
+//! same record when it is small (`InlineEvent`), else in `PayloadChunk` records that follow it,
+//! in the first payload ring with room for them all or else in the events ring. A record that
+//! finds no room is counted in `DROPS`; a payload cut short by a full ring is counted in
+//! `PAYLOAD_DROPS`.
 #![no_std]
 #![no_main]
 // The target declares no atomic read-modify-write (`AtomicU64::fetch_add` is missing), yet the
-// kernel has had BPF_ATOMIC fetch-add since 5.12: the intrinsic emits it.
-#![allow(internal_features)]
-#![feature(core_intrinsics)]
+// kernel has had BPF_ATOMIC fetch-add since 5.12: written in assembly (`next_event_id`).
+#![feature(asm_experimental_arch)]
 
 use core::ffi::c_void;
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
         generated::{
@@ -29,9 +29,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{error, warn};
 use extractor_common::usdt::{
-    capture, chunk_flags, flags, location, max_chunks, record_kind, ChunkHeader, InlineEvent,
-    PayloadChunk, UsdtArgSpec, UsdtSpec, DEFAULT_CAPTURE_LIMIT, HASH_LEN, HASH_SLOTS, LARGE_CHUNK,
-    MAX_ARGS, MAX_ATTACH_POINTS, MEDIUM_CHUNK, SMALL_CHUNK, STRING_SLOTS,
+    capture, chunk_flags, chunked_ring_bytes, flags, location, max_chunks, record_kind,
+    ChunkHeader, InlineEvent, PayloadChunk, UsdtArgSpec, UsdtSpec, DEFAULT_CAPTURE_LIMIT, HASH_LEN,
+    HASH_SLOTS, LARGE_CHUNK, MAX_ARGS, MAX_ATTACH_POINTS, MEDIUM_CHUNK, SMALL_CHUNK, STRING_SLOTS,
 };
 
 /// Size of `struct pt_regs` on x86_64: register offsets must stay below it.
@@ -55,6 +55,15 @@ static USDT_SPECS: Array<UsdtSpec> = Array::with_max_entries(MAX_ATTACH_POINTS, 
 /// Records for userspace. The size is set by userspace at load time.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Chunks of payloads, each payload whole in one ring, smallest ring first (sizes set by
+/// userspace at load time). The events ring still orders the events: their records are there.
+#[map]
+static PAYLOAD_RING_1: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+#[map]
+static PAYLOAD_RING_2: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
+#[map]
+static PAYLOAD_RING_3: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 /// Per CPU: unread ring data, in multiples of `WAKEUP_BYTES`, at this CPU's last submission.
 #[map]
@@ -144,14 +153,48 @@ fn wakeup_flags() -> u64 {
     }
 }
 
+/// Ring `n`: 0 the events ring, else payload ring `n`.
+#[inline(always)]
+fn ring(n: u8) -> &'static RingBuf {
+    match n {
+        1 => &PAYLOAD_RING_1,
+        2 => &PAYLOAD_RING_2,
+        3 => &PAYLOAD_RING_3,
+        _ => &EVENTS,
+    }
+}
+
+/// The first payload ring with room for all of a chunked payload's `needed` bytes, else 0 (the
+/// events ring). Another CPU may take the room before the chunks come: then the payload is cut
+/// there, counted, as it would be in the events ring.
+#[inline(always)]
+fn payload_ring_for(needed: u64) -> u8 {
+    for n in 1..=3u8 {
+        let ring = ring(n);
+        if ring.query(BPF_RB_AVAIL_DATA as u64) + needed <= ring.query(BPF_RB_RING_SIZE as u64) {
+            return n;
+        }
+    }
+    0
+}
+
 #[inline(always)]
 fn next_event_id() -> u64 {
     match EVENT_COUNT.get_ptr_mut(0) {
         // SAFETY: the map value is a live, aligned u64 for as long as the program runs.
         Some(count) => {
-            let previous =
-                unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, 1) };
-            previous + 1
+            let mut value = 1u64;
+            // Assembly: the compiler's fetch-add intrinsic came out as a plain BPF_ADD, whose
+            // "result" was the addend, so every event had the same id.
+            // SAFETY: `count` points to the map value; BPF_ATOMIC | BPF_FETCH of BPF_ADD.
+            unsafe {
+                core::arch::asm!(
+                    "{value} = atomic_fetch_add((u64 *)({count} + 0), {value})",
+                    value = inout(reg) value,
+                    count = in(reg) count,
+                )
+            };
+            value + 1
         }
         None => 0,
     }
@@ -267,6 +310,12 @@ fn emit_record<const N: usize>(
             _ => {}
         }
     }
+    let chunks_ring = if N == 0 && payload_len > 0 {
+        payload_ring_for(chunked_ring_bytes(payload_len))
+    } else {
+        0
+    };
+    record.flags |= chunks_ring << flags::PAYLOAD_RING_SHIFT;
     if N > 0 {
         record.flags |= flags::PAYLOAD_INLINE;
         // The verifier must see the bound on the size register (see `send_chunk`).
@@ -304,6 +353,7 @@ fn emit_record<const N: usize>(
             len: payload_len,
             offset: 0,
             tracepoint,
+            ring: chunks_ring,
         };
         // bpf_loop keeps the verifier's work independent of the payload size (up to 4 MB).
         unsafe {
@@ -325,6 +375,8 @@ struct PayloadCopy {
     len: u32,
     offset: u32,
     tracepoint: u16,
+    /// Where the chunks go (see [`ring`]).
+    ring: u8,
 }
 
 /// One `bpf_loop` iteration: sends the next chunk. Returns 1 to stop the loop.
@@ -354,8 +406,9 @@ extern "C" fn copy_chunk(_index: u32, state: *mut c_void) -> i64 {
 /// bytes could not be read).
 #[inline(always)]
 fn send_chunk<const N: usize>(copy: &mut PayloadCopy, left: u32) -> bool {
-    let Some(mut entry) = EVENTS.reserve::<PayloadChunk<N>>(0) else {
+    let Some(mut entry) = ring(copy.ring).reserve::<PayloadChunk<N>>(0) else {
         count(&PAYLOAD_DROPS, copy.tracepoint);
+        mark_cut(copy);
         return false;
     };
     let chunk = unsafe { &mut *entry.as_mut_ptr() };
@@ -383,7 +436,7 @@ fn send_chunk<const N: usize>(copy: &mut PayloadCopy, left: u32) -> bool {
         // Tell userspace at once rather than leave it waiting for bytes that will not come.
         chunk.header.len = 0;
         chunk.header.flags = chunk_flags::LAST | chunk_flags::READ_FAILED;
-        entry.submit(wakeup_flags());
+        entry.submit(chunk_wakeup_flags(copy.ring));
         return false;
     }
     copy.offset += len;
@@ -391,8 +444,41 @@ fn send_chunk<const N: usize>(copy: &mut PayloadCopy, left: u32) -> bool {
     if !more {
         chunk.header.flags = chunk_flags::LAST;
     }
-    entry.submit(wakeup_flags());
+    entry.submit(chunk_wakeup_flags(copy.ring));
     more
+}
+
+/// A payload ring's chunks wake nobody: the reader is woken by the events ring, where the
+/// event's record came first, and reads the payload rings after it.
+#[inline(always)]
+fn chunk_wakeup_flags(ring: u8) -> u64 {
+    if ring == 0 {
+        wakeup_flags()
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Tells userspace, through the events ring, that the payload ends cut at `copy.offset`: it
+/// then need not wait for chunks that will not come. Without room even for this, the event
+/// waits for its timeout (or, in the events ring, for its thread's next record).
+#[inline(always)]
+fn mark_cut(copy: &PayloadCopy) {
+    let Some(mut entry) = EVENTS.reserve::<ChunkHeader>(0) else {
+        return;
+    };
+    unsafe {
+        entry.as_mut_ptr().write(ChunkHeader {
+            kind: record_kind::PAYLOAD_CHUNK,
+            flags: chunk_flags::LAST | chunk_flags::RING_FULL,
+            tracepoint: copy.tracepoint,
+            len: 0,
+            offset: copy.offset,
+            _reserved: 0,
+            event_id: copy.event_id,
+        })
+    };
+    entry.submit(wakeup_flags());
 }
 
 /// Reads the NUL-terminated string at `address` into `dst`: its length without the NUL, and

@@ -55,9 +55,10 @@ pub struct EbpfArgs {
     /// `validation`, `mempool`, `utxocache`, `coin_selection`) and `provider:name` pairs.
     #[arg(long, env = "NODESCOPE_TRACEPOINTS", default_value = "all", value_parser = parse_tracepoints)]
     pub tracepoints: BTreeSet<Tracepoint>,
-    /// Size of the kernel ring buffer in MiB (a power of two; all kernel maps together stay
-    /// within 64 MiB up to 32). Kernel memory: the extractor maps only the part it is reading;
-    /// 32 holds eight 4 MB blocks, or about 150 ms of 300,000 small messages/s.
+    /// Size of the kernel's events ring in MiB (a power of two), beside which the payload
+    /// rings take an eighth, a quarter and a half of it: all kernel maps together stay within
+    /// 64 MiB up to 32. Kernel memory: the extractor maps only the part it is reading; 32 holds
+    /// fifteen 4 MB blocks, or about 150 ms of 300,000 small messages/s.
     #[arg(
         long,
         env = "NODESCOPE_RING_MIB",

@@ -139,6 +139,8 @@ pub enum MalformedRecord {
     },
     #[error("an event record not aligned to 8 bytes")]
     Misaligned,
+    #[error("an event record in a payload ring, which holds only payload chunks")]
+    EventInPayloadRing,
 }
 
 impl<'a> RingRecord<'a> {

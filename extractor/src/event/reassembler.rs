@@ -4,9 +4,9 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use extractor_common::usdt::{chunk_flags, ChunkHeader, TraceRecord};
+use extractor_common::usdt::{chunk_flags, flags, ChunkHeader, TraceRecord};
 
-use super::{ArgValue, PayloadCut, RingRecord, TraceEvent, WallClock};
+use super::{ArgValue, MalformedRecord, PayloadCut, RingRecord, TraceEvent, WallClock};
 
 /// Hashes the reassembler's integer keys (event ids, thread ids) with one multiply: they are
 /// produced by our own kernel program, not an adversary, and SipHash was a visible share of the
@@ -42,10 +42,11 @@ pub const PAYLOAD_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Puts events back together with their payload chunks and hands them out in arrival order.
 ///
-/// An event waits until its payload is complete. It is closed early as cut by a full ring when a
-/// later record of the same thread arrives (one thread's records are in order in the ring, so its
-/// missing chunks will never come), or when it is the oldest event waiting and no chunk arrived
-/// for [`PAYLOAD_TIMEOUT`]. That expiry is decided at the head of the queue only, in
+/// An event waits until its payload is complete. It is closed early as cut by a full ring when
+/// the kernel's marker says so (a chunk found no room), when a later record of the same thread
+/// arrives while its chunks are in the events ring (one thread's records are in order in the
+/// ring, so its missing chunks will never come), or when it is the oldest event waiting and no
+/// chunk arrived for [`PAYLOAD_TIMEOUT`]. That expiry is decided at the head of the queue only, in
 /// [`Reassembler::pop_ready`]: one check per call however many events wait (the events behind
 /// the head cannot be released before it anyway), and it reaches every waiting event, even one
 /// no chunk could reach any more.
@@ -57,7 +58,7 @@ pub struct Reassembler {
     first: u64,
     /// Events still receiving chunks: event id → sequence number.
     open: HashMap<u64, u64, IdHasher>,
-    /// The open event of each thread: tid → sequence number.
+    /// The open event of each thread whose chunks come in the events ring: tid → sequence number.
     open_by_thread: HashMap<u32, u64, IdHasher>,
     counts: ReassemblyCounts,
 }
@@ -92,6 +93,9 @@ struct Receiving {
     event_id: u64,
     tid: u32,
     last_progress: Instant,
+    /// The kernel's marker said the payload ends here, cut; bytes before it may still come (from
+    /// a payload ring, read after the events ring).
+    cut_at: Option<u32>,
 }
 
 impl Reassembler {
@@ -112,13 +116,39 @@ impl Reassembler {
     pub fn push_bytes(&mut self, bytes: &[u8], now: Instant) {
         match RingRecord::parse(bytes) {
             Ok(record) => self.push(record, now),
-            Err(error) => {
-                self.counts.malformed_records += 1;
-                // The stats count the rest; one warning says what they are.
-                if self.counts.malformed_records == 1 {
-                    tracing::warn!(%error, "discarded a ring record the extractor cannot parse: is the kernel program from another build of the extractor? (counted as malformed_records in the stats)");
+            Err(error) => self.malformed(&error),
+        }
+    }
+
+    /// Takes one record of a payload ring, unless it is a chunk of no open event and
+    /// `event_may_come` says its event's record may still come: then it leaves it (returns
+    /// false), to be pushed again after more of the events ring was read. A chunk of no open
+    /// event whose event cannot come any more, and a record that is no chunk, are discarded and
+    /// counted.
+    pub fn push_payload_bytes(
+        &mut self,
+        bytes: &[u8],
+        now: Instant,
+        event_may_come: impl FnOnce() -> bool,
+    ) -> bool {
+        match RingRecord::parse(bytes) {
+            Ok(RingRecord::Chunk { header, data }) => {
+                if !self.open.contains_key(&header.event_id) && event_may_come() {
+                    return false;
                 }
+                self.push_chunk(&header, data, now);
             }
+            Ok(RingRecord::Event { .. }) => self.malformed(&MalformedRecord::EventInPayloadRing),
+            Err(error) => self.malformed(&error),
+        }
+        true
+    }
+
+    fn malformed(&mut self, error: &MalformedRecord) {
+        self.counts.malformed_records += 1;
+        // The stats count the rest; one warning says what they are.
+        if self.counts.malformed_records == 1 {
+            tracing::warn!(%error, "discarded a ring record the extractor cannot parse: is the kernel program from another build of the extractor? (counted as malformed_records in the stats)");
         }
     }
 
@@ -145,6 +175,7 @@ impl Reassembler {
                 event_id: record.event_id,
                 tid: record.tid,
                 last_progress: now,
+                cut_at: None,
             }),
         });
         if payload_arg.is_some() {
@@ -152,7 +183,9 @@ impl Reassembler {
                 // Should an id come twice, the earlier event gets no more chunks: it is closed
                 // by its thread's next record or expires at the head like any other.
                 self.open.insert(record.event_id, seq);
-                self.open_by_thread.insert(record.tid, seq);
+                if record.flags & flags::PAYLOAD_RING_MASK == 0 {
+                    self.open_by_thread.insert(record.tid, seq);
+                }
             } else {
                 self.close(seq, None);
             }
@@ -172,6 +205,15 @@ impl Reassembler {
         let ArgValue::Bytes(bytes) = &mut pending.event.args[receiving.arg] else {
             unreachable!("the payload argument decodes as bytes")
         };
+        if header.flags & chunk_flags::RING_FULL != 0 {
+            // The marker comes through the events ring, maybe before the chunks it follows.
+            if header.offset as usize <= bytes.len() {
+                self.close(seq, Some(PayloadCut::RingFull));
+            } else {
+                receiving.cut_at = Some(header.offset);
+            }
+            return;
+        }
         if header.offset as usize != bytes.len() {
             // Chunks of one event come in order and stop at the first failure, so a gap means
             // bytes were lost.
@@ -185,6 +227,11 @@ impl Reassembler {
             self.close(seq, Some(PayloadCut::ReadFailed));
         } else if complete || header.flags & chunk_flags::LAST != 0 {
             self.close(seq, None);
+        } else if receiving
+            .cut_at
+            .is_some_and(|at| at as usize <= bytes.len())
+        {
+            self.close(seq, Some(PayloadCut::RingFull));
         }
     }
 
@@ -269,7 +316,6 @@ impl Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::MalformedRecord;
     use extractor_common::usdt::{
         flags, record_kind, HASH_LEN, HASH_SLOTS, MAX_ARGS, STRING_CAPACITY,
     };
@@ -363,6 +409,116 @@ mod tests {
             record,
             inline: Some(data),
         }
+    }
+
+    /// `message(..)` with its chunks in payload ring 1.
+    fn in_payload_ring(message: RingRecord<'static>) -> RingRecord<'static> {
+        let RingRecord::Event { record, inline } = message else {
+            unreachable!()
+        };
+        let mut record = *record;
+        record.flags |= 1 << flags::PAYLOAD_RING_SHIFT;
+        RingRecord::Event {
+            record: Box::leak(Box::new(record)),
+            inline,
+        }
+    }
+
+    /// A chunk record's bytes, as a payload ring holds them.
+    fn chunk_bytes(event_id: u64, offset: u32, data: &[u8], flags: u8) -> Vec<u8> {
+        let RingRecord::Chunk { header, .. } = chunk(event_id, offset, data, flags) else {
+            unreachable!()
+        };
+        // SAFETY: plain data, viewed as its bytes.
+        let header = unsafe {
+            std::slice::from_raw_parts(
+                (&header as *const ChunkHeader).cast::<u8>(),
+                std::mem::size_of::<ChunkHeader>(),
+            )
+        };
+        [header, data].concat()
+    }
+
+    #[test]
+    fn a_payload_in_a_payload_ring_is_not_cut_by_its_threads_next_record() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(in_payload_ring(message(1, 10, 6, 6)), now);
+        // The thread's next event, read from the events ring before the chunks of the first.
+        r.push(inline_message(2, 10, 3, b"xyz"), now);
+        assert!(r.push_payload_bytes(&chunk_bytes(1, 0, b"abc", 0), now, || true));
+        assert!(r.push_payload_bytes(&chunk_bytes(1, 3, b"def", chunk_flags::LAST), now, || true));
+        r.pop_ready(&mut out, now);
+        assert_eq!(out.len(), 2);
+        assert_eq!(payload(&out[0]), (&b"abcdef"[..], None));
+        assert_eq!(payload(&out[1]), (&b"xyz"[..], None));
+        assert_eq!(r.counts(), ReassemblyCounts::default());
+    }
+
+    #[test]
+    fn the_kernels_ring_full_marker_cuts_the_payload_once_the_bytes_before_it_came() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        r.push(in_payload_ring(message(1, 10, 10, 10)), now);
+        // From the events ring, before the payload ring's chunks were read.
+        r.push(
+            chunk(1, 6, b"", chunk_flags::LAST | chunk_flags::RING_FULL),
+            now,
+        );
+        assert!(r.push_payload_bytes(&chunk_bytes(1, 0, b"abc", 0), now, || true));
+        r.pop_ready(&mut out, now);
+        assert!(out.is_empty(), "three bytes before the cut still to come");
+        assert!(r.push_payload_bytes(&chunk_bytes(1, 3, b"def", 0), now, || true));
+        r.pop_ready(&mut out, now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            payload(&out[0]),
+            (&b"abcdef"[..], Some(PayloadCut::RingFull))
+        );
+        // A marker after all the bytes before it cuts at once.
+        r.push(message(2, 10, 10, 10), now);
+        r.push(chunk(2, 0, b"abcd", 0), now);
+        r.push(
+            chunk(2, 4, b"", chunk_flags::LAST | chunk_flags::RING_FULL),
+            now,
+        );
+        r.pop_ready(&mut out, now);
+        assert_eq!(payload(&out[1]), (&b"abcd"[..], Some(PayloadCut::RingFull)));
+        assert_eq!(r.counts(), ReassemblyCounts::default());
+    }
+
+    #[test]
+    fn a_payload_rings_chunk_waits_for_its_event_while_it_may_come_then_is_stray() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(CLOCK, 4_000_000);
+        let mut out = Vec::new();
+        let first = chunk_bytes(1, 0, b"abc", chunk_flags::LAST);
+        assert!(
+            !r.push_payload_bytes(&first, now, || true),
+            "left in its ring"
+        );
+        assert_eq!(r.counts().stray_chunks, 0);
+        r.push(in_payload_ring(message(1, 10, 3, 3)), now);
+        assert!(r.push_payload_bytes(&first, now, || panic!("the event is open")));
+        assert!(r.push_payload_bytes(&chunk_bytes(9, 0, b"x", 0), now, || false));
+        r.pop_ready(&mut out, now);
+        assert_eq!(payload(&out[0]), (&b"abc"[..], None));
+        assert_eq!(r.counts().stray_chunks, 1);
+        // An event record where only chunks belong is counted, not taken for one.
+        let RingRecord::Event { record, .. } = message(3, 10, 0, 0) else {
+            unreachable!()
+        };
+        // SAFETY: plain data, viewed as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (record as *const TraceRecord).cast::<u8>(),
+                std::mem::size_of::<TraceRecord>(),
+            )
+        };
+        assert!(r.push_payload_bytes(bytes, now, || true));
+        assert_eq!(r.counts().malformed_records, 1);
     }
 
     #[test]

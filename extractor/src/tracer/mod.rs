@@ -14,7 +14,9 @@ use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{ProgramFd, UProbe};
 use aya::{Ebpf, EbpfLoader};
 
-use extractor_common::usdt::{record_kind, UsdtSpec, DEFAULT_CAPTURE_LIMIT, MAX_ATTACH_POINTS};
+use extractor_common::usdt::{
+    payload_ring, record_kind, UsdtSpec, DEFAULT_CAPTURE_LIMIT, MAX_ATTACH_POINTS,
+};
 use extractor_common::Tracepoint;
 use tokio::io::unix::AsyncFd;
 
@@ -24,7 +26,7 @@ use crate::kernel;
 use crate::usdt::{self, UprobePmu};
 use drain_timer::DrainTimer;
 use kernel_log::KernelLog;
-use ring::Ring;
+use ring::{Drained, Ring};
 
 /// The kernel object built by build.rs from `extractor-ebpf`.
 static EBPF_OBJECT: &[u8] =
@@ -64,7 +66,8 @@ pub struct TracerConfig {
     /// Trace only this process; otherwise every process of the binary, present and future.
     pub pid: Option<u32>,
     pub tracepoints: BTreeSet<Tracepoint>,
-    /// Ring buffer size in bytes (a power of two, at least one page).
+    /// The events ring's size in bytes (a power of two, at least one page). The payload rings
+    /// beside it take an eighth, a quarter and a half of it (at least a page each).
     pub ring_bytes: u32,
     /// Most payload bytes captured per P2P message; a longer payload arrives cut to this many
     /// bytes (its size argument still says how long it was).
@@ -102,10 +105,16 @@ const DETACHED_QUIET: Duration = Duration::from_millis(5);
 /// waiting to be published stay around 2 MB (2,000 1-KiB messages).
 const DRAIN_BATCH: usize = 2048;
 
-/// Most record bytes taken per drain: payloads are copied out of the ring and decoded before the
-/// next drain, so that a burst of 4 MB blocks holds about two in memory at a time and waits in
-/// the ring for the rest (where the kernel counts what does not fit), instead of in the heap.
+/// Most record bytes taken per drain: payloads are copied out of the rings and decoded before
+/// the next drain, so that a burst of 4 MB blocks holds about two in memory at a time and waits
+/// in the rings for the rest (where the kernel counts what does not fit), instead of in the
+/// heap. Taking more per drain does not save more of a burst: the kernel writes twenty blocks in
+/// about 5 ms, and copying them into fresh heap pages goes at about a quarter of that pace.
 const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long a drain keeps looking for more of a payload that is still arriving before it
+/// decodes what it has: the kernel copies a 32 KiB chunk in a few µs.
+const FOLLOW_IDLE: Duration = Duration::from_micros(200);
 
 /// The kernel wakes the reader once this much is unread (or an eighth of a smaller ring). The
 /// drain timer does most of the work: at 300,000 pings/s it collects a few hundred events per
@@ -146,6 +155,9 @@ pub struct Tracer {
     specs: Array<MapData, UsdtSpec>,
     cookies: Cookies,
     ring: AsyncFd<Ring>,
+    /// Read after the events ring: the chunks of events it has announced (the kernel wakes the
+    /// reader for the events ring only).
+    payload_rings: Vec<PayloadRing>,
     /// Set to ask the kernel for a wakeup on the next record.
     reader_waiting: Array<MapData, u32>,
     /// Whether `reader_waiting` was set since the last drain that took records.
@@ -166,11 +178,16 @@ impl Tracer {
     pub fn attach(config: &TracerConfig) -> Result<Tracer, TracerError> {
         kernel::require(&kernel::probe())?;
         let wakeup_bytes = WAKEUP_BYTES.min(config.ring_bytes / 8) as u64;
-        let mut ebpf = EbpfLoader::new()
+        let payload_ring_bytes = payload_ring_bytes(config.ring_bytes);
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("EVENTS", config.ring_bytes)
             .override_global("CAPTURE_LIMIT", &config.capture_limit, true)
-            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-            .load(EBPF_OBJECT)?;
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true);
+        for (name, bytes) in PAYLOAD_RINGS.iter().zip(payload_ring_bytes) {
+            loader.map_max_entries(name, bytes);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         let kernel_memory_bytes = memory::kernel_memory(&ebpf)?;
         let program_name = if config.count_only {
             "usdt_count"
@@ -197,10 +214,17 @@ impl Tracer {
             pmu,
         };
         let first = Attachment::new(config, &programs, &mut specs, &cookies)?;
-        let ring = match ebpf.take_map("EVENTS").expect("EVENTS") {
-            aya::maps::Map::RingBuf(data) => Ring::new(data, config.ring_bytes as usize)?,
-            _ => unreachable!("EVENTS is a ring buffer"),
-        };
+        let ring = Ring::new(take_ring(&mut ebpf, "EVENTS"), config.ring_bytes as usize)?;
+        let payload_rings = PAYLOAD_RINGS
+            .iter()
+            .zip(payload_ring_bytes)
+            .map(|(name, bytes)| {
+                Ring::new(take_ring(&mut ebpf, name), bytes as usize).map(|ring| PayloadRing {
+                    ring,
+                    early_chunk_since: None,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").expect("DROPS"))?;
         let payload_drops =
             PerCpuArray::try_from(ebpf.take_map("PAYLOAD_DROPS").expect("PAYLOAD_DROPS"))?;
@@ -216,6 +240,7 @@ impl Tracer {
             specs,
             cookies,
             ring,
+            payload_rings,
             reader_waiting,
             waiting: false,
             drops,
@@ -293,13 +318,19 @@ impl Tracer {
         loop {
             self.wait_for_records().await?;
             let mut events = 0;
-            let taken = self
+            let mut taken = self
                 .ring
                 .get_mut()
                 .drain(DRAIN_BATCH, DRAIN_BYTES, |record| {
                     events += (record.first() == Some(&record_kind::EVENT)) as u64;
+                    true
                 })?;
-            self.pace(taken)?;
+            for payload in &mut self.payload_rings {
+                taken += payload
+                    .ring
+                    .drain(usize::MAX, DRAIN_BYTES - taken.bytes, |_| true)?;
+            }
+            self.pace(taken.records)?;
             if events > 0 {
                 return Ok(events);
             }
@@ -324,7 +355,9 @@ impl Tracer {
     /// kernel's wakeup. Setting the wakeup request races a record submitted just before it,
     /// which would not wake us: the first empty drain is therefore followed by one more look.
     fn pace(&mut self, taken: usize) -> Result<(), TracerError> {
-        if self.ring.get_ref().stopped_at_limit() {
+        let stopped_at_limit = self.ring.get_ref().stopped_at_limit()
+            || self.payload_rings.iter().any(|p| p.ring.stopped_at_limit());
+        if stopped_at_limit {
             // The drain stopped at its limits: the rest as soon as the events are out.
             self.waiting = false;
             self.drain_timer.arm(Duration::ZERO);
@@ -341,17 +374,77 @@ impl Tracer {
         Ok(())
     }
 
-    /// Feeds what the ring holds (up to [`DRAIN_BATCH`] records) to the reassembler; returns
-    /// how many records it took.
+    /// Feeds what the rings hold to the reassembler, up to [`DRAIN_BATCH`] records of the
+    /// events ring and [`DRAIN_BYTES`] in all; returns how many records it took. While a payload
+    /// is still arriving, it follows the kernel's copy ([`FOLLOW_IDLE`]).
     fn drain(&mut self) -> Result<usize, TracerError> {
+        let mut taken = self.drain_once(DRAIN_BYTES)?;
+        let mut last_progress = Instant::now();
+        // A burst of large payloads lasts milliseconds: taking its bytes as they come leaves
+        // the rings room for the rest, where decoding the first payload would leave it none.
+        while self.reassembler.open_events() > 0 && taken.bytes < DRAIN_BYTES {
+            let pass = self.drain_once(DRAIN_BYTES - taken.bytes)?;
+            taken += pass;
+            if pass.records > 0 {
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= FOLLOW_IDLE {
+                break;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(taken.records)
+    }
+
+    /// One pass of [`Tracer::drain`], up to `max_bytes` in all: the payload rings, the events
+    /// ring, then the payload rings again for the events just read. The chunks of events read
+    /// already come first: a burst of blocks whose chunks are in the events ring (the payload
+    /// rings were full) would otherwise take all the room, while the oldest event, whose
+    /// chunks are in a payload ring, holds them all back in the heap.
+    fn drain_once(&mut self, max_bytes: usize) -> Result<Drained, TracerError> {
         let now = Instant::now();
+        let mut taken = self.drain_payload_rings(max_bytes, now)?;
         let reassembler = &mut self.reassembler;
-        Ok(self
-            .ring
-            .get_mut()
-            .drain(DRAIN_BATCH, DRAIN_BYTES, |record| {
-                reassembler.push_bytes(record, now)
-            })?)
+        taken += self.ring.get_mut().drain(
+            DRAIN_BATCH,
+            max_bytes.saturating_sub(taken.bytes),
+            |record| {
+                reassembler.push_bytes(record, now);
+                true
+            },
+        )?;
+        taken += self.drain_payload_rings(max_bytes.saturating_sub(taken.bytes), now)?;
+        Ok(taken)
+    }
+
+    /// The chunks the payload rings hold for the events read, up to `max_bytes` in all.
+    fn drain_payload_rings(
+        &mut self,
+        max_bytes: usize,
+        now: Instant,
+    ) -> Result<Drained, TracerError> {
+        let mut taken = Drained::default();
+        let reassembler = &mut self.reassembler;
+        let events = self.ring.get_ref();
+        for payload in &mut self.payload_rings {
+            let left = max_bytes.saturating_sub(taken.bytes);
+            taken += payload.ring.drain(usize::MAX, left, |record| {
+                // The kernel sends an event's record before its chunks: a chunk of an event not
+                // read yet waits in its ring until the events ring is read past every record
+                // reserved when the chunk was first seen. Then it is stray.
+                let taken = reassembler.push_payload_bytes(record, now, || {
+                    let before = *payload
+                        .early_chunk_since
+                        .get_or_insert_with(|| events.producer_pos());
+                    events.consumer_pos() < before
+                });
+                if taken {
+                    payload.early_chunk_since = None;
+                }
+                taken
+            })?;
+        }
+        Ok(taken)
     }
 
     /// Detaches every probe: the kernel removes the breakpoints and lowers the semaphores. The
@@ -438,6 +531,31 @@ impl Tracer {
     /// per-CPU state on every possible CPU, and the configuration globals.
     pub fn kernel_memory_bytes(&self) -> u64 {
         self.kernel_memory_bytes
+    }
+}
+
+/// A payload ring, and the events ring's producer position when the chunk at its head was first
+/// found to belong to no event read yet.
+struct PayloadRing {
+    ring: Ring,
+    early_chunk_since: Option<u64>,
+}
+
+/// The payload rings' maps, in the order the kernel tries them.
+const PAYLOAD_RINGS: [&str; payload_ring::COUNT as usize] =
+    ["PAYLOAD_RING_1", "PAYLOAD_RING_2", "PAYLOAD_RING_3"];
+
+/// The payload rings' sizes for an events ring of `ring_bytes`: a page at least.
+fn payload_ring_bytes(ring_bytes: u32) -> [u32; payload_ring::COUNT as usize] {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32;
+    payload_ring::SIZE_SHIFT.map(|shift| (ring_bytes >> shift).max(page))
+}
+
+fn take_ring(ebpf: &mut Ebpf, name: &str) -> MapData {
+    match ebpf.take_map(name) {
+        Some(aya::maps::Map::RingBuf(data)) => data,
+        _ => unreachable!("the object defines the ring buffer {name}"),
     }
 }
 

@@ -32,6 +32,21 @@ const GIVE_BACK_BYTES: usize = 1024 * 1024;
 /// its pages anew, about 50 µs for 2 MiB: once per 2 MiB of records read.
 const MAX_WINDOW: usize = 2 * 1024 * 1024;
 
+/// What one drain took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Drained {
+    pub(super) records: usize,
+    /// The records' bytes, headers excluded.
+    pub(super) bytes: usize,
+}
+
+impl std::ops::AddAssign for Drained {
+    fn add_assign(&mut self, other: Drained) {
+        self.records += other.records;
+        self.bytes += other.bytes;
+    }
+}
+
 pub(super) struct Ring {
     /// The map's file (a duplicate of the map's descriptor), which the mappings read.
     file: OwnedFd,
@@ -159,14 +174,16 @@ impl Ring {
     }
 
     /// Calls `each` with up to `max` records, in order, each as its bytes (8-byte aligned),
-    /// stopping once `max_bytes` were taken; returns how many records it took. Stops at the
-    /// first record still being written. Fails only when the window cannot be mapped.
+    /// stopping once `max_bytes` were taken; returns what it took. Stops at the
+    /// first record still being written, and at a record `each` leaves (returns false for):
+    /// that one comes first again in the next drain. Fails only when the window cannot be
+    /// mapped.
     pub(super) fn drain(
         &mut self,
         max: usize,
         max_bytes: usize,
-        mut each: impl FnMut(&[u8]),
-    ) -> io::Result<usize> {
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> io::Result<Drained> {
         // SAFETY (all dereferences below): the position pages are mapped for the ring's life
         // and hold aligned u64s; data is read only in the window `cover` has just mapped.
         let producer = unsafe { &*self.producer };
@@ -199,8 +216,10 @@ impl Ring {
             let len = (flags_and_len & !(BUSY_BIT | DISCARD_BIT)) as usize;
             if flags_and_len & DISCARD_BIT == 0 {
                 let start = (offset + HEADER_LEN) & mask as usize;
-                if let Err(error) = self.read_record(start, len, &mut each) {
-                    break Err(error);
+                match self.read_record(start, len, &mut each) {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(error) => break Err(error),
                 }
                 taken += 1;
                 bytes_taken += len;
@@ -215,20 +234,25 @@ impl Ring {
         };
         consumer.store(self.consumer_pos, Ordering::Release);
         self.stopped_at_limit = taken >= max || bytes_taken >= max_bytes;
-        result.map(|()| taken)
+        result.map(|()| Drained {
+            records: taken,
+            bytes: bytes_taken,
+        })
     }
 
-    /// Calls `each` with the `len` bytes of data at `start`, copied when they wrap around the end.
+    /// Calls `each` with the `len` bytes of data at `start`, copied when they wrap around the
+    /// end; returns what `each` did.
     fn read_record(
         &mut self,
         start: usize,
         len: usize,
-        each: &mut impl FnMut(&[u8]),
-    ) -> io::Result<()> {
+        each: &mut impl FnMut(&[u8]) -> bool,
+    ) -> io::Result<bool> {
         if start + len <= self.size {
             self.cover(start, len)?;
-            each(unsafe { std::slice::from_raw_parts(self.data.add(start), len) });
-            return Ok(());
+            return Ok(each(unsafe {
+                std::slice::from_raw_parts(self.data.add(start), len)
+            }));
         }
         let first = self.size - start;
         let mut wrapped = std::mem::take(&mut self.wrapped);
@@ -245,11 +269,20 @@ impl Ring {
                 .copy_from_slice(unsafe { std::slice::from_raw_parts(self.data, len - first) });
             Ok(())
         });
-        if copied.is_ok() {
-            each(bytes);
-        }
+        let took = copied.map(|()| each(bytes));
         self.wrapped = wrapped;
-        copied
+        took
+    }
+
+    /// Where the kernel reserves the next record: every record reserved so far lies before it.
+    pub(super) fn producer_pos(&self) -> u64 {
+        // SAFETY: the producer page is mapped for the ring's life and holds an aligned u64.
+        unsafe { &*self.producer }.load(Ordering::Acquire)
+    }
+
+    /// Where the next record to read starts: the records before it were read.
+    pub(super) fn consumer_pos(&self) -> u64 {
+        self.consumer_pos
     }
 
     /// Whether the last drain stopped at its limits: more was there to take. (Records that
@@ -357,7 +390,8 @@ mod tests {
         let mut records = Vec::new();
         ring.drain(usize::MAX, usize::MAX, |bytes| {
             assert_eq!(bytes.as_ptr() as usize % 8, 0, "records are 8-byte aligned");
-            records.push(bytes.to_vec())
+            records.push(bytes.to_vec());
+            true
         })
         .unwrap();
         records
@@ -409,14 +443,46 @@ mod tests {
             kernel.write(&[n; 3], 0);
         }
         let mut seen = Vec::new();
-        assert_eq!(ring.drain(4, usize::MAX, |b| seen.push(b[0])).unwrap(), 4);
+        let mut take = |b: &[u8]| {
+            seen.push(b[0]);
+            true
+        };
+        assert_eq!(ring.drain(4, usize::MAX, &mut take).unwrap().records, 4);
         assert!(ring.stopped_at_limit());
         // The record that reaches the byte limit is the last one taken.
-        assert_eq!(ring.drain(100, 5, |b| seen.push(b[0])).unwrap(), 2);
+        assert_eq!(
+            ring.drain(100, 5, &mut take).unwrap(),
+            Drained {
+                records: 2,
+                bytes: 6
+            }
+        );
         assert!(ring.stopped_at_limit());
-        assert_eq!(ring.drain(100, usize::MAX, |b| seen.push(b[0])).unwrap(), 4);
+        assert_eq!(ring.drain(100, usize::MAX, &mut take).unwrap().records, 4);
         assert!(!ring.stopped_at_limit());
         assert_eq!(seen, (0..10).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn a_record_left_comes_first_in_the_next_drain() {
+        let mut kernel = FakeKernel::new(4096, 0);
+        let mut ring = kernel.ring();
+        for n in 0..4u8 {
+            kernel.write(&[n; 5], 0);
+        }
+        let mut seen = Vec::new();
+        let drained = ring
+            .drain(usize::MAX, usize::MAX, |b| {
+                seen.push(b[0]);
+                b[0] != 2
+            })
+            .unwrap();
+        assert_eq!(drained.records, 2, "the record left is not taken");
+        assert!(!ring.stopped_at_limit());
+        let left_at = kernel.consumer().load(Ordering::Relaxed);
+        assert_eq!(left_at, 2 * 16, "its room stays the kernel's");
+        assert_eq!(drain_all(&mut ring), [[2u8; 5].to_vec(), [3u8; 5].to_vec()]);
+        assert_eq!(seen, [0, 1, 2]);
     }
 
     #[test]
