@@ -70,6 +70,12 @@ pub struct EbpfArgs {
     /// 4,000,000 bytes); a message cut by it is published marked truncated with its real size.
     #[arg(long, env = "NODESCOPE_CAPTURE_LIMIT", default_value_t = extractor_common::usdt::DEFAULT_CAPTURE_LIMIT)]
     pub capture_limit: u32,
+    /// Memory in MB kept resident for blocks: a burst of 4 MB blocks (a node catching up) is
+    /// copied out of the kernel's rings into it several times faster than into fresh memory,
+    /// which leaves the rings room for more of the burst. 20 holds five blocks, beside the
+    /// rings' fifteen; 0 keeps none.
+    #[arg(long, env = "NODESCOPE_BLOCK_BUFFER_MB", default_value_t = crate::event::DEFAULT_WARM_BYTES / 1_000_000)]
+    pub block_buffer_mb: usize,
     /// The node these events are about, in every event and subject. Default: one node per
     /// traced process, named `<host>-<chain>` and, when it has a -datadir, `-<hash of it>`
     /// (stable across restarts), so that mainnet and signet of one install never mix. Set it
@@ -160,6 +166,7 @@ async fn run_ebpf(args: EbpfArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         tracepoints: args.tracepoints.clone(),
         ring_bytes: args.ring_mib * 1024 * 1024,
         capture_limit: args.capture_limit,
+        warm_payload_bytes: args.block_buffer_mb * 1_000_000,
         perf_links: args.perf_links,
         ..TracerConfig::new(&args.bitcoind_path)
     };

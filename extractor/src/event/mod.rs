@@ -3,8 +3,10 @@
 //! ([`Reassembler`]).
 
 mod reassembler;
+mod warm_buffers;
 
 pub use reassembler::{Reassembler, ReassemblyCounts, PAYLOAD_TIMEOUT};
+pub use warm_buffers::DEFAULT_WARM_BYTES;
 
 use extractor_common::usdt::{capture, flags, record_kind, ChunkHeader, TraceRecord};
 pub use extractor_common::ArgValue;
@@ -69,7 +71,8 @@ impl WallClock {
 
 impl TraceEvent {
     /// Decodes one event record; a payload argument holds the bytes that came `inline` in the
-    /// record, or starts empty (its bytes come in chunks). A record of an unknown tracepoint
+    /// record, or starts empty, without room (its bytes come in chunks, into a buffer the
+    /// [`Reassembler`] gives it). A record of an unknown tracepoint
     /// cannot come from our kernel program: it panics.
     pub fn decode(record: &TraceRecord, inline: Option<&[u8]>, clock: &WallClock) -> TraceEvent {
         let tracepoint = Tracepoint::from_index(record.tracepoint)
@@ -84,7 +87,7 @@ impl TraceEvent {
                 Some((capture::HASH, slot)) => ArgValue::Hash(record.hashes[slot as usize]),
                 Some((capture::PAYLOAD, _)) => ArgValue::Bytes(match inline {
                     Some(bytes) => bytes.to_vec(),
-                    None => Vec::with_capacity(record.payload_len as usize),
+                    None => Vec::new(),
                 }),
                 _ => arg_value(tracepoint, i, record.args[i]),
             })

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use extractor_common::usdt::{chunk_flags, flags, ChunkHeader, TraceRecord};
 
+use super::warm_buffers::WarmBuffers;
 use super::{ArgValue, MalformedRecord, PayloadCut, RingRecord, TraceEvent, WallClock};
 
 /// Hashes the reassembler's integer keys (event ids, thread ids) with one multiply: they are
@@ -61,6 +62,9 @@ pub struct Reassembler {
     /// The open event of each thread whose chunks come in the events ring: tid → sequence number.
     open_by_thread: HashMap<u32, u64, IdHasher>,
     counts: ReassemblyCounts,
+    warm: WarmBuffers,
+    /// Payload bytes taken into warm buffers since [`Reassembler::take_warm_bytes`].
+    warm_bytes: usize,
 }
 
 /// What the reassembler met besides whole events, since it was created.
@@ -96,6 +100,8 @@ struct Receiving {
     /// The kernel's marker said the payload ends here, cut; bytes before it may still come (from
     /// a payload ring, read after the events ring).
     cut_at: Option<u32>,
+    /// The payload's buffer is a warm one ([`WarmBuffers`]).
+    warm: bool,
 }
 
 impl Reassembler {
@@ -108,7 +114,29 @@ impl Reassembler {
             open: HashMap::default(),
             open_by_thread: HashMap::default(),
             counts: ReassemblyCounts::default(),
+            warm: WarmBuffers::new(capture_limit, 0),
+            warm_bytes: 0,
         }
+    }
+
+    /// Keeps up to `bytes` of buffers resident for large payloads (made by
+    /// [`Reassembler::refill_warm_buffer`]): a burst of blocks is copied out of the rings into
+    /// them several times faster than into fresh pages.
+    pub fn with_warm_buffers(mut self, bytes: usize) -> Reassembler {
+        self.warm = WarmBuffers::new(self.capture_limit, bytes);
+        self
+    }
+
+    /// Makes one more warm buffer for large payloads ready, when one is missing: a few ms, for
+    /// when the reader has caught up. Returns whether it made one.
+    pub fn refill_warm_buffer(&mut self) -> bool {
+        self.warm.refill()
+    }
+
+    /// Payload bytes copied into warm buffers since the last call: memory already resident, so
+    /// a drain need not count it against its budget.
+    pub fn take_warm_bytes(&mut self) -> usize {
+        std::mem::take(&mut self.warm_bytes)
     }
 
     /// Takes one ring record as the ring holds it; one that does not parse is discarded and
@@ -164,9 +192,15 @@ impl Reassembler {
         if let Some(earlier) = self.open_by_thread.remove(&record.tid) {
             self.close(earlier, Some(PayloadCut::RingFull));
         }
-        let event = TraceEvent::decode(record, inline, &self.clock);
+        let mut event = TraceEvent::decode(record, inline, &self.clock);
         let seq = self.first + self.queue.len() as u64;
         let payload_arg = event.payload_arg();
+        let mut warm = false;
+        if let (Some(arg), None) = (payload_arg, inline) {
+            let (buffer, is_warm) = self.warm.buffer_for(record.payload_len);
+            event.args[arg] = ArgValue::Bytes(buffer);
+            warm = is_warm;
+        }
         self.queue.push_back(Pending {
             event,
             receiving: payload_arg.map(|arg| Receiving {
@@ -176,6 +210,7 @@ impl Reassembler {
                 tid: record.tid,
                 last_progress: now,
                 cut_at: None,
+                warm,
             }),
         });
         if payload_arg.is_some() {
@@ -221,6 +256,9 @@ impl Reassembler {
             return;
         }
         bytes.extend_from_slice(data);
+        if receiving.warm {
+            self.warm_bytes += data.len();
+        }
         receiving.last_progress = now;
         let complete = bytes.len() >= receiving.announced as usize;
         if header.flags & chunk_flags::READ_FAILED != 0 {

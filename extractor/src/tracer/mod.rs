@@ -75,6 +75,9 @@ pub struct TracerConfig {
     /// Attach the count-only program instead: it reads and sends nothing, only counts firings
     /// ([`Tracer::count_only_firings`]). For benchmarks: the cost of the bare uprobe trap.
     pub count_only: bool,
+    /// Memory kept resident for large payloads (blocks), in buffers of `capture_limit` bytes:
+    /// a burst of blocks copied out of the rings into them leaves the kernel room for more.
+    pub warm_payload_bytes: usize,
     /// A perf link per probe even where the kernel has multi-uprobe links (6.6+), as older
     /// kernels attach. Detaching then waits for a grace period per probe (about 0.1 s each).
     pub perf_links: bool,
@@ -112,6 +115,12 @@ const DRAIN_BATCH: usize = 2048;
 /// about 5 ms, and copying them into fresh heap pages goes at about a quarter of that pace.
 const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 
+/// Most bytes of the events ring per pass of a drain (about 3,000 small events; DRAIN_BATCH
+/// stops them first): in a burst of blocks the events ring holds the chunks of those that found
+/// the payload rings full, and taking them all first (into fresh pages, slowly) would leave
+/// the earlier blocks' chunks, into warm buffers, no room in the drain.
+const EVENTS_PASS_BYTES: usize = 2 * 1024 * 1024;
+
 /// How long a drain keeps looking for more of a payload that is still arriving before it
 /// decodes what it has: the kernel copies a 32 KiB chunk in a few µs.
 const FOLLOW_IDLE: Duration = Duration::from_micros(200);
@@ -133,6 +142,7 @@ impl TracerConfig {
             ring_bytes: DEFAULT_RING_BYTES,
             capture_limit: DEFAULT_CAPTURE_LIMIT,
             count_only: false,
+            warm_payload_bytes: crate::event::DEFAULT_WARM_BYTES,
             perf_links: false,
         }
     }
@@ -248,7 +258,12 @@ impl Tracer {
             count_only,
             _ebpf: ebpf,
             _kernel_log: kernel_log,
-            reassembler: Reassembler::new(WallClock::now(), config.capture_limit),
+            reassembler: {
+                let mut reassembler = Reassembler::new(WallClock::now(), config.capture_limit)
+                    .with_warm_buffers(config.warm_payload_bytes);
+                while reassembler.refill_warm_buffer() {}
+                reassembler
+            },
             drain_timer: {
                 let timer = DrainTimer::new()?;
                 timer.arm(BATCH_DELAY);
@@ -304,7 +319,11 @@ impl Tracer {
             let taken = self.drain()?;
             // Also closes an event at the queue's head whose chunks stopped coming.
             self.reassembler.pop_ready(out, Instant::now());
-            self.pace(taken)?;
+            let caught_up = self.pace(taken)?;
+            if caught_up && self.reassembler.open_events() == 0 {
+                // Caught up: time to make a warm buffer used by the last burst again.
+                self.reassembler.refill_warm_buffer();
+            }
             if out.len() > before {
                 return Ok(());
             }
@@ -354,7 +373,8 @@ impl Tracer {
     /// records come (or payloads are being reassembled); once the ring is found empty, on the
     /// kernel's wakeup. Setting the wakeup request races a record submitted just before it,
     /// which would not wake us: the first empty drain is therefore followed by one more look.
-    fn pace(&mut self, taken: usize) -> Result<(), TracerError> {
+    /// Returns whether the drain caught up with the kernel (did not stop at its limits).
+    fn pace(&mut self, taken: usize) -> Result<bool, TracerError> {
         let stopped_at_limit = self.ring.get_ref().stopped_at_limit()
             || self.payload_rings.iter().any(|p| p.ring.stopped_at_limit());
         if stopped_at_limit {
@@ -371,20 +391,29 @@ impl Tracer {
         } else {
             self.drain_timer.arm(IDLE_CHECK);
         }
-        Ok(())
+        Ok(!stopped_at_limit)
     }
 
     /// Feeds what the rings hold to the reassembler, up to [`DRAIN_BATCH`] records of the
     /// events ring and [`DRAIN_BYTES`] in all; returns how many records it took. While a payload
     /// is still arriving, it follows the kernel's copy ([`FOLLOW_IDLE`]).
     fn drain(&mut self) -> Result<usize, TracerError> {
-        let mut taken = self.drain_once(DRAIN_BYTES)?;
+        self.reassembler.take_warm_bytes();
+        let (mut taken, mut warm) = (Drained::default(), 0);
         let mut last_progress = Instant::now();
-        // A burst of large payloads lasts milliseconds: taking its bytes as they come leaves
-        // the rings room for the rest, where decoding the first payload would leave it none.
-        while self.reassembler.open_events() > 0 && taken.bytes < DRAIN_BYTES {
-            let pass = self.drain_once(DRAIN_BYTES - taken.bytes)?;
+        loop {
+            let pass = self.drain_once(DRAIN_BYTES + warm - taken.bytes)?;
             taken += pass;
+            // Bytes into warm buffers are memory resident already: not counted.
+            let pass_warm = self.reassembler.take_warm_bytes();
+            warm += pass_warm;
+            // A burst of large payloads lasts milliseconds: taking its bytes as they come
+            // leaves the rings room for the rest, where decoding the first payload would leave
+            // them none. Followed while a payload is open or the pass filled warm buffers.
+            let following = self.reassembler.open_events() > 0 || pass_warm > 0;
+            if !following || taken.bytes >= DRAIN_BYTES + warm {
+                break;
+            }
             if pass.records > 0 {
                 last_progress = Instant::now();
             } else if last_progress.elapsed() >= FOLLOW_IDLE {
@@ -407,7 +436,7 @@ impl Tracer {
         let reassembler = &mut self.reassembler;
         taken += self.ring.get_mut().drain(
             DRAIN_BATCH,
-            max_bytes.saturating_sub(taken.bytes),
+            max_bytes.saturating_sub(taken.bytes).min(EVENTS_PASS_BYTES),
             |record| {
                 reassembler.push_bytes(record, now);
                 true
