@@ -462,19 +462,20 @@ mod tests {
         }
     }
 
+    /// A kernel record, viewed as the bytes the ring would hold.
+    fn bytes_of<T: Copy>(record: &T) -> &[u8] {
+        // SAFETY: the records are plain data; the slice borrows `record`.
+        unsafe {
+            std::slice::from_raw_parts((record as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+    }
+
     /// A chunk record's bytes, as a payload ring holds them.
     fn chunk_bytes(event_id: u64, offset: u32, data: &[u8], flags: u8) -> Vec<u8> {
         let RingRecord::Chunk { header, .. } = chunk(event_id, offset, data, flags) else {
             unreachable!()
         };
-        // SAFETY: plain data, viewed as its bytes.
-        let header = unsafe {
-            std::slice::from_raw_parts(
-                (&header as *const ChunkHeader).cast::<u8>(),
-                std::mem::size_of::<ChunkHeader>(),
-            )
-        };
-        [header, data].concat()
+        [bytes_of(&header), data].concat()
     }
 
     #[test]
@@ -548,14 +549,7 @@ mod tests {
         let RingRecord::Event { record, .. } = message(3, 10, 0, 0) else {
             unreachable!()
         };
-        // SAFETY: plain data, viewed as its bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (record as *const TraceRecord).cast::<u8>(),
-                std::mem::size_of::<TraceRecord>(),
-            )
-        };
-        assert!(r.push_payload_bytes(bytes, now, || true));
+        assert!(r.push_payload_bytes(bytes_of(record), now, || true));
         assert_eq!(r.counts().malformed_records, 1);
     }
 
@@ -595,41 +589,22 @@ mod tests {
         });
         event.record.flags = flags::PAYLOAD_INLINE;
         event.data[..8].copy_from_slice(b"pingpong");
-        // SAFETY: plain data, viewed as the bytes the ring would hold.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&*event as *const extractor_common::usdt::SmallInlineEvent).cast::<u8>(),
-                std::mem::size_of_val(&*event),
-            )
-        };
-        match RingRecord::parse(bytes) {
+        match RingRecord::parse(bytes_of(&*event)) {
             Ok(RingRecord::Event { inline, .. }) => assert_eq!(inline, Some(&b"pingpong"[..])),
             Ok(RingRecord::Chunk { .. }) => panic!("parsed as a chunk"),
             Err(error) => panic!("{error}"),
         }
         // An inline length past the record's end is refused, not read beyond it.
         event.record.payload_len = extractor_common::usdt::SMALL_CHUNK as u32 + 1;
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&*event as *const extractor_common::usdt::SmallInlineEvent).cast::<u8>(),
-                std::mem::size_of_val(&*event),
-            )
-        };
         assert!(matches!(
-            RingRecord::parse(bytes),
+            RingRecord::parse(bytes_of(&*event)),
             Err(MalformedRecord::Short { what: "event", .. })
         ));
         event.record.payload_len = 8;
         // Without the flag the payload comes in chunks.
         event.record.flags = 0;
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&*event as *const extractor_common::usdt::SmallInlineEvent).cast::<u8>(),
-                std::mem::size_of_val(&*event),
-            )
-        };
         assert!(matches!(
-            RingRecord::parse(bytes),
+            RingRecord::parse(bytes_of(&*event)),
             Ok(RingRecord::Event { inline: None, .. })
         ));
     }
